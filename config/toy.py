@@ -1,0 +1,128 @@
+"""Toy worlds for scripts/train_toy.py: the same SDE step and GRPO math as the SD3 trainer, in 1D and 2D.
+
+    python scripts/train_toy.py --config config/toy.py:line_shapes
+    python scripts/train_toy.py --config config/toy.py:moons_unlearn --config.train.beta=0  # no KL: reward hacking
+"""
+
+import os
+
+import ml_collections
+
+from flow_grpo.config_cli import config_by_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _base():
+    config = ml_collections.ConfigDict()
+    config.run_name = ""
+    config.logdir = "logs/toy"
+    config.seed = 42
+    config.progress = True
+
+    config.world = ml_collections.ConfigDict()
+    config.world.name = ""
+
+    config.model = ml_collections.ConfigDict()
+    config.model.hidden_dim = 256
+    config.model.num_layers = 4
+
+    # flow-matching pretraining of the base model (deterministic, part of every run)
+    config.pretrain = ml_collections.ConfigDict()
+    config.pretrain.num_steps = 3000
+    config.pretrain.batch_size = 512
+    config.pretrain.learning_rate = 2e-3
+
+    config.sample = ml_collections.ConfigDict()
+    config.sample.num_steps = 10  # SDE steps while collecting (denoising reduction: train on 10)
+    config.sample.eval_num_steps = 40  # ODE steps for evaluation
+    config.sample.noise_level = 0.7
+    config.sample.sde_type = "sde"
+    config.sample.batch_size = 256  # samples per sampling batch
+    config.sample.num_image_per_prompt = 16  # group size k
+    config.sample.num_batches_per_epoch = 1
+    config.sample.same_latent = False  # one initial noise per group
+    config.sample.eval_samples_per_prompt = 512
+
+    config.train = ml_collections.ConfigDict()
+    config.train.learning_rate = 1e-4
+    config.train.batch_size = 64
+    config.train.gradient_accumulation_steps = 1
+    config.train.num_inner_epochs = 1
+    config.train.clip_range = 0.05
+    config.train.adv_clip_max = 5.0
+    config.train.beta = 0.0  # KL to the base model (exact Gaussian KL of the step means)
+    config.train.timestep_fraction = 1.0
+    config.train.timestep_strategy = "first"
+    config.train.advantage_mode = "grpo"  # grpo: per-prompt groups; ddpo: whole-batch normalisation
+    config.train.global_std = True
+    config.train.max_grad_norm = 1.0
+
+    config.num_epochs = 60
+    config.eval_freq = 10
+    return config
+
+
+def line_shapes():
+    """1D tutorial: sharpen a base that is vague about the shape; reward on held-out colour/shape combinations."""
+    config = _base()
+    config.model.hidden_dim = 128
+    config.model.num_layers = 3
+    config.pretrain.num_steps = 2000
+    config.run_name = "line_shapes"
+    config.world.name = "line_shapes"
+    config.world.dataset = os.path.join(REPO, "dataset", "toy", "line_shapes")
+    config.world.base_std = 0.3
+    config.world.reward_width = 0.1
+    config.sample.batch_size = 256  # 16 prompts x 16 samples
+    return config
+
+
+def _moons(reward):
+    config = _base()
+    config.world.name = "moons"
+    config.world.reward = reward
+    config.world.data_noise = 0.1
+    config.world.reward_width = 0.05
+    config.sample.same_latent = True  # unconditional: a group is k trajectories from one initial noise
+    config.sample.eval_samples_per_prompt = 4096
+    return config
+
+
+def moons_unlearn():
+    """Stop drawing the lower moon: reward 1 - p(lower | x) from a classifier; KL keeps samples on the moons."""
+    config = _moons("unlearn")
+    config.run_name = "moons_unlearn"
+    # Without the KL the policy walks off the moons into the classifier's "upper" region (reward hacking).
+    # Measured (seed 42, 60 epochs): beta 0 -> off-moon share 0.33, mean arc distance 0.29;
+    # beta 0.1 -> off-moon share 0.006, arc distance 0.052 (base: 0.032, 0.090), lower-moon share 0.002.
+    config.train.beta = 0.1
+    return config
+
+
+def moons_fidelity():
+    """Sharpen the moons: reward exp(-d^2 / 2w^2), d the distance to the nearer moon arc."""
+    config = _moons("fidelity")
+    config.run_name = "moons_fidelity"
+    return config
+
+
+def moons_unlearn_ddpo():
+    """DDPO-style baseline of moons_unlearn: independent noises, advantages normalised over the batch."""
+    config = moons_unlearn()
+    config.run_name = "moons_unlearn_ddpo"
+    config.sample.same_latent = False
+    config.train.advantage_mode = "ddpo"
+    return config
+
+
+def moons_fidelity_ddpo():
+    config = moons_fidelity()
+    config.run_name = "moons_fidelity_ddpo"
+    config.sample.same_latent = False
+    config.train.advantage_mode = "ddpo"
+    return config
+
+
+def get_config(name):
+    return config_by_name(name, globals())

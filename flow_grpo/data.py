@@ -1,0 +1,78 @@
+"""Prompt datasets and the distributed k-repeat sampler that forms GRPO groups across processes."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def read_prompt_file(path: str) -> list[str]:
+    """One prompt per non-empty line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"prompt file {path!r} not found")
+    with open(path, encoding="utf-8") as handle:
+        prompts = [line.strip() for line in handle if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path!r} holds no prompts")
+    return prompts
+
+
+class DistributedKRepeatSampler:
+    """Yields, per call, this process's ``batch_size`` dataset indices for one sampling batch.
+
+    Every process draws the same permutation (seeded with ``seed + counter``), takes the first
+    ``num_replicas * batch_size / k`` indices, repeats each ``k`` times, shuffles them (same shuffle on all
+    processes) and keeps its own contiguous slice. A prompt's ``k`` images therefore spread over processes,
+    and the union over processes is every chosen prompt exactly ``k`` times.
+
+    The only state is the counter, so ``state_dict``/``load_state_dict`` make a resumed run draw exactly the
+    batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, dataset_size: int, batch_size: int, k: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        total = num_replicas * batch_size
+        if k < 1 or total % k:
+            raise ValueError(
+                f"num_replicas * batch_size = {num_replicas} * {batch_size} = {total} must be a multiple of "
+                f"the group size k = {k}"
+            )
+        if total // k > dataset_size:
+            raise ValueError(f"need {total // k} distinct prompts per batch but the dataset holds {dataset_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.k = k
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.counter = 0
+
+    @property
+    def prompts_per_batch(self) -> int:
+        return self.num_replicas * self.batch_size // self.k
+
+    def all_indices(self, counter: int) -> torch.Tensor:
+        """The indices of every process for batch number ``counter``, shape [num_replicas, batch_size]."""
+        generator = torch.Generator().manual_seed(self.seed + counter)
+        chosen = torch.randperm(self.dataset_size, generator=generator)[: self.prompts_per_batch]
+        repeated = chosen.repeat_interleave(self.k)
+        shuffled = repeated[torch.randperm(len(repeated), generator=generator)]
+        return shuffled.reshape(self.num_replicas, self.batch_size)
+
+    def next_indices(self) -> list[int]:
+        indices = self.all_indices(self.counter)[self.rank].tolist()
+        self.counter += 1
+        return indices
+
+    def __iter__(self):
+        while True:
+            yield self.next_indices()
+
+    def state_dict(self) -> dict:
+        return {"counter": self.counter, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counter = int(state["counter"])
+        self.seed = int(state["seed"])

@@ -1,0 +1,47 @@
+"""Training plots from metrics.jsonl rows: curves and histograms, written as PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: list[dict], panels: list[tuple[str, list[str]]], path: str, x_key: str = "epoch", title: str = "") -> None:
+    """One panel per ``(title, [metric keys])``; rows missing a key are skipped for that key."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (panel_title, keys) in zip(axes[0], panels):
+        for key in keys:
+            points = [(row[x_key], row[key]) for row in rows if row.get(key) is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if len(points) < 12 else None, ms=3, label=key)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel(x_key)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_histogram(values, path: str, title: str, xlabel: str, bins: int = 60) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.hist(np.asarray(values).reshape(-1), bins=bins, color="tab:blue", alpha=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""One denoising step of a flow-matching sampler as a Gaussian action with a log-probability.
+
+Conventions (see DESIGN.md section 3): sigma in [0, 1] is the flow time with 1 = pure noise, a step goes
+from ``sigma`` to ``sigma_next < sigma`` so ``dt = sigma_next - sigma < 0``, and ``model_output`` is the
+velocity ``v`` of ``x_sigma = (1 - sigma) * x_0 + sigma * noise`` (after classifier-free guidance).
+
+Two step types:
+
+``sde`` (Flow-GRPO)
+    The reverse-time SDE whose marginals equal those of the ODE ``dx = v dt``. With
+    ``std_t = a * sqrt(sigma / (1 - sigma_hat))`` (``sigma_hat = sigma`` except at ``sigma == 1``, where it
+    is ``sigma_next`` to stay finite) the Euler-Maruyama step is::
+
+        mean = x * (1 + std_t^2 * dt / (2 sigma)) + v * (1 + std_t^2 * (1 - sigma) / (2 sigma)) * dt
+        prev = mean + std_t * sqrt(-dt) * eps
+
+    The drift correction is ``std_t^2 / 2`` times the score, written with the velocity:
+    ``score = -(x + (1 - sigma) v) / sigma``.
+
+``cps`` (coefficient-preserving sampling)
+    Re-noises a fixed share of the predicted noise::
+
+        std_t = sigma_next * sin(a * pi / 2)
+        x0 = x - sigma * v,  x1 = x + (1 - sigma) * v
+        mean = (1 - sigma_next) * x0 + sqrt(sigma_next^2 - std_t^2) * x1
+        prev = mean + std_t * eps
+
+    Its log-probability is, as in the original implementation, the *unnormalised* ``-mean((prev - mean)^2)``
+    (no ``1 / (2 std^2)`` and no normaliser). The clip ranges of the CPS configs (1e-5) were tuned for that
+    scale, so it stays the default; pass ``cps_log_prob="gaussian"`` for the exact Gaussian density.
+
+Log-probabilities are averaged over every non-batch element (C x H x W for images), not summed, so
+probability ratios stay close to 1. With ``noise_level = 0`` both types reduce exactly to the Euler step
+``x + v * dt``; the step is then deterministic and its ``log_prob`` is defined as 0.
+
+Everything is computed in float32 whatever the dtype of the model output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+SDE_TYPES = ("sde", "cps")
+CPS_LOG_PROB_KINDS = ("unnormalized", "gaussian")
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _per_sample(value, batch_size: int, ndim: int, device: torch.device) -> torch.Tensor:
+    """A float, 0-d tensor or [B] tensor as a float32 tensor of shape [B, 1, ..., 1] (``ndim`` dims)."""
+    value = torch.as_tensor(value, dtype=torch.float32, device=device)
+    if value.ndim == 0:
+        value = value.expand(batch_size)
+    value = value.reshape(-1)
+    if value.shape[0] != batch_size:
+        raise ValueError(f"expected a scalar or {batch_size} values, got shape {tuple(value.shape)}")
+    return value.reshape(batch_size, *([1] * (ndim - 1)))
+
+
+def randn_like_sample(
+    shape: Sequence[int],
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Standard normal float32 noise of ``shape``; one generator for all or one per sample (first dim).
+
+    Noise is drawn on each generator's own device and moved, so a CPU generator gives the same numbers
+    whatever ``device`` is (as in diffusers' ``randn_tensor``).
+    """
+    shape = tuple(shape)
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=torch.float32)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+    generators = list(generator)
+    if len(generators) != shape[0]:
+        raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}")
+    return torch.stack(
+        [torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generators]
+    ).to(device)
+
+
+def sde_step_with_logprob(
+    model_output: torch.Tensor,
+    sigma,
+    sigma_next,
+    sample: torch.Tensor,
+    noise_level: float,
+    prev_sample: torch.Tensor | None = None,
+    sde_type: str = "sde",
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    cps_log_prob: str = "unnormalized",
+):
+    """Take (or score) one stochastic step from ``sigma`` to ``sigma_next``.
+
+    Args:
+        model_output: velocity ``v``, shape [B, ...].
+        sigma, sigma_next: floats or per-sample tensors of shape [B]; ``sigma_next < sigma``.
+        sample: the current latent ``x``, same shape as ``model_output``.
+        noise_level: ``a`` in the formulas above; 0 gives the Euler ODE step.
+        prev_sample: if given, this sample is scored instead of drawing a new one (training time).
+        sde_type: ``"sde"`` or ``"cps"``.
+        generator: a generator, or one per sample, for the noise.
+        cps_log_prob: ``"unnormalized"`` (default, as the original) or ``"gaussian"``; only for ``cps``.
+
+    Returns:
+        ``(prev_sample, log_prob, prev_sample_mean, std_dev)``: the next latent (float32), its log-prob of
+        shape [B], the mean of the Gaussian transition and its standard deviation (shape [B, 1, ..., 1]).
+    """
+    if sde_type not in SDE_TYPES:
+        raise ValueError(f"unknown sde_type {sde_type!r}; valid: {', '.join(SDE_TYPES)}")
+    if cps_log_prob not in CPS_LOG_PROB_KINDS:
+        raise ValueError(f"unknown cps_log_prob {cps_log_prob!r}; valid: {', '.join(CPS_LOG_PROB_KINDS)}")
+    if model_output.shape != sample.shape:
+        raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ")
+
+    v = model_output.float()
+    x = sample.float()
+    batch_size, ndim, device = x.shape[0], x.ndim, x.device
+    sigma = _per_sample(sigma, batch_size, ndim, device)
+    sigma_next = _per_sample(sigma_next, batch_size, ndim, device)
+    noise_level = _per_sample(noise_level, batch_size, ndim, device)
+    dt = sigma_next - sigma
+
+    if sde_type == "sde":
+        sigma_hat = torch.where(sigma == 1, sigma_next, sigma)
+        std_t = noise_level * torch.sqrt(sigma / (1 - sigma_hat))
+        prev_sample_mean = (
+            x * (1 + std_t**2 * dt / (2 * sigma)) + v * (1 + std_t**2 * (1 - sigma) / (2 * sigma)) * dt
+        )
+        std_dev = std_t * torch.sqrt(-dt)
+    else:
+        std_dev = sigma_next * torch.sin(noise_level * math.pi / 2)
+        pred_x0 = x - sigma * v
+        pred_x1 = x + (1 - sigma) * v
+        # clamp: sigma_next^2 - std^2 >= 0 always holds mathematically; guard rounding.
+        prev_sample_mean = (1 - sigma_next) * pred_x0 + torch.sqrt(
+            torch.clamp(sigma_next**2 - std_dev**2, min=0)
+        ) * pred_x1
+
+    if prev_sample is None:
+        noise = randn_like_sample(x.shape, generator, device)
+        prev_sample = prev_sample_mean + std_dev * noise
+    else:
+        if prev_sample.shape != x.shape:
+            raise ValueError(f"prev_sample {tuple(prev_sample.shape)} and sample {tuple(x.shape)} differ")
+        prev_sample = prev_sample.float()
+
+    reduce_dims = tuple(range(1, ndim))
+    stochastic = std_dev > 0
+    if sde_type == "cps" and cps_log_prob == "unnormalized":
+        log_prob = -((prev_sample.detach() - prev_sample_mean) ** 2)
+    else:
+        safe_std = torch.where(stochastic, std_dev, torch.ones_like(std_dev))
+        log_prob = (
+            -((prev_sample.detach() - prev_sample_mean) ** 2) / (2 * safe_std**2)
+            - torch.log(safe_std)
+            - _LOG_SQRT_2PI
+        )
+    log_prob = torch.where(stochastic, log_prob, torch.zeros_like(log_prob)).mean(dim=reduce_dims)
+    return prev_sample, log_prob, prev_sample_mean, std_dev

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="flow_grpo",
+    version="0.1.0",
+    description="Online RL (Flow-GRPO and relatives) for flow-matching text-to-image models",
+    packages=find_packages(include=["flow_grpo", "flow_grpo.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "accelerate>=1.0",
+        "diffusers>=0.32",
+        "transformers>=4.46",
+        "peft>=0.13",
+        "ml_collections>=0.1.1",
+        "numpy>=1.24",
+        "pillow>=10.0",
+        "requests>=2.31",
+        "matplotlib>=3.7",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "dev": ["pytest>=8.0"],
+        "wandb": ["wandb>=0.17"],
+        "tensorboard": ["tensorboard>=2.15"],
+        "deepspeed": ["deepspeed>=0.15"],
+        "ocr": ["rapidocr>=3.0", "onnxruntime>=1.18"],
+    },
+)

@@ -1,0 +1,55 @@
+import os
+
+import pytest
+
+from flow_grpo.config_cli import ConfigError, parse_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(REPO, "config", "toy.py")
+
+
+def test_loads_named_config_and_applies_overrides():
+    config = parse_args(
+        ["--config", f"{TOY}:moons_unlearn", "--config.train.beta=0.5", "--config.num_epochs", "3",
+         "--config.sample.same_latent=false", "--config.sample.sde_type=cps", "--config.train.learning_rate=1e-3"]
+    )
+    assert config.train.beta == 0.5
+    assert config.num_epochs == 3 and isinstance(config.num_epochs, int)
+    assert config.sample.same_latent is False
+    assert config.sample.sde_type == "cps"
+    assert config.train.learning_rate == 1e-3
+
+
+def test_unknown_config_name_lists_valid_ones():
+    with pytest.raises(ConfigError) as info:
+        parse_args(["--config", f"{TOY}:moons_unlern"])
+    message = str(info.value)
+    assert "moons_unlern" in message and "did you mean 'moons_unlearn'" in message
+    for name in ("line_shapes", "moons_unlearn", "moons_fidelity"):
+        assert name in message
+
+
+def test_missing_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match="line_shapes"):
+        parse_args(["--config", TOY])
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError) as info:
+        parse_args(["--config", f"{TOY}:line_shapes", "--config.train.bta=0.1"])
+    message = str(info.value)
+    assert "train.bta" in message and "train.beta" in message and "clip_range" in message
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="train.beta.*number"):
+        parse_args(["--config", f"{TOY}:line_shapes", "--config.train.beta=lots"])
+    with pytest.raises(ConfigError, match="num_epochs.*integer"):
+        parse_args(["--config", f"{TOY}:line_shapes", "--config.num_epochs=2.5"])
+
+
+def test_missing_file_and_stray_argument():
+    with pytest.raises(ConfigError, match="not found"):
+        parse_args(["--config", "config/nope.py:x"])
+    with pytest.raises(ConfigError, match="unrecognised argument '--lr'"):
+        parse_args(["--config", f"{TOY}:line_shapes", "--lr", "3"])
