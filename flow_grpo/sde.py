@@ -117,6 +117,7 @@ def sde_step_with_logprob(
     if model_output.shape != sample.shape:
         raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ")
 
+    noise_level_arg = noise_level
     v = model_output.float()
     x = sample.float()
     batch_size, ndim, device = x.shape[0], x.ndim, x.device
@@ -142,8 +143,10 @@ def sde_step_with_logprob(
         ) * pred_x1
 
     if prev_sample is None:
-        noise = randn_like_sample(x.shape, generator, device)
-        prev_sample = prev_sample_mean + std_dev * noise
+        if isinstance(noise_level_arg, (int, float)) and noise_level_arg == 0:
+            prev_sample = prev_sample_mean  # the ODE step: no noise drawn, generators left untouched
+        else:
+            prev_sample = prev_sample_mean + std_dev * randn_like_sample(x.shape, generator, device)
     else:
         if prev_sample.shape != x.shape:
             raise ValueError(f"prev_sample {tuple(prev_sample.shape)} and sample {tuple(x.shape)} differ")

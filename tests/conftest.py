@@ -21,3 +21,30 @@ def load_script(relative_path: str):
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """A tiny SD3 pipeline (real diffusers classes); tests must not modify it (use fresh_tiny_pipeline)."""
+    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+
+    pipeline = build_tiny_sd3_pipeline(seed=0)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture
+def fresh_tiny_pipeline():
+    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+
+    pipeline = build_tiny_sd3_pipeline(seed=0)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory, tiny_pipeline):
+    """The tiny pipeline written to disk in diffusers layout."""
+    path = tmp_path_factory.mktemp("tiny-sd3")
+    tiny_pipeline.save_pretrained(str(path))
+    return str(path)
