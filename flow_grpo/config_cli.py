@@ -49,16 +49,24 @@ def config_by_name(name: str, namespace: dict) -> ml_collections.ConfigDict:
     return namespace[name]()
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Load ``path/to/file.py:NAME`` by calling the file's ``get_config(NAME)``."""
-    path, sep, name = spec.partition(":")
+def load_module(path: str):
+    """Import a Python file by path (config files load their siblings, e.g. base.py, this way)."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found (expected --config path/to/file.py:NAME)")
+        raise ConfigError(f"config file {path!r} not found")
     module_name = "_flow_grpo_config_" + os.path.splitext(os.path.basename(path))[0]
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
     module_spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Load ``path/to/file.py:NAME`` by calling the file's ``get_config(NAME)``."""
+    path, sep, name = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found (expected --config path/to/file.py:NAME)")
+    module = load_module(path)
     names = experiment_names(vars(module))
     if not sep or not name:
         raise ConfigError(f"no experiment named in {spec!r}; use {path}:NAME with NAME one of: {', '.join(names)}")
@@ -193,6 +201,8 @@ def parse_args(argv: Sequence[str] | None = None, default_config: str | None = N
     if spec is None:
         raise ConfigError("missing --config path/to/file.py:NAME")
     config = load_config(spec)
+    if "run_name" in config and not config.run_name:
+        config.run_name = spec.partition(":")[2]  # default run folder: the experiment's name
     for key, text in overrides:
         apply_override(config, key, text)
     return config

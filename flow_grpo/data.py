@@ -76,3 +76,45 @@ class DistributedKRepeatSampler:
     def load_state_dict(self, state: dict) -> None:
         self.counter = int(state["counter"])
         self.seed = int(state["seed"])
+
+
+class PromptDataset:
+    """The prompts of one split of a dataset folder, with per-prompt metadata.
+
+    ``<folder>/<split>_metadata.jsonl`` (GenEval style: one JSON object per line with a ``prompt`` field, the
+    whole object is the metadata) is used when present, else ``<folder>/<split>.txt`` (one prompt per line,
+    metadata ``{}``).
+    """
+
+    def __init__(self, folder: str, split: str):
+        import json
+
+        jsonl = os.path.join(folder, f"{split}_metadata.jsonl")
+        txt = os.path.join(folder, f"{split}.txt")
+        self.prompts: list[str] = []
+        self.metadata: list[dict] = []
+        if os.path.isfile(jsonl):
+            with open(jsonl, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{jsonl}:{number}: not valid JSON ({error.msg})") from None
+                    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                        raise ValueError(f"{jsonl}:{number}: expected an object with a string field 'prompt'")
+                    self.prompts.append(item["prompt"])
+                    self.metadata.append(item)
+            self.path = jsonl
+        elif os.path.isfile(txt):
+            self.prompts = read_prompt_file(txt)
+            self.metadata = [{} for _ in self.prompts]
+            self.path = txt
+        else:
+            raise FileNotFoundError(f"no {split} prompts in {folder!r}: expected {os.path.basename(jsonl)} or {os.path.basename(txt)}")
+        if not self.prompts:
+            raise ValueError(f"{self.path} holds no prompts")
+
+    def __len__(self) -> int:
+        return len(self.prompts)

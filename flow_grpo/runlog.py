@@ -71,3 +71,25 @@ def read_metrics(path: str) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def flat_config(config, prefix: str = "") -> dict:
+    """Config as one level of ``a.b`` keys with scalar values (for tensorboard hparams)."""
+    flat = {}
+    for key, value in config_to_dict(config).items() if prefix == "" else config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def truncate_metrics(path: str, before_epoch: int) -> None:
+    """Keep only rows of epochs before ``before_epoch`` (a resumed run re-logs the later ones)."""
+    from flow_grpo.atomic import atomic_write_bytes
+
+    rows = [r for r in read_metrics(path) if r.get("epoch", 0) < before_epoch]
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))

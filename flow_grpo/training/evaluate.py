@@ -1,0 +1,61 @@
+"""Evaluation: ODE sampling of the test prompts with the eval step count and guidance, every reward column
+averaged over all processes, and an image grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+from flow_grpo.images import image_grid, to_pil
+from flow_grpo.seeding import generator_for
+
+
+@torch.no_grad()
+def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, negative_embeds, grid_path: str | None = None) -> dict:
+    """Returns ``{"eval_reward_<column>": mean}`` on every process; writes the grid on the main process.
+
+    Prompts are split over processes (padded to equal counts; padding is not scored) and each prompt's
+    noise is seeded by its index, so results do not depend on the number of processes.
+    """
+    count = len(dataset) if not config.sample.eval_max_prompts else min(len(dataset), config.sample.eval_max_prompts)
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    per_process = -(-count // world)
+    mine = [i for i in range(rank, per_process * world, world)]  # indices >= count are padding
+    columns, valid, grid_images, grid_prompts = [], [], [], []
+    batches = range(0, len(mine), config.sample.test_batch_size)
+    for start in tqdm(batches, desc="eval", disable=not (config.progress and accelerator.is_main_process), leave=False):
+        indices = mine[start : start + config.sample.test_batch_size]
+        real = [i if i < count else 0 for i in indices]
+        prompts = [dataset.prompts[i] for i in real]
+        metadata = [dataset.metadata[i] for i in real]
+        n = len(prompts)
+        prompt_embeds, pooled = encode_prompt(pipeline, prompts, config.max_sequence_length, device)
+        with accelerator.autocast():
+            trajectory = sd3_sample_with_logprob(
+                pipeline, prompt_embeds, pooled, negative_embeds[0].expand(n, -1, -1), negative_embeds[1].expand(n, -1),
+                num_inference_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
+                height=config.resolution, width=config.resolution, deterministic=True,
+                generator=[generator_for(config.seed, "eval", i) for i in real], transformer=transformer,
+                decode_batch_size=config.sample.decode_batch_size or None,
+            )
+        images = trajectory.images.cpu()
+        rewards, _ = reward_fn(images, prompts, metadata)
+        names = list(rewards)
+        columns.append(np.stack([rewards[k] for k in names], axis=1))
+        valid.append(np.asarray([i < count for i in indices]))
+        for image, prompt, ok in zip(images, prompts, valid[-1]):
+            if ok and len(grid_images) < 16:
+                grid_images.append(image)
+                grid_prompts.append(prompt)
+    local = torch.as_tensor(np.concatenate(columns), dtype=torch.float64, device=device)
+    mask = torch.as_tensor(np.concatenate(valid), device=device)
+    gathered, gathered_mask = accelerator.gather(local).cpu().numpy(), accelerator.gather(mask).cpu().numpy().astype(bool)
+    scores = gathered[gathered_mask]
+    metrics = {f"eval_reward_{name}": float(np.nanmean(scores[:, i])) for i, name in enumerate(names)}
+    metrics["eval_num_images"] = float(len(scores))
+    if grid_path and accelerator.is_main_process and grid_images:
+        cols = min(4, len(grid_images))
+        image_grid(to_pil(torch.stack(grid_images)), cols=cols).save(grid_path)
+    return metrics
