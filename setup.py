@@ -21,7 +21,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17"],
+        "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18"],
         "wandb": ["wandb>=0.17"],
         "tensorboard": ["tensorboard>=2.15"],
         "deepspeed": ["deepspeed>=0.15"],

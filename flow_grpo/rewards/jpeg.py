@@ -1,4 +1,8 @@
-"""JPEG file size as a reward (DDPO's compressibility task): smaller files = simpler images."""
+"""JPEG file size as a reward (DDPO's compressibility task): smaller files = simpler images.
+
+``jpeg_compressibility`` is ``-size_kb / 500`` and ``jpeg_incompressibility`` ``size_kb``, the scales of
+Flow-GRPO's configs (JPEG quality 95).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def jpeg_size_kb(images, quality: int = 95) -> np.ndarray:
 def jpeg_compressibility(quality: int = 95, **_):
     def score(images, prompts, metadata):
         size = jpeg_size_kb(images, quality)
-        return -size, {"size_kb": size}
+        return -size / 500.0, {"size_kb": size}
 
     return score
 

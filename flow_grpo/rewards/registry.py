@@ -35,7 +35,12 @@ def available_rewards() -> list[str]:
 
 
 def build_reward(name: str, **options) -> Callable:
+    """The reward ``name`` built with ``options``; with a ``server_url`` option, a client of that reward server."""
     _import_builtin_rewards()
+    if "server_url" in options:
+        from flow_grpo.rewards.remote import remote_reward
+
+        return remote_reward(name, **options)
     if name not in _FACTORIES:
         raise RewardError(f"unknown reward {name!r}; valid: {', '.join(sorted(_FACTORIES))}")
     try:
@@ -48,7 +53,18 @@ def build_reward(name: str, **options) -> Callable:
 
 def _import_builtin_rewards() -> None:
     # each module registers its rewards on import
-    from flow_grpo.rewards import jpeg, simple  # noqa: F401
+    from flow_grpo.rewards import (  # noqa: F401
+        aesthetic,
+        clipscore,
+        image_similarity,
+        imagereward,
+        jpeg,
+        ocr,
+        pickscore,
+        remote,
+        simple,
+        vlm,
+    )
 
 
 def check_scores(name: str, scores, num_images: int) -> np.ndarray:

@@ -1,0 +1,33 @@
+"""Tiny models built from config, saved in the layout their loaders expect: for tests and CPU runs of the
+model-based rewards (no download). The SD3 pipeline lives in tiny_sd3.py."""
+
+from __future__ import annotations
+
+import torch
+
+from flow_grpo.tiny_sd3 import BOS_ID, EOS_ID, PAD_ID, _vocabulary, make_tokenizer
+
+
+def save_tiny_clip(folder: str, seed: int = 0, image_size: int = 32, projection_dim: int = 16) -> str:
+    """A random ``CLIPModel`` with its tokenizer and ``CLIPImageProcessor`` in ``folder``; returns ``folder``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(_vocabulary()), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+        ),
+        vision_config=dict(
+            image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        projection_dim=projection_dim,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    make_tokenizer("clip", 77).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(folder)
+    return folder
