@@ -56,6 +56,7 @@ def _import_builtin_rewards() -> None:
     from flow_grpo.rewards import (  # noqa: F401
         aesthetic,
         clipscore,
+        geneval,
         image_similarity,
         imagereward,
         jpeg,
