@@ -87,7 +87,12 @@ def default():
     config.train.ema = True
     config.train.ema_decay = 0.9
     config.train.ema_update_interval = 8  # optimizer steps
-    config.train.loss_mode = "grpo"
+    config.train.loss_mode = "grpo"  # "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance)
+    config.train.tb_coef = 15.0  # FlowRL: delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
+    config.train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
+    config.train.proj_layer = 3  # FlowRL: layers of the log Z head on the pooled prompt embedding
+    config.train.proj_hidden = 512
+    config.train.proj_dropout = 0.1
     config.train.gradient_checkpointing = False
 
     # ---- reward ----

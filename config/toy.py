@@ -57,6 +57,12 @@ def _base():
     config.train.advantage_mode = "grpo"  # grpo: per-prompt groups; ddpo: whole-batch normalisation
     config.train.global_std = True
     config.train.max_grad_norm = 1.0
+    config.train.loss_mode = "grpo"  # grpo, grpo_guard (regulated ratio), flowrl (trajectory balance)
+    config.train.tb_coef = 15.0  # FlowRL: delta = log Z + mean log p - tb_coef * A - mean log p_ref
+    config.train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
+    config.train.proj_layer = 3  # FlowRL: layers of the log Z head
+    config.train.proj_hidden = 64
+    config.train.proj_dropout = 0.1
 
     config.num_epochs = 60
     config.eval_freq = 10
@@ -121,6 +127,56 @@ def moons_fidelity_ddpo():
     config.run_name = "moons_fidelity_ddpo"
     config.sample.same_latent = False
     config.train.advantage_mode = "ddpo"
+    return config
+
+
+def _four_modes(loss_mode):
+    config = _base()
+    config.world.name = "four_modes"
+    config.world.base_std = 1.5
+    config.world.reward_width = 0.35
+    config.model.hidden_dim = 128
+    config.model.num_layers = 3
+    config.pretrain.num_steps = 1500
+    config.sample.same_latent = False  # one prompt: the group is the whole batch
+    config.sample.eval_samples_per_prompt = 4096
+    config.train.loss_mode = loss_mode
+    config.train.learning_rate = 1e-3  # at 1e-4 neither objective moves this base in 60 epochs
+    config.num_epochs = 60
+    return config
+
+
+def four_modes_grpo():
+    """Four equally good reward modes; GRPO (reward maximisation)."""
+    config = _four_modes("grpo")
+    config.run_name = "four_modes_grpo"
+    return config
+
+
+def four_modes_flowrl():
+    """The same world and budget with FlowRL's trajectory balance (reward-distribution matching)."""
+    config = _four_modes("flowrl")
+    config.run_name = "four_modes_flowrl"
+    return config
+
+
+def four_modes_grpo_guard():
+    config = _four_modes("grpo_guard")
+    config.run_name = "four_modes_grpo_guard"
+    return config
+
+
+def moons_fidelity_grpo_guard():
+    config = moons_fidelity()
+    config.run_name = "moons_fidelity_grpo_guard"
+    config.train.loss_mode = "grpo_guard"
+    return config
+
+
+def moons_fidelity_flowrl():
+    config = moons_fidelity()
+    config.run_name = "moons_fidelity_flowrl"
+    config.train.loss_mode = "flowrl"
     return config
 
 

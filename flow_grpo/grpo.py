@@ -140,3 +140,29 @@ def select_train_timesteps(
         scores = torch.rand(batch_size, num_steps, generator=generator)
         return torch.sort(torch.argsort(scores, dim=1)[:, :num_train], dim=1).values
     raise ValueError(f"unknown timestep strategy {strategy!r}; valid: first, random")
+
+
+# --- GRPO-Guard ---------------------------------------------------------------------------------------------
+# The per-step log-ratio of two Gaussians with one std has expectation -bias under the old policy, with
+# bias = mean((mean_theta - mean_old)^2) / (2 std^2): the ratio drifts below 1 as the means separate, most
+# at low-noise steps. GRPO-Guard adds the bias back, rescales the log-ratio by std (so that steps of
+# different noise are comparable) and divides each step's loss by -dt.
+
+
+def grpo_guard_ratio(log_prob, old_log_prob, prev_sample_mean, old_prev_sample_mean, std_dev) -> torch.Tensor:
+    """``exp((log p - log p_old + bias) * std)`` with ``bias = mean((mean_theta - mean_old)^2) / (2 std^2)``.
+
+    ``std_dev`` is the transition's standard deviation, shape [B] or [B, 1, ..., 1]. Equals 1 on-policy.
+    """
+    std = std_dev.reshape(-1).float()
+    dims = tuple(range(1, prev_sample_mean.ndim))
+    bias = ((prev_sample_mean.float() - old_prev_sample_mean.float()) ** 2).mean(dim=dims) / (2 * std**2)
+    return torch.exp((log_prob - old_log_prob + bias) * std)
+
+
+def grpo_guard_loss(ratio, advantages, clip_range: float, dt) -> torch.Tensor:
+    """The clipped surrogate on GRPO-Guard's ratio, divided by ``-dt`` (per sample)."""
+    dt = torch.as_tensor(dt, dtype=ratio.dtype, device=ratio.device).reshape(-1)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return torch.mean(torch.maximum(unclipped, clipped) / (-dt))

@@ -31,6 +31,7 @@ from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.diffusers_patch import encode_prompt
 from flow_grpo.ema import EMA
+from flow_grpo.flowrl import LogZHead
 from flow_grpo.images import image_grid, to_pil
 from flow_grpo.lora import LoraLoadError
 from flow_grpo.plots import plot_curves
@@ -42,7 +43,7 @@ from flow_grpo.training.checkpointing import load_training_checkpoint, save_trai
 from flow_grpo.training.evaluate import evaluate
 from flow_grpo.training.models import ModelLoadError, inference_dtype, load_sd3_pipeline, prepare_transformer, trainable_state
 from flow_grpo.training.rollout import collect_rollouts
-from flow_grpo.training.update import train_on_rollouts
+from flow_grpo.training.update import LOSS_MODES, train_on_rollouts
 
 USER_ERRORS = (ConfigError, ModelLoadError, LoraLoadError, RewardError, CheckpointError, FileNotFoundError, ValueError)
 
@@ -55,8 +56,8 @@ def check_config(config) -> None:
         raise ConfigError(f"config.sample.sde_type {config.sample.sde_type!r}; valid: sde, cps")
     if config.train.timestep_strategy not in ("first", "random"):
         raise ConfigError(f"config.train.timestep_strategy {config.train.timestep_strategy!r}; valid: first, random")
-    if config.train.loss_mode not in ("grpo",):
-        raise ConfigError(f"config.train.loss_mode {config.train.loss_mode!r}; valid: grpo")
+    if config.train.loss_mode not in LOSS_MODES:
+        raise ConfigError(f"config.train.loss_mode {config.train.loss_mode!r}; valid: {', '.join(LOSS_MODES)}")
     if not config.dataset:
         raise ConfigError("config.dataset is empty: give a folder with train/test prompts")
     per_epoch = config.sample.train_batch_size * config.sample.num_batches_per_epoch
@@ -141,6 +142,13 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model_dtype = inference_dtype(config.mixed_precision)
+    # FlowRL: log Z(prompt) from the pooled prompt embedding, trained and saved with the rest
+    log_z = None
+    if config.train.loss_mode == "flowrl":
+        torch.manual_seed(config.seed)
+        pooled_dim = pipeline.transformer.config.pooled_projection_dim
+        log_z = LogZHead(pooled_dim, config.train.proj_hidden, config.train.proj_layer, config.train.proj_dropout).to(accelerator.device)
+        trainable_params = trainable_params + list(log_z.parameters())
     optimizer = torch.optim.AdamW(
         trainable_params, lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
         weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
@@ -157,6 +165,9 @@ def main(argv=None) -> int:
     ddp_transformer, optimizer = accelerator.prepare(transformer, optimizer)
     unwrapped = accelerator.unwrap_model(ddp_transformer)
     trainable_named = trainable_state(unwrapped, config.use_lora)
+    if log_z is not None:
+        trainable_named.update({f"log_z.{n}": p for n, p in log_z.named_parameters()})
+        log_z = accelerator.prepare(log_z)
     if [id(p) for p in trainable_named.values()] != [id(p) for p in trainable_params]:
         raise RuntimeError("trainable parameters and their names are out of order")
     ema = EMA(trainable_params, config.train.ema_decay, config.train.ema_update_interval, names=list(trainable_named)) if config.train.ema else None
@@ -229,7 +240,7 @@ def main(argv=None) -> int:
                 transformer=ddp_transformer, unwrapped=unwrapped, frozen_reference=frozen_reference, samples=samples,
                 advantages=advantages, keep=keep, config=config, accelerator=accelerator, optimizer=optimizer,
                 trainable_params=trainable_params, ema=ema, global_step=global_step, generator=update_generator,
-                negative_embeds=negative_embeds, model_dtype=model_dtype,
+                negative_embeds=negative_embeds, model_dtype=model_dtype, log_z=log_z,
             )
 
             done = epoch + 1  # completed epochs: the row's "epoch"

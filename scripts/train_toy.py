@@ -26,12 +26,15 @@ from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
 from flow_grpo.plots import plot_curves, plot_histogram
 from flow_grpo.runlog import RunLogger, unique_run_dir
+from flow_grpo.flowrl import LogZHead
+from flow_grpo.toy.four_modes import FourModesWorld
 from flow_grpo.toy.line_shapes import LineShapesWorld
 from flow_grpo.toy.model import ToyVelocityNet, pretrain_flow_matching
 from flow_grpo.toy.moons import MoonsWorld
-from flow_grpo.toy.sampling import sample_trajectory, sigma_schedule, transition
+from flow_grpo.toy.sampling import sample_trajectory, sigma_schedule
+from flow_grpo.toy.update import train_on_epoch
 
-WORLDS = ("line_shapes", "moons")
+WORLDS = ("line_shapes", "moons", "four_modes")
 
 
 def build_world(world_config):
@@ -44,6 +47,8 @@ def build_world(world_config):
         )
     if world_config.name == "moons":
         return MoonsWorld(world_config.reward, data_noise=world_config.data_noise, reward_width=world_config.reward_width)
+    if world_config.name == "four_modes":
+        return FourModesWorld(base_std=world_config.base_std, reward_width=world_config.reward_width)
     raise ConfigError(f"unknown config.world.name {world_config.name!r}; valid: {', '.join(WORLDS)}")
 
 
@@ -79,13 +84,13 @@ def collect_samples(model, world, config, sampler, generator):
             noise = torch.randn(len(prompts), world.data_dim, generator=generator)
             keys = list(prompts)
         cond = world.encode(prompts)
-        samples, latents, log_probs = sample_trajectory(
+        samples, latents, log_probs, means = sample_trajectory(
             model, cond, noise, sigma_schedule(config.sample.num_steps), config.sample.noise_level,
-            config.sample.sde_type, generator,
+            config.sample.sde_type, generator, return_means=True,
         )
         batches.append(
             {"prompts": prompts, "keys": keys, "cond": cond, "latents": latents, "log_probs": log_probs,
-             "rewards": world.reward(samples, prompts)}
+             "means": means, "rewards": world.reward(samples, prompts)}
         )
     return {
         "prompts": [p for b in batches for p in b["prompts"]],
@@ -93,6 +98,7 @@ def collect_samples(model, world, config, sampler, generator):
         "cond": torch.cat([b["cond"] for b in batches]),
         "latents": torch.cat([b["latents"] for b in batches]),
         "log_probs": torch.cat([b["log_probs"] for b in batches]),
+        "means": torch.cat([b["means"] for b in batches]),
         "rewards": np.concatenate([b["rewards"] for b in batches]),
     }
 
@@ -107,71 +113,12 @@ def compute_advantages(epoch_data, config, tracker) -> torch.Tensor:
     return torch.as_tensor(grpo.clip_advantages(advantages, config.train.adv_clip_max), dtype=torch.float32)
 
 
-def train_on_epoch(model, reference, optimizer, epoch_data, advantages, config, generator) -> tuple[dict, int]:
-    """Clipped policy-gradient micro-steps, one per (minibatch, trained timestep)."""
-    sigmas = sigma_schedule(config.sample.num_steps)
-    num_samples = len(advantages)
-    train_steps = grpo.select_train_timesteps(
-        config.sample.num_steps, config.train.timestep_fraction, config.train.timestep_strategy, num_samples, generator
-    )
-    accumulate = config.train.gradient_accumulation_steps * train_steps.shape[1]
-    stats = {"policy_loss": [], "kl_loss": [], "approx_kl": [], "clipfrac": [], "ratio_mean": []}
-    optimizer_steps, micro_steps = 0, 0
-    model.train()
-    for _ in range(config.train.num_inner_epochs):
-        order = torch.randperm(num_samples, generator=generator)
-        for start in range(0, num_samples, config.train.batch_size):
-            rows = order[start : start + config.train.batch_size]
-            for j in range(train_steps.shape[1]):
-                step = train_steps[rows, j]
-                sample, next_sample = epoch_data["latents"][rows, step], epoch_data["latents"][rows, step + 1]
-                cond = epoch_data["cond"][rows]
-                _, log_prob, mean, std_dev = transition(
-                    model, sample, sigmas[step], sigmas[step + 1], cond, config.sample.noise_level,
-                    config.sample.sde_type, prev_sample=next_sample,
-                )
-                old_log_prob = epoch_data["log_probs"][rows, step]
-                policy_loss, ratio = grpo.clipped_policy_loss(log_prob, old_log_prob, advantages[rows], config.train.clip_range)
-                loss = policy_loss
-                kl = torch.zeros(())
-                if config.train.beta > 0:
-                    with torch.no_grad():
-                        _, _, mean_ref, _ = transition(
-                            reference, sample, sigmas[step], sigmas[step + 1], cond, config.sample.noise_level,
-                            config.sample.sde_type, prev_sample=next_sample,
-                        )
-                    kl = grpo.gaussian_kl(mean, mean_ref, std_dev).mean()
-                    loss = loss + config.train.beta * kl
-                (loss / accumulate).backward()
-                micro_steps += 1
-                if micro_steps % accumulate == 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    optimizer_steps += 1
-                diagnostics = grpo.policy_diagnostics(log_prob.detach(), old_log_prob, config.train.clip_range)
-                stats["policy_loss"].append(policy_loss.item())
-                stats["kl_loss"].append(kl.item())
-                stats["approx_kl"].append(diagnostics["approx_kl"].item())
-                stats["clipfrac"].append(diagnostics["clipfrac"].item())
-                stats["ratio_mean"].append(ratio.mean().item())
-    if micro_steps % accumulate:
-        # a partial accumulation at the end of the epoch still counts: rescale the partial sum of gradients
-        for param in model.parameters():
-            if param.grad is not None:
-                param.grad.mul_(accumulate / (micro_steps % accumulate))
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        optimizer_steps += 1
-    model.eval()
-    return {key: float(np.mean(values)) for key, values in stats.items()}, optimizer_steps
-
-
 def main(argv=None) -> int:
     try:
         config = parse_args(argv)
         world = build_world(config.world)
+        if config.train.loss_mode not in ("grpo", "grpo_guard", "flowrl"):
+            raise ConfigError(f"unknown config.train.loss_mode {config.train.loss_mode!r}; valid: grpo, grpo_guard, flowrl")
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -187,13 +134,19 @@ def main(argv=None) -> int:
         config.pretrain.learning_rate, config.seed, progress=config.progress,
     )
     pretrain_time = time.time() - started
-    reference = copy.deepcopy(model).requires_grad_(False) if config.train.beta > 0 else None
+    needs_reference = config.train.beta > 0 or config.train.loss_mode == "flowrl"
+    reference = copy.deepcopy(model).requires_grad_(False) if needs_reference else None
+    log_z = (
+        LogZHead(world.cond_dim, config.train.proj_hidden, config.train.proj_layer, config.train.proj_dropout)
+        if config.train.loss_mode == "flowrl" else None
+    )
     eval_before, samples_before, eval_prompts = evaluate(model, world, config, world.test_prompts)
     logger.log({"epoch": 0, "global_step": 0, **eval_before})
     print(f"base model: eval reward {eval_before['eval_reward_mean']:.4f} (pretrained in {pretrain_time:.1f}s)")
 
     # 2. GRPO
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    parameters = list(model.parameters()) + (list(log_z.parameters()) if log_z is not None else [])
+    optimizer = torch.optim.Adam(parameters, lr=config.train.learning_rate)
     # a single-prompt world (moons) fills each batch with its one prompt; groups then come from same_latent
     k = config.sample.batch_size if len(world.train_prompts) == 1 else config.sample.num_image_per_prompt
     sampler = DistributedKRepeatSampler(len(world.train_prompts), config.sample.batch_size, k, seed=config.seed)
@@ -206,7 +159,7 @@ def main(argv=None) -> int:
         epoch_data = collect_samples(model, world, config, sampler, generator)
         advantages = compute_advantages(epoch_data, config, tracker)
         all_advantages.append(advantages.numpy())
-        train_stats, optimizer_steps = train_on_epoch(model, reference, optimizer, epoch_data, advantages, config, generator)
+        train_stats, optimizer_steps = train_on_epoch(model, reference, log_z, optimizer, epoch_data, advantages, config, generator)
         global_step += optimizer_steps
         row = {
             "epoch": epoch,

@@ -27,18 +27,21 @@ def transition(model, sample, sigma, sigma_next, cond, noise_level, sde_type, pr
 
 
 @torch.no_grad()
-def sample_trajectory(model, cond, init_noise, sigmas, noise_level, sde_type="sde", generator=None):
+def sample_trajectory(model, cond, init_noise, sigmas, noise_level, sde_type="sde", generator=None, return_means=False):
     """Run every step from ``init_noise``; ``noise_level = 0`` is the Euler ODE.
 
-    Returns the final samples [B, D], every latent [B, T + 1, D] and the step log-probs [B, T].
+    Returns the final samples [B, D], every latent [B, T + 1, D] and the step log-probs [B, T] (and, with
+    ``return_means``, each step's Gaussian mean [B, T, D], for GRPO-Guard).
     """
     latents = [init_noise.float()]
-    log_probs = []
+    log_probs, means = [], []
     sample = latents[0]
     for i in range(len(sigmas) - 1):
-        sample, log_prob, _, _ = transition(
+        sample, log_prob, mean, _ = transition(
             model, sample, sigmas[i], sigmas[i + 1], cond, noise_level, sde_type, generator=generator
         )
         latents.append(sample)
         log_probs.append(log_prob)
-    return sample, torch.stack(latents, dim=1), torch.stack(log_probs, dim=1)
+        means.append(mean)
+    result = (sample, torch.stack(latents, dim=1), torch.stack(log_probs, dim=1))
+    return (*result, torch.stack(means, dim=1)) if return_means else result
