@@ -19,6 +19,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.66",
         "safetensors>=0.4",
+        "scipy>=1.10",  # transformers' Mask2Former (the GenEval detector backend) needs it
     ],
     extras_require={
         "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18"],
