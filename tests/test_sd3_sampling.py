@@ -182,3 +182,14 @@ def test_cfg_needs_negative_embeddings(tiny_pipeline):
     prompt_embeds, pooled, _, _ = embeddings(tiny_pipeline, PROMPTS[:1])
     with pytest.raises(ValueError, match="negative"):
         sd3_sample_with_logprob(tiny_pipeline, prompt_embeds, pooled, num_inference_steps=2, guidance_scale=4.5, height=64, width=64)
+
+
+def test_sequential_cfg_equals_batched_cfg(tiny_pipeline):
+    embeds = embeddings(tiny_pipeline, PROMPTS)
+    common = dict(num_inference_steps=4, guidance_scale=4.5, height=64, width=64, latents=noise(),
+                  generator=torch.Generator().manual_seed(3))
+    batched = sd3_sample_with_logprob(tiny_pipeline, *embeds, **common)
+    common["generator"] = torch.Generator().manual_seed(3)
+    sequential = sd3_sample_with_logprob(tiny_pipeline, *embeds, batched_cfg=False, **common)
+    torch.testing.assert_close(sequential.latents, batched.latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(sequential.log_probs, batched.log_probs, rtol=0, atol=1e-4)

@@ -90,9 +90,11 @@ def predict_velocity(
     negative_pooled_prompt_embeds: torch.Tensor | None,
     guidance_scale: float,
     model_dtype: torch.dtype | None = None,
+    batched_cfg: bool = True,
 ) -> torch.Tensor:
-    """The transformer's velocity for ``latents`` at ``timestep`` (scalar or [B]), with batched CFG when
-    ``guidance_scale > 1`` (unconditional half first, as diffusers does).
+    """The transformer's velocity for ``latents`` at ``timestep`` (scalar or [B]), with CFG when
+    ``guidance_scale > 1``: one call on the doubled batch (unconditional half first, as diffusers does), or
+    two calls with ``batched_cfg=False`` (less memory, slower).
 
     ``model_dtype``: the dtype the latents are cast to (default ``transformer.dtype``, which diffusers
     computes by walking the parameters: pass it in hot loops).
@@ -103,6 +105,14 @@ def predict_velocity(
     if guidance_scale > 1.0:
         if negative_prompt_embeds is None or negative_pooled_prompt_embeds is None:
             raise ValueError("guidance_scale > 1 needs negative (empty-prompt) embeddings")
+        if not batched_cfg:
+            def call(embeds, pooled):
+                return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=embeds,
+                                   pooled_projections=pooled, return_dict=False)[0]
+
+            velocity_uncond = call(negative_prompt_embeds, negative_pooled_prompt_embeds)
+            velocity_text = call(prompt_embeds, pooled_prompt_embeds)
+            return velocity_uncond + guidance_scale * (velocity_text - velocity_uncond)
         model_input = torch.cat([model_input, model_input])
         timestep = torch.cat([timestep, timestep])
         prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
@@ -136,6 +146,7 @@ def denoising_step(
     prev_sample: torch.Tensor | None = None,
     generator=None,
     model_dtype: torch.dtype | None = None,
+    batched_cfg: bool = True,
 ):
     """One policy step: velocity (CFG included), then the Gaussian step; draws, or scores ``prev_sample``.
 
@@ -144,7 +155,7 @@ def denoising_step(
     """
     velocity = predict_velocity(
         transformer, latents, timestep, prompt_embeds, pooled_prompt_embeds,
-        negative_prompt_embeds, negative_pooled_prompt_embeds, guidance_scale, model_dtype,
+        negative_prompt_embeds, negative_pooled_prompt_embeds, guidance_scale, model_dtype, batched_cfg,
     )
     return sde_step_with_logprob(
         velocity, sigma, sigma_next, latents, noise_level, prev_sample=prev_sample, sde_type=sde_type, generator=generator
@@ -204,6 +215,7 @@ def sd3_sample_with_logprob(
     store_means: bool = False,
     transformer=None,
     progress: bool = False,
+    batched_cfg: bool = True,
 ) -> SD3Trajectory:
     """Sample images and the log-probs of the stochastic steps.
 
@@ -248,7 +260,7 @@ def sd3_sample_with_logprob(
             transformer, latents, timesteps[i], sigmas[i], sigmas[i + 1],
             prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds, negative_pooled_prompt_embeds,
             guidance_scale, 0.0 if (deterministic or not in_window) else noise_level, sde_type, generator=generator,
-            model_dtype=model_dtype,
+            model_dtype=model_dtype, batched_cfg=batched_cfg,
         )
         if in_window:
             stored_latents.append(latents)
