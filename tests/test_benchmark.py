@@ -1,0 +1,59 @@
+"""The benchmark's FLOP counts against PyTorch's counter, and the harness end to end on the tiny pipeline."""
+
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import load_script
+from flow_grpo.flops import sd3_transformer_flops
+
+benchmark = load_script("scripts/benchmark.py")
+
+
+@pytest.mark.parametrize("layers,dual,qk_norm", [(2, (), None), (3, (0,), "rms_norm"), (4, (0, 1), "rms_norm")])
+def test_analytic_flops_equal_pytorchs_count(layers, dual, qk_norm):
+    from diffusers import SD3Transformer2DModel
+
+    model = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=layers, attention_head_dim=32,
+        num_attention_heads=4, joint_attention_dim=24, caption_projection_dim=128, pooled_projection_dim=40,
+        pos_embed_max_size=4, dual_attention_layers=dual, qk_norm=qk_norm,
+    )
+    inputs = dict(hidden_states=torch.randn(3, 4, 8, 8), encoder_hidden_states=torch.randn(3, 20, 24),
+                  pooled_projections=torch.randn(3, 40), timestep=torch.rand(3) * 1000)
+    # the math attention backend decomposes attention into counted matmuls
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    analytic = sd3_transformer_flops(model.config, batch=3, image_tokens=16, text_tokens=20)
+    assert analytic["attention"] == counts["aten.bmm"]
+    assert analytic["linear"] == counts["aten.addmm"] + counts["aten.mm"] + counts["aten.convolution"]
+    assert analytic["total"] == sum(counts.values())
+
+
+def test_sd35m_sizes():
+    """The SD3.5-M preset's transformer has SD3.5 Medium's size (built on the meta device): SD3 Medium's 2.0 B
+    (its 4.2 GB fp16 file) plus 13 dual-attention blocks of about 16 M each."""
+    from diffusers import SD3Transformer2DModel
+
+    t = benchmark.sd35m_components(reduced=False)["transformer"]
+    with torch.device("meta"):
+        model = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
+                                      pos_embed_max_size=384, qk_norm="rms_norm", **t)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 2.15e9 < parameters < 2.35e9, parameters
+
+
+def test_benchmark_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--preset", "tiny-cpu", "--repeats", "1", "--reward", "brightness", "--json", str(out),
+                           "--lever", "sequential_cfg"]) == 0
+    figures = json.loads(out.read_text())["baseline"]
+    for phase in ("prompt_encoding", "sampling", "vae_decode", "train_forward_backward", "optimizer", "ema"):
+        assert figures["phases_s"][phase] > 0, phase
+    assert figures["step_s"] >= sum(figures["phases_s"].values()) * 0.95
+    assert 0 < figures["train_mfu"] < 1 and figures["train_tflop"] > 0 and figures["peak_rss_gb"] > 0
+    assert figures["images_per_s"] == pytest.approx(16 / figures["step_s"])
