@@ -39,31 +39,35 @@ def count_phrase(count: int, noun: str) -> str:
     return f"{NUMBER_WORDS[count]} {noun if count == 1 else plural(noun)}"
 
 
+def _lead(lead: str, rest: str) -> str:
+    return f"{lead} {rest}" if lead else rest
+
+
 def single_object(cls: str, lead: str = "a photo of") -> dict:
-    return {"tag": "single_object", "include": [{"class": cls, "count": 1}], "prompt": f"{lead} {with_article(cls)}"}
+    return {"tag": "single_object", "include": [{"class": cls, "count": 1}], "prompt": _lead(lead, with_article(cls))}
 
 
 def two_object(a: str, b: str, lead: str = "a photo of") -> dict:
     return {"tag": "two_object", "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
-            "prompt": f"{lead} {with_article(a)} and {with_article(b)}"}
+            "prompt": _lead(lead, f"{with_article(a)} and {with_article(b)}")}
 
 
 def counting(cls: str, count: int, lead: str = "a photo of") -> dict:
     return {"tag": "counting", "include": [{"class": cls, "count": count}], "exclude": [{"class": cls, "count": count + 1}],
-            "prompt": f"{lead} {count_phrase(count, cls)}"}
+            "prompt": _lead(lead, count_phrase(count, cls))}
 
 
 def colors(cls: str, color: str, lead: str = "a photo of") -> dict:
-    return {"tag": "colors", "include": [{"class": cls, "count": 1, "color": color}], "prompt": f"{lead} {with_article(color + ' ' + cls)}"}
+    return {"tag": "colors", "include": [{"class": cls, "count": 1, "color": color}], "prompt": _lead(lead, with_article(color + " " + cls))}
 
 
 def position(a: str, relation: str, b: str, lead: str = "a photo of") -> dict:
     """``a`` is ``relation`` ``b``: the reference ``b`` is include 0, ``a`` carries the position."""
     return {"tag": "position", "include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [relation, 0]}],
-            "prompt": f"{lead} {with_article(a)} {relation} {with_article(b)}"}
+            "prompt": _lead(lead, f"{with_article(a)} {relation} {with_article(b)}")}
 
 
 def color_attr(a: str, color_a: str, b: str, color_b: str, lead: str = "a photo of") -> dict:
     return {"tag": "color_attr",
             "include": [{"class": a, "count": 1, "color": color_a}, {"class": b, "count": 1, "color": color_b}],
-            "prompt": f"{lead} {with_article(color_a + ' ' + a)} and {with_article(color_b + ' ' + b)}"}
+            "prompt": _lead(lead, f"{with_article(color_a + ' ' + a)} and {with_article(color_b + ' ' + b)}")}

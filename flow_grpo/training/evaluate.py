@@ -23,7 +23,7 @@ def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, 
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     per_process = -(-count // world)
     mine = [i for i in range(rank, per_process * world, world)]  # indices >= count are padding
-    columns, valid, grid_images, grid_prompts = [], [], [], []
+    columns, valid, grid_images, grid_prompts, info_columns = [], [], [], [], []
     batches = range(0, len(mine), config.sample.test_batch_size)
     for start in tqdm(batches, desc="eval", disable=not (config.progress and accelerator.is_main_process), leave=False):
         indices = mine[start : start + config.sample.test_batch_size]
@@ -41,9 +41,12 @@ def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, 
                 decode_batch_size=config.sample.decode_batch_size or None,
             )
         images = trajectory.images.cpu()
-        rewards, _ = reward_fn(images, prompts, metadata)
+        rewards, info = reward_fn(images, prompts, metadata)
         names = list(rewards)
         columns.append(np.stack([rewards[k] for k in names], axis=1))
+        # numeric per-image info (e.g. GenEval's correct and per-tag columns) is averaged too, NaN = not this image's
+        info_names = sorted(k for k, v in info.items() if np.asarray(v).dtype.kind in "fiub")
+        info_columns.append(np.stack([np.asarray(info[k], dtype=np.float64) for k in info_names], axis=1) if info_names else None)
         valid.append(np.asarray([i < count for i in indices]))
         for image, prompt, ok in zip(images, prompts, valid[-1]):
             if ok and len(grid_images) < 16:
@@ -55,6 +58,14 @@ def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, 
     scores = gathered[gathered_mask]
     metrics = {f"eval_reward_{name}": float(np.nanmean(scores[:, i])) for i, name in enumerate(names)}
     metrics["eval_num_images"] = float(len(scores))
+    if info_columns and info_columns[0] is not None:
+        local_info = torch.as_tensor(np.concatenate(info_columns), dtype=torch.float64, device=device)
+        gathered_info = accelerator.gather(local_info).cpu().numpy()[gathered_mask]
+        with np.errstate(all="ignore"):
+            for i, name in enumerate(info_names):
+                column = gathered_info[:, i]
+                if np.isfinite(column).any():
+                    metrics[f"eval_{name}"] = float(np.nanmean(column))
     if grid_path and accelerator.is_main_process and grid_images:
         cols = min(4, len(grid_images))
         image_grid(to_pil(torch.stack(grid_images)), cols=cols).save(grid_path)

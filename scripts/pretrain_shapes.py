@@ -1,0 +1,290 @@
+"""Pretrain the shapes world's base model: a small Stable Diffusion 3 trained from scratch on rendered scenes.
+
+    python scripts/pretrain_shapes.py --out models/shapes-sd3            # both phases, resumable
+    python scripts/pretrain_shapes.py --out models/shapes-sd3 --vae-steps 0 --work logs/pretrain_shapes  # resume
+
+Same architecture and code path as SD3.5 at small sizes: an ``AutoencoderKL`` (32 px -> 8 x 8 x 4 latents),
+an ``SD3Transformer2DModel`` (patch 2, joint attention over image and text tokens), two CLIP text encoders
+and a T5 (random and frozen, as text encoders are frozen in SD3; word-level tokenizers), and the
+``FlowMatchEulerDiscreteScheduler``.
+
+Phase 1 trains the VAE on random scenes (L1 + L2 reconstruction, a tiny KL term). Phase 2 sets the latent
+scale and shift from the data, then trains the transformer by rectified flow matching on scenes drawn for
+every prompt of the world (all six tags, train and test prompts alike, as a pretrained model has seen
+everything), with logit-normal timesteps, 10% empty captions (for classifier-free guidance) and an EMA of
+the weights. Every ``--eval-every`` steps it samples the held-out test prompts and prints GenEval-shapes
+accuracy by tag. Deterministic for a seed on a given machine (torch version, thread count). The EMA weights
+are saved as a diffusers pipeline in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flow_grpo.images import to_tensor  # noqa: E402
+from flow_grpo.shapes.grammar import TAGS, all_metadata  # noqa: E402
+from flow_grpo.shapes.render import RESOLUTION, render, sample_scene  # noqa: E402
+
+VAE_CHANNELS = (32, 64, 64)
+LATENT_CHANNELS = 4
+
+
+def build_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS), block_out_channels=VAE_CHANNELS, layers_per_block=1,
+        latent_channels=LATENT_CHANNELS, norm_num_groups=8, sample_size=RESOLUTION, mid_block_add_attention=False,
+        scaling_factor=1.0, shift_factor=0.0,
+    )
+
+
+def build_transformer(args, joint_attention_dim: int, pooled_dim: int):
+    from diffusers import SD3Transformer2DModel
+
+    latent = RESOLUTION // 2 ** (len(VAE_CHANNELS) - 1)
+    return SD3Transformer2DModel(
+        sample_size=latent, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        num_layers=args.layers, attention_head_dim=args.head_dim, num_attention_heads=args.heads,
+        joint_attention_dim=joint_attention_dim, caption_projection_dim=args.head_dim * args.heads,
+        pooled_projection_dim=pooled_dim, pos_embed_max_size=latent // 2,
+    )
+
+
+def prompt_space() -> list[dict]:
+    return [m for tag in TAGS for m in all_metadata(tag)]
+
+
+def scenes(rng: random.Random, metadata: list[dict], by_tag: dict, n: int):
+    """n scenes, tags uniform, prompts uniform within a tag; returns (images [n,3,H,W] in [-1,1], prompt ids)."""
+    ids = []
+    for _ in range(n):
+        ids.append(rng.choice(by_tag[rng.choice(TAGS)]))
+    images = to_tensor([render(sample_scene(metadata[i], rng)) for i in ids]) * 2 - 1
+    return images, torch.tensor(ids)
+
+
+def train_vae(args, work: str, metadata, by_tag):
+    vae = build_vae()
+    path = os.path.join(work, "vae")
+    state_path = os.path.join(work, "vae_state.json")
+    start = 0
+    if os.path.isfile(state_path):
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(path)
+        start = json.load(open(state_path))["step"]
+    if start >= args.vae_steps:
+        return vae
+    rng = random.Random(args.seed * 1000 + start)
+    torch.manual_seed(args.seed + start)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + start + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s + start) / args.vae_steps)))
+    )
+    vae.train()
+    started = time.time()
+    for step in range(start, args.vae_steps):
+        images, _ = scenes(rng, metadata, by_tag, args.vae_batch)
+        posterior = vae.encode(images).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = (reconstruction - images).abs().mean() + ((reconstruction - images) ** 2).mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if (step + 1) % 100 == 0 or step + 1 == args.vae_steps:
+            print(f"vae step {step + 1}/{args.vae_steps} loss {loss.item():.4f} ({time.time() - started:.0f}s)", flush=True)
+        if (step + 1) % 500 == 0 or step + 1 == args.vae_steps:
+            vae.save_pretrained(path)
+            json.dump({"step": step + 1}, open(state_path, "w"))
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(vae, rng, metadata, by_tag, n: int, batch: int = 256):
+    latents, ids = [], []
+    for start in range(0, n, batch):
+        images, prompt_ids = scenes(rng, metadata, by_tag, min(batch, n - start))
+        latents.append(vae.encode(images).latent_dist.mode())
+        ids.append(prompt_ids)
+    return torch.cat(latents), torch.cat(ids)
+
+
+@torch.no_grad()
+def evaluate(pipeline, transformer, test, embeds, negative, args, steps=20, per_prompt=4):
+    """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG)."""
+    from flow_grpo.diffusers_patch import sd3_sample_with_logprob
+    from flow_grpo.geneval.scorer import GenEvalScorer
+    from flow_grpo.images import to_pil
+
+    scorer = GenEvalScorer("shapes")
+    jobs = [(i, k) for i in range(len(test)) for k in range(per_prompt)]
+    results = []
+    for start in range(0, len(jobs), 128):
+        chunk = jobs[start : start + 128]
+        idx = torch.tensor([i for i, _ in chunk])
+        trajectory = sd3_sample_with_logprob(
+            pipeline, embeds[0][idx], embeds[1][idx], negative[0].expand(len(chunk), -1, -1), negative[1].expand(len(chunk), -1),
+            num_inference_steps=steps, guidance_scale=args.eval_cfg, height=RESOLUTION, width=RESOLUTION, deterministic=True,
+            generator=[torch.Generator().manual_seed(10_000 * i + k) for i, k in chunk], transformer=transformer,
+        )
+        results += scorer(to_pil(trajectory.images), [test[i] for i, _ in chunk])
+    by_tag = {}
+    for (i, _), result in zip(jobs, results):
+        by_tag.setdefault(test[i]["tag"], []).append(result["correct"])
+    accuracy = {tag: float(np.mean(v)) for tag, v in by_tag.items()}
+    accuracy["overall"] = float(np.mean([accuracy[t] for t in TAGS if t in accuracy]))
+    return accuracy
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="models/shapes-sd3")
+    parser.add_argument("--work", default="logs/pretrain_shapes", help="intermediate checkpoints (resumable)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--vae-batch", type=int, default=64)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--dataset-size", type=int, default=100_000, help="encoded scenes for the transformer")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=32)
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--shift", type=float, default=3.0, help="the sampling schedule's shift, saved in the scheduler")
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-cfg", type=float, default=4.5)
+    parser.add_argument("--save-every-eval", action="store_true", help="also save the pipeline at each evaluation")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
+    started = time.time()
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from flow_grpo.diffusers_patch import encode_prompt
+    from flow_grpo.geneval.metadata import read_metadata
+    from flow_grpo.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline
+
+    metadata = prompt_space()
+    by_tag = {tag: [i for i, m in enumerate(metadata) if m["tag"] == tag] for tag in TAGS}
+
+    # ---- phase 1: the VAE ----
+    vae = train_vae(args, args.work, metadata, by_tag)
+    vae_time = time.time() - started
+
+    # ---- latent statistics, text encoders, the encoded dataset ----
+    rng = random.Random(args.seed + 1)
+    torch.manual_seed(args.seed + 1)
+    latents, prompt_ids = encode_dataset(vae, rng, metadata, by_tag, args.dataset_size)
+    shift_factor, scaling_factor = float(latents.mean()), float(1.0 / latents.std())
+    vae.register_to_config(shift_factor=shift_factor, scaling_factor=scaling_factor)
+    latents = (latents - shift_factor) * scaling_factor
+    print(f"latents: shift {shift_factor:.4f}, scale {scaling_factor:.4f}; {len(latents)} scenes encoded", flush=True)
+
+    text = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=args.seed)
+    prompts = [m["prompt"] for m in metadata]
+    embeds = encode_prompt(text, prompts, 16, torch.device("cpu"))
+    negative = encode_prompt(text, [""], 16, torch.device("cpu"))
+
+    transformer = build_transformer(args, embeds[0].shape[-1], embeds[1].shape[-1])
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=args.shift)
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text.text_encoder, tokenizer=text.tokenizer,
+        text_encoder_2=text.text_encoder_2, tokenizer_2=text.tokenizer_2, text_encoder_3=text.text_encoder_3,
+        tokenizer_3=text.tokenizer_3,
+    )
+    ema = build_transformer(args, embeds[0].shape[-1], embeds[1].shape[-1])
+    ema.load_state_dict(transformer.state_dict())
+    ema.requires_grad_(False).eval()
+    print(f"transformer: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f}M parameters", flush=True)
+
+    state_path = os.path.join(args.work, "transformer_state.pt")
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
+    start = 0
+    if os.path.isfile(state_path):
+        state = torch.load(state_path, weights_only=True)
+        transformer.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    for group in optimizer.param_groups:
+        group["lr"] = args.lr  # the schedule below multiplies this base rate
+
+    def lr_factor(s: int) -> float:
+        s += start  # resumed runs continue the schedule where it stopped
+        return min(1.0, (s + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    test = read_metadata(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dataset", "shapes", "test_metadata.jsonl"))
+    test_embeds = encode_prompt(text, [m["prompt"] for m in test], 16, torch.device("cpu"))
+
+    generator = torch.Generator().manual_seed(args.seed * 7919 + start)
+    transformer.train()
+    phase2 = time.time()
+    history = []
+    for step in range(start, args.steps):
+        rows = torch.randint(len(latents), (args.batch,), generator=generator)
+        x0, ids = latents[rows], prompt_ids[rows]
+        prompt_embeds, pooled = embeds[0][ids].clone(), embeds[1][ids].clone()
+        drop = torch.rand(args.batch, generator=generator) < args.caption_dropout
+        prompt_embeds[drop], pooled[drop] = negative[0][0], negative[1][0]
+        sigma = torch.sigmoid(torch.randn(args.batch, generator=generator))
+        noise = torch.randn(x0.shape, generator=generator)
+        x_sigma = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
+        prediction = transformer(hidden_states=x_sigma, timestep=sigma * 1000, encoder_hidden_states=prompt_embeds,
+                                 pooled_projections=pooled, return_dict=False)[0]
+        loss = ((prediction - (noise - x0)) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), transformer.parameters()):
+                e.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
+        if (step + 1) % 100 == 0:
+            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} ({time.time() - phase2:.0f}s)", flush=True)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            torch.save({"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, state_path + ".tmp")
+            os.replace(state_path + ".tmp", state_path)
+            accuracy = evaluate(pipeline, ema, test, test_embeds, negative, args)
+            history.append({"step": step + 1, "seconds": time.time() - started, **accuracy})
+            print("eval " + json.dumps(history[-1]), flush=True)
+            with open(os.path.join(args.work, "eval_history.jsonl"), "a") as handle:
+                handle.write(json.dumps(history[-1]) + "\n")
+            if args.save_every_eval:
+                pipeline.transformer = ema
+                pipeline.save_pretrained(os.path.join(args.work, f"pipeline-{step + 1}"))
+                pipeline.transformer = transformer
+
+    pipeline.transformer = ema
+    pipeline.save_pretrained(args.out)
+    total = time.time() - started
+    info = {"vae_steps": args.vae_steps, "transformer_steps": args.steps, "vae_seconds": vae_time, "total_seconds": total,
+            "threads": torch.get_num_threads(), "args": vars(args), "eval_history": history}
+    with open(os.path.join(args.out, "pretraining.json"), "w") as handle:
+        json.dump(info, handle, indent=2)
+    print(f"saved {args.out} after {total / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

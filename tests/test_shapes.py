@@ -1,0 +1,148 @@
+"""The shapes world: renderer, prompt grammar, the analytic detector's accuracy on ground truth, the
+geneval reward and the evaluation on it."""
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from conftest import REPO
+from flow_grpo.geneval import prompts as P
+from flow_grpo.geneval.metadata import TAGS, read_metadata, validate
+from flow_grpo.geneval.scoring import Detection, filter_detections, relative_position, score_image
+from flow_grpo.images import to_tensor
+from flow_grpo.shapes.detector import ShapesDetector
+from flow_grpo.shapes.evaluation import evaluate_images
+from flow_grpo.shapes.grammar import all_metadata, balanced, sample_metadata, split
+from flow_grpo.shapes.render import BACKGROUND, GAP, PALETTE, SHAPES, render, sample_scene
+
+
+def random_metadata(rng, tag):
+    return rng.choice(all_metadata(tag))
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_detector_accuracy_on_rendered_ground_truth(tag):
+    """Every tag, 150 random scenes: the detector + GenEval rules must call (nearly) all of them correct."""
+    rng = random.Random(TAGS.index(tag))
+    detector = ShapesDetector()
+    correct = strict = 0
+    n = 150
+    for _ in range(n):
+        meta = random_metadata(rng, tag)
+        image = render(sample_scene(meta, rng))
+        result = score_image(filter_detections(detector.detect([image])[0], meta), meta)
+        correct += result["correct"]
+        strict += result["strict_correct"]
+    assert correct / n >= 0.99 and strict / n >= 0.99, (correct, strict)
+
+
+def test_detector_finds_every_object_with_its_shape_colour_and_box():
+    rng = random.Random(7)
+    detector = ShapesDetector()
+    total = hits = 0
+    for _ in range(200):
+        scene = sample_scene(random_metadata(rng, rng.choice(TAGS)), rng)
+        found = detector.detect([render(scene)])[0]
+        for shape, colour, cx, cy, size in scene:
+            total += 1
+            for det in found.get(shape, []):
+                x0, y0, x1, y1 = det.box
+                if det.color == colour and abs((x0 + x1) / 2 - cx) <= 1 and abs((y0 + y1) / 2 - cy) <= 1 and det.score > 0.99:
+                    hits += 1
+                    break
+        assert sum(len(v) for v in found.values()) == len(scene)
+    assert hits / total >= 0.99
+
+
+def test_detector_on_noise_blobs_and_fused_objects():
+    detector = ShapesDetector()
+    assert detector.detect([Image.new("RGB", (32, 32), BACKGROUND)])[0] == {}
+    # a few specks of colour: noise, not objects
+    speckled = Image.new("RGB", (32, 32), BACKGROUND)
+    for x, y in ((3, 3), (20, 7), (11, 25)):
+        speckled.putpixel((x, y), PALETTE["red"])
+    analysis = detector.analyse(speckled)
+    assert analysis["detections"] == {} and analysis["noise_pixels"] == 3
+    # two touching squares fuse into one wide object that matches no shape well
+    fused = Image.new("RGB", (32, 32), BACKGROUND)
+    draw = ImageDraw.Draw(fused)
+    draw.rectangle([4, 10, 13, 19], fill=PALETTE["blue"])
+    draw.rectangle([14, 10, 23, 19], fill=PALETTE["blue"])
+    objects = [o for group in detector.detect([fused])[0].values() for o in group]
+    assert len(objects) == 1 and objects[0].score < 0.9
+
+
+def test_scenes_satisfy_their_metadata():
+    rng = random.Random(3)
+    for _ in range(300):
+        meta = sample_metadata(rng)
+        scene = sample_scene(meta, rng)
+        assert len(scene) == sum(req["count"] for req in meta["include"])
+        for req in meta["include"]:
+            objects = [o for o in scene if o[0] == req["class"] and ("color" not in req or o[1] == req["color"])]
+            assert len(objects) >= req["count"]
+        boxes = [(cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2) for _, _, cx, cy, s in scene]
+        for i in range(len(boxes)):
+            assert 0 <= boxes[i][0] and boxes[i][2] <= 32
+            for j in range(i):
+                a, b = boxes[i], boxes[j]
+                assert a[2] + GAP <= b[0] or b[2] + GAP <= a[0] or a[3] + GAP <= b[1] or b[3] + GAP <= a[1]
+        if meta["tag"] == "position":
+            relation = meta["include"][1]["position"][0]
+            reference = next(o for o in scene if o[0] == meta["include"][0]["class"])
+            subject = next(o for o in scene if o[0] == meta["include"][1]["class"])
+            box = lambda o: [o[2] - o[4] / 2, o[3] - o[4] / 2, o[2] + o[4] / 2, o[3] + o[4] / 2]  # noqa: E731
+            assert relation in relative_position(Detection(box(subject)), Detection(box(reference)))
+
+
+def test_grammar_and_committed_split():
+    assert len(all_metadata("single_object")) == len(SHAPES)
+    assert len(all_metadata("color_attr")) == len(SHAPES) * (len(SHAPES) - 1) * 10 * 9
+    assert P.counting("cross", 3, "")["prompt"] == "three crosses"
+    assert all_metadata("colors")[0]["prompt"] == "a red circle"
+    train, test = split(0)
+    held = {m["prompt"] for m in test if m["tag"] != "single_object"}
+    assert held and not held & {m["prompt"] for m in train}
+    assert {m["tag"] for m in test} == set(TAGS)
+    committed_train = read_metadata(os.path.join(REPO, "dataset", "shapes", "train_metadata.jsonl"))
+    committed_test = read_metadata(os.path.join(REPO, "dataset", "shapes", "test_metadata.jsonl"))
+    assert [m["prompt"] for m in committed_test] == [m["prompt"] for m in test]
+    assert [m["prompt"] for m in committed_train] == [m["prompt"] for m in balanced(train, 64, 0)]
+    counts = {tag: sum(m["tag"] == tag for m in committed_train) for tag in TAGS}
+    assert set(counts.values()) == {64}
+    for m in committed_test + committed_train:
+        validate(m)
+    assert all(m["include"][0]["count"] in (2, 3, 4) for m in committed_test if m["tag"] == "counting")
+
+
+def test_geneval_reward_with_the_shapes_backend():
+    from flow_grpo.rewards import build_reward
+
+    rng = random.Random(11)
+    metas = [random_metadata(rng, tag) for tag in TAGS]
+    images = to_tensor([render(sample_scene(m, rng)) for m in metas])
+    fn = build_reward("geneval", backend="shapes")
+    scores, info = fn(images, [m["prompt"] for m in metas], metas)
+    np.testing.assert_array_equal(scores, np.ones(6))
+    np.testing.assert_array_equal(info["correct"], np.ones(6))
+    # the wrong prompt for each image scores lower
+    wrong = [P.counting("circle", 4, "")] * 6
+    assert np.all(fn(images, [m["prompt"] for m in wrong], wrong)[0] < 1)
+
+
+def test_shapes_evaluation_on_ground_truth():
+    rng = random.Random(5)
+    test = read_metadata(os.path.join(REPO, "dataset", "shapes", "test_metadata.jsonl"))
+    jobs = [(i, k) for i in range(len(test)) for k in range(2)]
+    images = [render(sample_scene(test[i], rng)) for i, _ in jobs]
+    result = evaluate_images(images, jobs, test)
+    assert result["overall"] == 1.0 and result["detector_confidence"] == 1.0 and result["noise_share"] == 0.0
+    assert result["layout_spread"] > 2.0  # random layouts vary
+    # one layout repeated for every image of a prompt: spread 0
+    repeated = [images[2 * i] for i, _ in jobs]
+    assert evaluate_images(repeated, jobs, test)["layout_spread"] == 0.0
