@@ -26,6 +26,7 @@ VARIANTS = [
     ("FlowRL, tb_coef 15", "four_modes_flowrl", []),
     ("FlowRL, tb_coef 3", "four_modes_flowrl", ["--config.train.tb_coef=3"]),
     ("FlowRL, tb_coef 1", "four_modes_flowrl", ["--config.train.tb_coef=1"]),
+    ("FlowRL, tb_coef 0.1", "four_modes_flowrl", ["--config.train.tb_coef=0.1"]),
 ]
 
 
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=os.path.join(REPO, "docs"))
     parser.add_argument("--logdir", default=os.path.join(REPO, "logs", "compare_objectives"))
+    parser.add_argument("--reuse", action="store_true", help="keep runs that already have a summary.json in --logdir")
     args = parser.parse_args()
     results = {}
     for label, name, overrides in VARIANTS:
@@ -41,7 +43,8 @@ def main() -> int:
             run_name = f"{label.replace(' ', '_').replace(',', '')}_seed{seed}"
             argv = ["--config", os.path.join(REPO, "config", "toy.py") + f":{name}", f"--config.logdir={args.logdir}",
                     f"--config.run_name={run_name}", f"--config.seed={seed}", "--config.progress=false", *overrides]
-            if train_toy.main(argv):
+            finished = os.path.isfile(os.path.join(args.logdir, run_name, "summary.json"))
+            if not (args.reuse and finished) and train_toy.main(argv):
                 return 1
             with open(os.path.join(args.logdir, run_name, "summary.json")) as handle:
                 results.setdefault(label, []).append(json.load(handle))
@@ -64,9 +67,42 @@ def main() -> int:
         handle.write(f"`python scripts/compare_objectives.py --seeds {' '.join(map(str, args.seeds))}`: the four-modes toy world "
                      "(config/toy.py:four_modes_*), 60 epochs of 256 samples x 10 SDE steps each, same base and optimizer; "
                      "a mode is covered when it holds at least 10% of 4,096 held-out ODE samples.\n\n")
-        handle.write(table + "\n\n![comparison](objectives_comparison.png)\n")
+        handle.write(table + "\n\n![comparison](objectives_comparison.png)\n\n![samples](objectives_samples.png)\n")
     plot(results, args, os.path.join(args.out, "objectives_comparison.png"))
+    scatter(args, os.path.join(args.out, "objectives_samples.png"))
     return 0
+
+
+def scatter(args, path):
+    """Held-out samples after fine-tuning, first seed, one panel per objective (base first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seed = args.seeds[0]
+    panels = []
+    for label, _, _ in VARIANTS:
+        run = os.path.join(args.logdir, f"{label.replace(' ', '_').replace(',', '')}_seed{seed}")
+        samples = np.load(os.path.join(run, "samples", "eval_samples.npz"), allow_pickle=False)
+        if not panels:
+            panels.append(("base", samples["before"]))
+        panels.append((label, samples["after"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), layout="constrained")
+    for ax, (label, points) in zip(axes, panels):
+        ax.scatter(points[:1024, 0], points[:1024, 1], s=1, alpha=0.5)
+        for x in (-1.5, 1.5):
+            for y in (-1.5, 1.5):
+                ax.add_patch(plt.Circle((x, y), 0.75, fill=False, color="red", lw=0.7))
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"held-out samples after fine-tuning (seed {seed}); red: the four reward modes", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(results, args, path):
