@@ -76,5 +76,19 @@ def tiny_full_finetune():
     return config
 
 
+def tiny_grpo_guard():
+    config = tiny()
+    config.run_name = "tiny_grpo_guard"
+    config.train.loss_mode = "grpo_guard"
+    return config
+
+
+def tiny_flowrl():
+    config = tiny()
+    config.run_name = "tiny_flowrl"
+    config.train.loss_mode = "flowrl"
+    return config
+
+
 def get_config(name):
     return config_by_name(name, globals())

@@ -252,7 +252,7 @@ def run_step(pipeline, preset, resolution, device, dtype, levers: set, reward_fn
                         loss = loss + preset["beta"] * grpo.gaussian_kl(mean, mean_ref, std).mean()
                     loss.backward()
                     if "host_sync" in levers:
-                        float(loss)
+                        float(loss.detach())
                 micro_steps += 1
         with timer("optimizer"):
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -358,6 +358,10 @@ def main(argv=None) -> int:
                 continue
             results["levers"][lever] = figures
             print(f"| {lever} | {figures['step_s']:.3f} | {figures['step_s'] / baseline['step_s']:.2f} |")
+        # the baseline again at the end: the spread of the two is the noise floor of this machine
+        again = measure(set(args.lever))
+        results["baseline_again"] = again
+        print(f"| baseline, measured again | {again['step_s']:.3f} | {again['step_s'] / baseline['step_s']:.2f} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
