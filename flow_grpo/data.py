@@ -7,6 +7,21 @@ import os
 import torch
 
 
+def iter_jsonl(path: str, error: type[Exception] = ValueError):
+    """(line number, parsed object) for each non-blank line of a jsonl file; bad JSON raises ``error`` naming
+    the file and line."""
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as decode_error:
+                raise error(f"{path}:{number}: not valid JSON ({decode_error.msg})") from None
+
+
 def read_prompt_file(path: str) -> list[str]:
     """One prompt per non-empty line."""
     if not os.path.isfile(path):
@@ -87,25 +102,16 @@ class PromptDataset:
     """
 
     def __init__(self, folder: str, split: str):
-        import json
-
         jsonl = os.path.join(folder, f"{split}_metadata.jsonl")
         txt = os.path.join(folder, f"{split}.txt")
         self.prompts: list[str] = []
         self.metadata: list[dict] = []
         if os.path.isfile(jsonl):
-            with open(jsonl, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        item = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{jsonl}:{number}: not valid JSON ({error.msg})") from None
-                    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-                        raise ValueError(f"{jsonl}:{number}: expected an object with a string field 'prompt'")
-                    self.prompts.append(item["prompt"])
-                    self.metadata.append(item)
+            for number, item in iter_jsonl(jsonl):
+                if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                    raise ValueError(f"{jsonl}:{number}: expected an object with a string field 'prompt'")
+                self.prompts.append(item["prompt"])
+                self.metadata.append(item)
             self.path = jsonl
         elif os.path.isfile(txt):
             self.prompts = read_prompt_file(txt)

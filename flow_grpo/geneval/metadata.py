@@ -71,16 +71,9 @@ def validate(item, where: str = "metadata") -> dict:
 
 
 def read_metadata(path: str) -> list[dict]:
-    items = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise MetadataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            items.append(validate(item, f"{path}:{number}"))
+    from flow_grpo.data import iter_jsonl
+
+    items = [validate(item, f"{path}:{number}") for number, item in iter_jsonl(path, MetadataError)]
     if not items:
         raise MetadataError(f"{path} holds no metadata lines")
     return items
