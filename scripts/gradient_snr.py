@@ -1,0 +1,157 @@
+"""How noisy is one epoch's policy gradient? Cosines between the gradients of independent rollout batches.
+
+    python scripts/gradient_snr.py --config config/shapes.py:shapes_grpo --estimates 5
+    python scripts/gradient_snr.py --config config/shapes.py:shapes_grpo '--config.reward_fn={"brightness": 1.0}' '--config.reward_options={}'
+    python scripts/gradient_snr.py --config config/shapes.py:shapes_fast --fresh-prompts
+
+Each estimate is one epoch of the config's sampling (``sample.train_batch_size x num_batches_per_epoch``
+images in groups of ``num_image_per_prompt``, seeded as the trainer seeds epoch ``10_000 + r``), its
+per-prompt advantages, and the on-policy GRPO gradient ``-mean_i A_i sum_t grad log p(x_t+1 | x_t)`` over
+the timesteps the config trains, for every transformer weight (a LoRA's gradient is a random projection of
+this one: its expected cosines are the same). By default every estimate uses the same prompts, so the
+cosines measure the sampling noise alone; ``--fresh-prompts`` draws new prompts each time (what successive
+epochs of training see). ``flow_grpo.snr`` turns the cosines into a signal-to-noise ratio and the samples per
+optimizer step a target cosine would need. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, negative_embeds, generator) -> torch.Tensor:
+    """Flat on-policy gradient of the GRPO surrogate (ratio 1, no clipping) for all transformer weights."""
+    from flow_grpo import grpo
+    from flow_grpo.diffusers_patch.sd3_sampling import denoising_step
+
+    transformer = pipeline.transformer
+    params = list(transformer.parameters())
+    for param in params:
+        param.requires_grad_(True)
+        param.grad = None
+    n, num_stored = samples["log_probs"].shape
+    steps = grpo.select_train_timesteps(num_stored, config.train.timestep_fraction, config.train.timestep_strategy, n, generator)
+    for j in range(steps.shape[1]):
+        for rows in torch.arange(n).split(config.train.batch_size):
+            m, step = len(rows), steps[rows, j]
+            _, log_prob, _, _ = denoising_step(
+                transformer, samples["latents"][rows, step], samples["timesteps"][rows, step], samples["sigmas"][rows, step],
+                samples["sigmas_next"][rows, step], samples["prompt_embeds"][rows], samples["pooled_prompt_embeds"][rows],
+                negative_embeds[0].expand(m, -1, -1), negative_embeds[1].expand(m, -1), config.sample.guidance_scale,
+                config.sample.noise_level, config.sample.sde_type, prev_sample=samples["latents"][rows, step + 1],
+                model_dtype=torch.float32,
+            )
+            (-(advantages[rows] * log_prob).sum() / n).backward()
+    gradient = torch.cat([p.grad.flatten() for p in params])
+    for param in params:
+        param.grad = None
+        param.requires_grad_(False)
+    return gradient
+
+
+def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds, epoch: int, sampler, executor) -> tuple[torch.Tensor, dict]:
+    """One epoch of rollouts and its policy gradient; returns (gradient, statistics)."""
+    from flow_grpo import grpo
+    from flow_grpo.seeding import generator_for
+    from flow_grpo.training.rollout import collect_rollouts
+
+    samples = collect_rollouts(
+        pipeline=pipeline, transformer=pipeline.transformer, dataset=dataset, sampler=sampler, reward_fn=reward_fn,
+        executor=executor, config=config, accelerator=accelerator, epoch=epoch, negative_embeds=negative_embeds,
+        model_dtype=torch.float32,
+    )
+    rewards = samples["rewards"]["avg"]
+    keys = [dataset.prompts[i] for i in samples["prompt_ids"].tolist()]
+    advantages = grpo.PerPromptStatTracker(global_std=config.sample.global_std).update(keys, rewards)
+    advantages = torch.as_tensor(grpo.clip_advantages(advantages, config.train.adv_clip_max), dtype=torch.float32)
+    gradient = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
+    stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
+             "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
+    return gradient, stats
+
+
+def main(argv=None) -> dict | int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--estimates", type=int, default=4, help="independent epochs (at least 2)")
+    parser.add_argument("--fresh-prompts", action="store_true", help="new prompts for every estimate")
+    parser.add_argument("--target", type=float, default=0.5, help="pairwise cosine to size the batch for")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="", help="JSON path (default logs/gradient_snr/<run_name>.json)")
+    args, overrides = parser.parse_known_args(argv)
+    if args.estimates < 2:
+        print("error: --estimates must be at least 2", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from flow_grpo import snr
+    from flow_grpo.config_cli import ConfigError, parse_args
+    from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
+    from flow_grpo.diffusers_patch import encode_prompt
+    from flow_grpo.rewards import RewardError, multi_score
+    from flow_grpo.training.models import ModelLoadError, load_sd3_pipeline
+
+    try:
+        config = parse_args([*overrides, "--config.progress=false"])
+        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+        dataset = PromptDataset(config.dataset, "train")
+        pipeline = load_sd3_pipeline(config.pretrained.model, config.pretrained.revision)
+    except (ConfigError, RewardError, ModelLoadError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    pipeline.set_progress_bar_config(disable=True)
+    for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
+        if module is not None:
+            module.requires_grad_(False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    pipeline.to(accelerator.device)
+    negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
+
+    def new_sampler():
+        return DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
+
+    sampler = new_sampler()
+    gradients, rows = [], []
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for r in tqdm(range(args.estimates), desc="estimates"):
+            gradient, stats = estimate(pipeline, dataset, reward_fn, config, accelerator, negative, 10_000 + r,
+                                       sampler if args.fresh_prompts else new_sampler(), executor)
+            if stats["gradient_norm"] == 0:
+                print(f"error: estimate {r} has a zero gradient (every group's rewards are equal): nothing to measure", file=sys.stderr)
+                return 1
+            gradients.append(gradient)
+            rows.append(stats)
+    result = snr.summary(torch.stack(gradients), rows[0]["samples"], args.target)
+    result.update({"config": config.run_name, "fresh_prompts": args.fresh_prompts, "reward_fn": dict(config.reward_fn),
+                   "parameters": int(gradients[0].numel()), "estimates_detail": rows, "seconds": time.time() - started})
+
+    print(f"{config.run_name}: {args.estimates} estimates of {rows[0]['samples']} samples, "
+          f"{'fresh' if args.fresh_prompts else 'the same'} prompts, reward {dict(config.reward_fn)}")
+    for name in ("raw", "adam"):
+        print(f"  {name:4s} pairwise cosine {result[f'{name}_cosine_mean']:+.4f} +- {result[f'{name}_cosine_sem']:.4f}; "
+              f"samples per step for cosine {args.target}: {result[f'{name}_samples_for_target']:.3g} "
+              f"(at mean + 2 s.e.: {result[f'{name}_samples_for_target_at_upper']:.3g})")
+    out = args.out or os.path.join(REPO, "logs", "gradient_snr", f"{config.run_name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"  written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    outcome = main()
+    sys.exit(outcome if isinstance(outcome, int) else 0)

@@ -1,0 +1,98 @@
+"""Gradient signal-to-noise: the cosine estimator against its closed form, and the script on the tiny SD3."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from flow_grpo import snr
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "config", "tiny.py")
+
+
+def synthetic(signal, noise_std, samples, estimates, generator):
+    """Estimates of ``signal`` whose noise is the mean of ``samples`` unit-variance draws times noise_std."""
+    noise = torch.randn(estimates, signal.numel(), generator=generator, dtype=torch.float64) * noise_std / samples**0.5
+    return signal + noise
+
+
+def test_cosine_matches_the_closed_form_and_extrapolates_in_samples():
+    generator = torch.Generator().manual_seed(0)
+    dim, noise_std = 50_000, 1.0
+    signal = torch.randn(dim, generator=generator, dtype=torch.float64) * 0.02  # |s|^2 = 20
+    s2 = float(signal.pow(2).sum())
+    for samples in (16, 128, 1024):
+        expected = s2 / (s2 + dim * noise_std**2 / samples)
+        cosines = snr.pairwise_cosines(synthetic(signal, noise_std, samples, 6, generator))
+        assert abs(float(cosines.mean()) - expected) < 0.01, (samples, float(cosines.mean()), expected)
+    # from the cosine at 64 samples, the samples for a pairwise cosine of 0.5; measured there, it is 0.5
+    measured = float(snr.pairwise_cosines(synthetic(signal, noise_std, 64, 8, generator)).mean())
+    needed = snr.samples_for_cosine(64, measured, 0.5)
+    assert needed == pytest.approx(dim * noise_std**2 / s2, rel=0.1)  # rho = m |s|^2 / N = 1 at cosine 0.5
+    at_needed = float(snr.pairwise_cosines(synthetic(signal, noise_std, round(needed), 8, generator)).mean())
+    assert at_needed == pytest.approx(0.5, abs=0.02)
+
+
+def test_summary_fields_adam_normalisation_and_no_signal():
+    generator = torch.Generator().manual_seed(1)
+    # one huge noisy coordinate hides a signal in the others from the raw cosine, not from Adam's
+    dim = 20_000
+    signal = torch.full((dim,), 0.05, dtype=torch.float64)
+    noise = torch.randn(5, dim, generator=generator, dtype=torch.float64) * 0.05
+    noise[:, 0] *= 1e4
+    result = snr.summary(signal + noise, samples=32)
+    assert result["raw_cosine_mean"] < 0.05
+    assert result["adam_cosine_mean"] > 0.4
+    assert result["estimates"] == 5 and result["samples_per_estimate"] == 32
+    # pure noise: no signal, and the sample count for any target is infinite
+    pure = snr.summary(torch.randn(4, dim, generator=generator, dtype=torch.float64), samples=32)
+    assert abs(pure["raw_cosine_mean"]) < 0.03
+    assert snr.samples_for_cosine(32, -0.01) == float("inf")
+    assert snr.snr_from_cosine(0.5) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        snr.pairwise_cosines(torch.zeros(1, 10))
+
+
+def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
+    """The run writes its JSON with cosines in range; the same epoch gives the same gradient, another epoch
+    a different one."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import gradient_snr
+
+    out = tmp_path / "snr.json"
+    result = gradient_snr.main(["--config", f"{TINY}:tiny", "--estimates", "3", "--out", str(out),
+                                "--config.sample.train_batch_size=16", "--config.sample.num_batches_per_epoch=2"])
+    assert isinstance(result, dict) and out.exists()
+    assert result["estimates"] == 3 and result["samples_per_estimate"] == 32
+    assert all(-1 <= result[k] <= 1 for k in ("raw_cosine_mean", "adam_cosine_mean"))
+    assert all(row["gradient_norm"] > 0 for row in result["estimates_detail"])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from accelerate import Accelerator
+
+    from flow_grpo.config_cli import parse_args
+    from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
+    from flow_grpo.diffusers_patch import encode_prompt
+    from flow_grpo.rewards import multi_score
+    from flow_grpo.training.models import load_sd3_pipeline
+
+    config = parse_args(["--config", f"{TINY}:tiny", "--config.progress=false"])
+    dataset = PromptDataset(config.dataset, "train")
+    pipeline = load_sd3_pipeline(config.pretrained.model)
+    pipeline.set_progress_bar_config(disable=True)
+    reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+    negative = encode_prompt(pipeline, [""], config.max_sequence_length, torch.device("cpu"))
+
+    def gradient(epoch):
+        sampler = DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=0)
+        with ThreadPoolExecutor(1) as executor:
+            return gradient_snr.estimate(pipeline, dataset, reward_fn, config, Accelerator(cpu=True), negative, epoch, sampler, executor)[0]
+
+    first, again, other = gradient(5), gradient(5), gradient(6)
+    assert torch.equal(first, again)
+    assert float(torch.nn.functional.cosine_similarity(first, other, dim=0)) < 0.99
+    assert np.isfinite(first.numpy()).all()
