@@ -3,10 +3,14 @@
     python scripts/shapes_demo.py                          # config/shapes.py:shapes_grpo
     python scripts/shapes_demo.py --experiment shapes_fast  # Flow-GRPO-Fast
     python scripts/shapes_demo.py --config.num_epochs=10    # any config override
+    python scripts/shapes_demo.py --processes 1             # train in this process (default: one per core)
 
 1. evaluates the base model on the 60 held-out test prompts (``--eval-images`` per prompt, ODE, fixed seeds);
-2. trains with ``scripts/train_sd3.py`` (the same trainer and code path as SD3.5 runs);
-3. evaluates the final (EMA) LoRA on the same prompts and seeds;
+2. trains with ``scripts/train_sd3.py`` (the same trainer and code path as SD3.5 runs), by default under
+   ``accelerate launch`` with one single-threaded process per core: this model is too small for a matmul
+   to use two threads well, and two processes sample and train twice the images in the same time. The
+   per-epoch totals of the config stay the same (the per-process batch sizes are divided);
+3. evaluates the final EMA weights (LoRA or full fine-tune) on the same prompts and seeds;
 4. prints the per-tag table and the reward-hacking checks, and writes ``plots/before_after.png`` (the same
    prompts and seeds, base left, fine-tuned right), the trainer's curves and ``demo_summary.json`` into the run
    folder.
@@ -57,11 +61,41 @@ def table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
+def per_process_batches(config, processes: int) -> list[str]:
+    """Overrides that split the config's per-epoch sample and train batches over ``processes``."""
+    from flow_grpo.config_cli import ConfigError
+
+    sizes = {"sample.train_batch_size": config.sample.train_batch_size, "train.batch_size": config.train.batch_size}
+    for key, size in sizes.items():
+        if size % processes:
+            raise ConfigError(f"config.{key} = {size} does not split over {processes} processes; pass --processes 1")
+    return [f"--config.{key}={size // processes}" for key, size in sizes.items()]
+
+
+def launch(train_args: list[str], processes: int) -> int:
+    """scripts/train_sd3.py under ``accelerate launch`` on the CPU, one thread per process."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:  # a free loopback port for the processes' rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        os.path.join(REPO, "scripts", "train_sd3.py"), *train_args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env).returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="shapes_grpo")
     parser.add_argument("--logdir", default=os.path.join(REPO, "logs", "shapes_demo"))
     parser.add_argument("--eval-images", type=int, default=8, help="images per test prompt")
+    parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
+                        help="training processes (accelerate launch, one thread each); 1 trains in this process")
     args, overrides = parser.parse_known_args(argv)
 
     from flow_grpo.checkpoint import resolve_resume
@@ -74,6 +108,7 @@ def main(argv=None) -> int:
     spec = os.path.join(REPO, "config", "shapes.py") + f":{args.experiment}"
     try:
         config = parse_args(["--config", spec, f"--config.logdir={args.logdir}", *overrides])
+        split = per_process_batches(config, args.processes) if args.processes > 1 else []
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -98,18 +133,25 @@ def main(argv=None) -> int:
     before, before_images, jobs = evaluate(pipeline)
     print(f"      base overall {before['overall']:.3f} ({time.time() - started:.0f}s)")
 
-    print(f"[2/3] training: {spec}")
+    print(f"[2/3] training: {spec} ({args.processes} process{'es' if args.processes > 1 else ''})")
     train_started = time.time()
-    if train_sd3.main(["--config", spec, f"--config.logdir={args.logdir}", *overrides]):
+    train_args = ["--config", spec, f"--config.logdir={args.logdir}", *overrides, *split]
+    status = train_sd3.main(train_args) if args.processes == 1 else launch(train_args, args.processes)
+    if status:
         return 1
     train_time = time.time() - train_started
     run_dir = os.path.join(args.logdir, config.run_name)
     with open(os.path.join(run_dir, "summary.json")) as handle:
         trainer_summary = json.load(handle)
 
-    print("[3/3] evaluating the fine-tuned model (EMA LoRA) on the same prompts and seeds")
+    print("[3/3] evaluating the fine-tuned model (EMA weights) on the same prompts and seeds")
     checkpoint = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
-    load_lora(pipeline, checkpoint)
+    if os.path.isdir(os.path.join(checkpoint, "transformer")):  # a full fine-tune
+        from diffusers import SD3Transformer2DModel
+
+        pipeline.transformer = SD3Transformer2DModel.from_pretrained(os.path.join(checkpoint, "transformer"))
+    else:
+        load_lora(pipeline, checkpoint)
     after, after_images, _ = evaluate(pipeline)
     os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
     grid(before_images, after_images, jobs, test, min(4, args.eval_images), os.path.join(run_dir, "plots", "before_after.png"))
@@ -123,6 +165,7 @@ def main(argv=None) -> int:
         "epochs": trainer_summary["epochs"],
         "checkpoint": checkpoint,
         "threads": torch.get_num_threads(),
+        "train_processes": args.processes,
     }
     with open(os.path.join(run_dir, "demo_summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
