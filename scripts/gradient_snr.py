@@ -62,6 +62,7 @@ def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds,
     """One epoch of rollouts and its policy gradient; returns (gradient, statistics)."""
     from flow_grpo import grpo
     from flow_grpo.seeding import generator_for
+    from flow_grpo.training.advantages import compute_advantages
     from flow_grpo.training.rollout import collect_rollouts
 
     samples = collect_rollouts(
@@ -70,9 +71,11 @@ def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds,
         model_dtype=torch.float32,
     )
     rewards = samples["rewards"]["avg"]
-    keys = [dataset.prompts[i] for i in samples["prompt_ids"].tolist()]
-    advantages = grpo.PerPromptStatTracker(global_std=config.sample.global_std).update(keys, rewards)
-    advantages = torch.as_tensor(grpo.clip_advantages(advantages, config.train.adv_clip_max), dtype=torch.float32)
+    # the trainer's advantages (per-prompt or batch statistics as configured, clipped), from a fresh tracker
+    advantages, _ = compute_advantages(
+        accelerator=accelerator, rewards_avg=rewards, prompt_ids=samples["prompt_ids"], prompts_of_dataset=dataset.prompts,
+        config=config, tracker=grpo.PerPromptStatTracker(global_std=config.sample.global_std),
+    )
     gradient = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
     stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
              "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
