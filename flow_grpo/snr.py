@@ -63,3 +63,29 @@ def summary(gradients: torch.Tensor, samples: int, target: float = 0.5) -> dict:
         out[f"{name}_samples_for_target"] = samples_for_cosine(samples, mean, target)
         out[f"{name}_samples_for_target_at_upper"] = samples_for_cosine(samples, out[f"{name}_cosine_upper"], target)
     return out
+
+
+def parameter_groups(named_sizes: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
+    """Flat indices of each kind of weight, pooled over the transformer's blocks: a name with its block
+    numbers replaced by ``*`` (``transformer_blocks.*.attn.to_q.bias``) names a group."""
+    import re
+
+    groups: dict[str, list[torch.Tensor]] = {}
+    start = 0
+    for name, size in named_sizes:
+        groups.setdefault(re.sub(r"\.\d+(?=\.|$)", ".*", name), []).append(torch.arange(start, start + size))
+        start += size
+    return {name: torch.cat(parts) for name, parts in groups.items()}
+
+
+def breakdown(per_step: torch.Tensor, groups: dict[str, torch.Tensor], samples: int, target: float = 0.5) -> dict:
+    """Where the signal sits: ``summary`` of each trained step's gradient, of the first j steps' sum, and of
+    each parameter group's slice of the full gradient. ``per_step`` is [R estimates, S steps, P parameters]."""
+    if per_step.ndim != 3:
+        raise ValueError(f"per_step must be [estimates, steps, parameters], got shape {tuple(per_step.shape)}")
+    total = per_step.sum(1)
+    return {
+        "steps": [summary(per_step[:, j], samples, target) for j in range(per_step.shape[1])],
+        "first_steps": [summary(per_step[:, : j + 1].sum(1), samples, target) for j in range(per_step.shape[1])],
+        "groups": {name: dict(summary(total[:, index], samples, target), parameters=len(index)) for name, index in groups.items()},
+    }

@@ -3,6 +3,7 @@
     python scripts/gradient_snr.py --config config/shapes.py:shapes_grpo --estimates 5
     python scripts/gradient_snr.py --config config/shapes.py:shapes_grpo '--config.reward_fn={"brightness": 1.0}' '--config.reward_options={}'
     python scripts/gradient_snr.py --config config/shapes.py:shapes_fast --fresh-prompts
+    python scripts/gradient_snr.py --config config/shapes.py:shapes_grpo --breakdown   # per step, per weight group
 
 Each estimate is one epoch of the config's sampling (``sample.train_batch_size x num_batches_per_epoch``
 images in groups of ``num_image_per_prompt``, seeded as the trainer seeds epoch ``10_000 + r``), its
@@ -29,7 +30,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, negative_embeds, generator) -> torch.Tensor:
-    """Flat on-policy gradient of the GRPO surrogate (ratio 1, no clipping) for all transformer weights."""
+    """Flat on-policy gradient of the GRPO surrogate (ratio 1, no clipping) for all transformer weights, one
+    row per trained step (the j-th trained step of every sample): [steps, parameters]; the sum over rows is
+    the gradient of one update."""
     from flow_grpo import grpo
     from flow_grpo.diffusers_patch.sd3_sampling import denoising_step
 
@@ -40,6 +43,7 @@ def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, n
         param.grad = None
     n, num_stored = samples["log_probs"].shape
     steps = grpo.select_train_timesteps(num_stored, config.train.timestep_fraction, config.train.timestep_strategy, n, generator)
+    per_step = []
     for j in range(steps.shape[1]):
         for rows in torch.arange(n).split(config.train.batch_size):
             m, step = len(rows), steps[rows, j]
@@ -51,15 +55,17 @@ def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, n
                 model_dtype=torch.float32,
             )
             (-(advantages[rows] * log_prob).sum() / n).backward()
-    gradient = torch.cat([p.grad.flatten() for p in params])
+        per_step.append(torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params]))
+        for param in params:
+            param.grad = None
     for param in params:
-        param.grad = None
         param.requires_grad_(False)
-    return gradient
+    return torch.stack(per_step)
 
 
 def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds, epoch: int, sampler, executor) -> tuple[torch.Tensor, dict]:
-    """One epoch of rollouts and its policy gradient; returns (gradient, statistics)."""
+    """One epoch of rollouts and its policy gradient; returns (per-step gradients [steps, parameters],
+    statistics)."""
     from flow_grpo import grpo
     from flow_grpo.seeding import generator_for
     from flow_grpo.training.advantages import compute_advantages
@@ -76,10 +82,22 @@ def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds,
         accelerator=accelerator, rewards_avg=rewards, prompt_ids=samples["prompt_ids"], prompts_of_dataset=dataset.prompts,
         config=config, tracker=grpo.PerPromptStatTracker(global_std=config.sample.global_std),
     )
-    gradient = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
+    per_step = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
+    gradient = per_step.sum(0)
     stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
              "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
-    return gradient, stats
+    return per_step, stats
+
+
+def print_breakdown(breakdown: dict) -> None:
+    print("  trained step j     cosine of step j alone    cosine of steps 0..j summed")
+    for j, (alone, summed) in enumerate(zip(breakdown["steps"], breakdown["first_steps"])):
+        print(f"  {j:13d}     {alone['raw_cosine_mean']:+.4f} +- {alone['raw_cosine_sem']:.4f}        "
+              f"{summed['raw_cosine_mean']:+.4f} +- {summed['raw_cosine_sem']:.4f}")
+    print("  parameter group (most signal first)                   parameters   raw cosine        adam cosine")
+    for name, row in sorted(breakdown["groups"].items(), key=lambda item: -item[1]["raw_cosine_mean"]):
+        print(f"  {name:52s} {row['parameters']:10d}   {row['raw_cosine_mean']:+.4f} +- {row['raw_cosine_sem']:.4f}   "
+              f"{row['adam_cosine_mean']:+.4f} +- {row['adam_cosine_sem']:.4f}")
 
 
 def main(argv=None) -> dict | int:
@@ -89,6 +107,8 @@ def main(argv=None) -> dict | int:
     parser.add_argument("--target", type=float, default=0.5, help="pairwise cosine to size the batch for")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default="", help="JSON path (default logs/gradient_snr/<run_name>.json)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also the cosines of each trained step, of the first j steps, and of each parameter group")
     args, overrides = parser.parse_known_args(argv)
     if args.estimates < 2:
         print("error: --estimates must be at least 2", file=sys.stderr)
@@ -130,14 +150,16 @@ def main(argv=None) -> dict | int:
     started = time.time()
     with ThreadPoolExecutor(max_workers=1) as executor:
         for r in tqdm(range(args.estimates), desc="estimates"):
-            gradient, stats = estimate(pipeline, dataset, reward_fn, config, accelerator, negative, 10_000 + r,
+            per_step, stats = estimate(pipeline, dataset, reward_fn, config, accelerator, negative, 10_000 + r,
                                        sampler if args.fresh_prompts else new_sampler(), executor)
             if stats["gradient_norm"] == 0:
                 print(f"error: estimate {r} has a zero gradient (every group's rewards are equal): nothing to measure", file=sys.stderr)
                 return 1
-            gradients.append(gradient)
+            gradients.append(per_step)
             rows.append(stats)
-    result = snr.summary(torch.stack(gradients), rows[0]["samples"], args.target)
+    per_step = torch.stack(gradients)  # [estimates, steps, parameters]
+    gradients = per_step.sum(1)
+    result = snr.summary(gradients, rows[0]["samples"], args.target)
     result.update({"config": config.run_name, "fresh_prompts": args.fresh_prompts, "reward_fn": dict(config.reward_fn),
                    "parameters": int(gradients[0].numel()), "estimates_detail": rows, "seconds": time.time() - started})
 
@@ -147,6 +169,10 @@ def main(argv=None) -> dict | int:
         print(f"  {name:4s} pairwise cosine {result[f'{name}_cosine_mean']:+.4f} +- {result[f'{name}_cosine_sem']:.4f}; "
               f"samples per step for cosine {args.target}: {result[f'{name}_samples_for_target']:.3g} "
               f"(at mean + 2 s.e.: {result[f'{name}_samples_for_target_at_upper']:.3g})")
+    if args.breakdown:
+        named = [(name, p.numel()) for name, p in pipeline.transformer.named_parameters()]
+        result["breakdown"] = snr.breakdown(per_step, snr.parameter_groups(named), rows[0]["samples"], args.target)
+        print_breakdown(result["breakdown"])
     out = args.out or os.path.join(REPO, "logs", "gradient_snr", f"{config.run_name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as handle:

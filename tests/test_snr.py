@@ -56,6 +56,29 @@ def test_summary_fields_adam_normalisation_and_no_signal():
         snr.pairwise_cosines(torch.zeros(1, 10))
 
 
+def test_breakdown_finds_the_step_and_the_group_that_carry_the_signal():
+    """Signal only in step 0 and in the parameters of group "a.*.w": those rows show it, the others do not."""
+    generator = torch.Generator().manual_seed(2)
+    named = [("a.0.w", 3000), ("b.0.w", 3000), ("a.1.w", 3000), ("b.1.w", 3000)]
+    groups = snr.parameter_groups(named)
+    assert set(groups) == {"a.*.w", "b.*.w"}
+    assert torch.equal(groups["a.*.w"], torch.cat([torch.arange(0, 3000), torch.arange(6000, 9000)]))
+    signal = torch.zeros(12_000, dtype=torch.float64)
+    signal[groups["a.*.w"]] = 0.1  # |s|^2 = 60 against noise 6000 x 0.01 = 60 in group a: cosine 1/2 there
+    per_step = torch.randn(6, 3, 12_000, generator=generator, dtype=torch.float64) * 0.1
+    per_step[:, 0] += signal
+    result = snr.breakdown(per_step, groups, samples=64)
+    assert result["steps"][0]["raw_cosine_mean"] == pytest.approx(60 / (60 + 120), abs=0.03)
+    assert abs(result["steps"][1]["raw_cosine_mean"]) < 0.03 and abs(result["steps"][2]["raw_cosine_mean"]) < 0.03
+    # summing noise-only steps dilutes the signal: |s|^2 / (|s|^2 + j x noise)
+    for j, row in enumerate(result["first_steps"]):
+        assert row["raw_cosine_mean"] == pytest.approx(60 / (60 + 120 * (j + 1)), abs=0.03)
+    # in group a the three steps' noise (3 x 60) meets the whole signal (60); group b has none
+    assert result["groups"]["a.*.w"]["raw_cosine_mean"] == pytest.approx(60 / (60 + 180), abs=0.03)
+    assert abs(result["groups"]["b.*.w"]["raw_cosine_mean"]) < 0.03
+    assert result["groups"]["a.*.w"]["parameters"] == 6000
+
+
 def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     """The run writes its JSON with cosines in range; the same epoch gives the same gradient, another epoch
     a different one."""
@@ -63,12 +86,17 @@ def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     import gradient_snr
 
     out = tmp_path / "snr.json"
-    result = gradient_snr.main(["--config", f"{TINY}:tiny", "--estimates", "3", "--out", str(out),
+    result = gradient_snr.main(["--config", f"{TINY}:tiny", "--estimates", "3", "--out", str(out), "--breakdown",
                                 "--config.sample.train_batch_size=16", "--config.sample.num_batches_per_epoch=2"])
     assert isinstance(result, dict) and out.exists()
     assert result["estimates"] == 3 and result["samples_per_estimate"] == 32
     assert all(-1 <= result[k] <= 1 for k in ("raw_cosine_mean", "adam_cosine_mean"))
     assert all(row["gradient_norm"] > 0 for row in result["estimates_detail"])
+    # the breakdown covers every trained step and every weight of the transformer once
+    config_steps = len(result["breakdown"]["steps"])
+    assert config_steps >= 1 and len(result["breakdown"]["first_steps"]) == config_steps
+    assert result["breakdown"]["first_steps"][-1]["raw_cosine_mean"] == pytest.approx(result["raw_cosine_mean"], abs=1e-9)
+    assert sum(row["parameters"] for row in result["breakdown"]["groups"].values()) == result["parameters"]
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -90,7 +118,9 @@ def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     def gradient(epoch):
         sampler = DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=0)
         with ThreadPoolExecutor(1) as executor:
-            return gradient_snr.estimate(pipeline, dataset, reward_fn, config, Accelerator(cpu=True), negative, epoch, sampler, executor)[0]
+            per_step = gradient_snr.estimate(pipeline, dataset, reward_fn, config, Accelerator(cpu=True), negative, epoch, sampler, executor)[0]
+        assert per_step.ndim == 2 and per_step.shape[1] == sum(p.numel() for p in pipeline.transformer.parameters())
+        return per_step.sum(0)
 
     first, again, other = gradient(5), gradient(5), gradient(6)
     assert torch.equal(first, again)
