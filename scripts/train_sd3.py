@@ -23,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from flow_grpo import grpo
@@ -248,6 +249,10 @@ def main(argv=None) -> int:
             row = {"epoch": done, "global_step": global_step, "reward_mean": float(finite["avg"].mean()),
                    "reward_std": float(finite["avg"].std())}
             row.update({f"reward_{k}_mean": float(v.mean()) for k, v in finite.items() if k != "avg"})
+            if samples["reward_info"]:  # e.g. batch_geneval_tag_counting: this epoch's accuracy on counting prompts
+                with np.errstate(all="ignore"):
+                    row.update({f"batch_{k}": float(np.nanmean(v)) for k, v in gather_rewards(accelerator, samples["reward_info"]).items()
+                                if np.isfinite(v).any()})
             row.update({**train_stats, **advantage_stats, **keep_stats, **samples["timing"]})
             row["epoch_time_s"] = time.time() - epoch_start
             # 4. evaluation with the EMA weights, and checkpoints

@@ -40,6 +40,13 @@ def test_demo_with_two_processes_and_full_fine_tuning(tmp_path, capsys):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if "trained_samples" in r]
     assert [(r["num_groups"], r["trained_samples"]) for r in trained] == [(4.0, 8.0)]
+    # the epoch's reward info is gathered from both processes: its mean partial score is the logged reward,
+    # its accuracy a count out of 16 images, and the per-tag accuracies name GenEval tags
+    row = trained[0]
+    assert row["batch_geneval_score"] == pytest.approx(row["reward_geneval_mean"], abs=1e-12)
+    assert 16 * row["batch_geneval_correct"] == pytest.approx(round(16 * row["batch_geneval_correct"]), abs=1e-9)
+    per_tag = {k[len("batch_geneval_tag_"):]: v for k, v in row.items() if k.startswith("batch_geneval_tag_")}
+    assert per_tag and set(per_tag) <= tags and all(0 <= v <= 1 for v in per_tag.values())
     assert "| **overall** |" in capsys.readouterr().out
 
 

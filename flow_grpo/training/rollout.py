@@ -90,5 +90,12 @@ def collect_rollouts(
         torch.cat([b["prev_sample_means"] for b in batches]) if batches[0]["prev_sample_means"] is not None else None
     )
     samples["rewards"] = {key: np.concatenate([b["rewards"][key] for b in batches]) for key in batches[0]["rewards"]}
+    # numeric per-image reward info (GenEval's per-tag correctness, NaN for other tags), for the epoch's log
+    samples["reward_info"] = {
+        key: np.concatenate([np.asarray(b["reward_info"][key], dtype=np.float64) for b in batches])
+        for key in sorted(batches[0]["reward_info"])
+        if all(key in b["reward_info"] and np.asarray(b["reward_info"][key]).dtype.kind in "fiub"
+               and np.asarray(b["reward_info"][key]).shape == (len(b["prompts"]),) for b in batches)
+    }
     samples["timing"] = {"sample_time_s": sample_time, "reward_wait_s": reward_wait}
     return samples
