@@ -46,6 +46,18 @@ def samples_for_cosine(samples: int, cosine: float, target: float = 0.5) -> floa
     return samples * snr_from_cosine(target) / rho
 
 
+def ideal_samples_for_cosine(noise_dims: int, target: float = 0.5) -> float:
+    """Samples per estimate that the best possible reward would need for pairwise cosine ``target``.
+
+    A policy-gradient estimate ``A * J^T eps / std`` credits every one of the ``noise_dims`` Gaussian noise
+    coordinates the update sees (latent size x trained steps). With a reward that is linear in a single one
+    of them and an isotropic Jacobian ``J``, one sample's signal-to-noise ratio is ``1 / (noise_dims + 1)``
+    (signal ``|J^T a|^2``, noise ``tr(J^T J) + |J^T a|^2``), so ``rho(target) * (noise_dims + 1)`` samples are
+    needed: a floor that no reward beats while J treats the noise directions alike (a J aligned with the
+    reward could do better), set by the size of the noise the sampler injects."""
+    return snr_from_cosine(target) * (noise_dims + 1)
+
+
 def summary(gradients: torch.Tensor, samples: int, target: float = 0.5) -> dict:
     """Raw and Adam-normalised pairwise cosines (mean, standard error) and the samples a ``target`` would need.
 

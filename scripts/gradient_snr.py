@@ -12,7 +12,9 @@ the timesteps the config trains, for every transformer weight (a LoRA's gradient
 this one: its expected cosines are the same). By default every estimate uses the same prompts, so the
 cosines measure the sampling noise alone; ``--fresh-prompts`` draws new prompts each time (what successive
 epochs of training see). ``flow_grpo.snr`` turns the cosines into a signal-to-noise ratio and the samples per
-optimizer step a target cosine would need. Prints a table, writes JSON.
+optimizer step a target cosine would need, beside the floor that no reward beats for an isotropic Jacobian
+(``snr.ideal_samples_for_cosine``: about one sample per Gaussian noise dimension the update credits, latent
+size x trained steps). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds,
     per_step = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
     gradient = per_step.sum(0)
     stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
+             "latent_dims": int(samples["latents"][0, 0].numel()), "trained_steps": int(per_step.shape[0]),
              "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
     return per_step, stats
 
@@ -160,6 +163,9 @@ def main(argv=None) -> dict | int:
     per_step = torch.stack(gradients)  # [estimates, steps, parameters]
     gradients = per_step.sum(1)
     result = snr.summary(gradients, rows[0]["samples"], args.target)
+    noise_dims = rows[0]["latent_dims"] * rows[0]["trained_steps"]
+    result["noise_dims"] = noise_dims
+    result["ideal_samples_for_target"] = snr.ideal_samples_for_cosine(noise_dims, args.target)
     result.update({"config": config.run_name, "fresh_prompts": args.fresh_prompts, "reward_fn": dict(config.reward_fn),
                    "parameters": int(gradients[0].numel()), "estimates_detail": rows, "seconds": time.time() - started})
 
@@ -169,6 +175,8 @@ def main(argv=None) -> dict | int:
         print(f"  {name:4s} pairwise cosine {result[f'{name}_cosine_mean']:+.4f} +- {result[f'{name}_cosine_sem']:.4f}; "
               f"samples per step for cosine {args.target}: {result[f'{name}_samples_for_target']:.3g} "
               f"(at mean + 2 s.e.: {result[f'{name}_samples_for_target_at_upper']:.3g})")
+    print(f"  the floor for any reward (isotropic Jacobian): {noise_dims} noise dimensions ({rows[0]['latent_dims']} latent x "
+          f"{rows[0]['trained_steps']} trained steps) need {result['ideal_samples_for_target']:.3g} samples for cosine {args.target}")
     if args.breakdown:
         named = [(name, p.numel()) for name, p in pipeline.transformer.named_parameters()]
         result["breakdown"] = snr.breakdown(per_step, snr.parameter_groups(named), rows[0]["samples"], args.target)

@@ -56,6 +56,32 @@ def test_summary_fields_adam_normalisation_and_no_signal():
         snr.pairwise_cosines(torch.zeros(1, 10))
 
 
+def test_the_ideal_floor_matches_reinforce_on_a_linear_gaussian_policy():
+    """x = J theta + std eps (D dims, T steps), reward linear in one noise coordinate of the first step: the
+    score-function estimates' pairwise cosine at m samples is the closed form of rho = m / (D T + 1)."""
+    generator = torch.Generator().manual_seed(3)
+    dims, steps, params, std = 64, 3, 4000, 0.7
+    jacobians = torch.randn(steps, dims, params, generator=generator, dtype=torch.float64) / params**0.5
+    direction = torch.zeros(dims, dtype=torch.float64)
+    direction[5] = 1.0
+
+    def estimate(m):
+        eps = torch.randn(m, steps, dims, generator=generator, dtype=torch.float64)
+        reward = std * eps[:, 0] @ direction  # a . x_1 minus its mean: the advantage
+        score = torch.einsum("msd,sdp->mp", eps, jacobians) / std  # sum_t J_t^T eps_t / std = grad log p
+        return (reward[:, None] * score).mean(0)
+
+    m = 96
+    cosines = snr.pairwise_cosines(torch.stack([estimate(m) for _ in range(12)]))
+    signal = float((jacobians[0].T @ direction).pow(2).sum())  # |J_1^T a|^2
+    noise = float(sum(j.pow(2).sum() for j in jacobians)) + signal  # tr(sum_t J_t^T J_t) + |J_1^T a|^2
+    rho = m * signal / noise
+    assert float(cosines.mean()) == pytest.approx(rho / (1 + rho), abs=0.04)
+    # isotropic J: rho per sample is close to 1 / (D T + 1), the floor the script reports
+    assert signal / noise == pytest.approx(1 / (dims * steps + 1), rel=0.2)
+    assert snr.ideal_samples_for_cosine(dims * steps, 0.5) == dims * steps + 1
+
+
 def test_breakdown_finds_the_step_and_the_group_that_carry_the_signal():
     """Signal only in step 0 and in the parameters of group "a.*.w": those rows show it, the others do not."""
     generator = torch.Generator().manual_seed(2)
@@ -92,6 +118,8 @@ def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     assert result["estimates"] == 3 and result["samples_per_estimate"] == 32
     assert all(-1 <= result[k] <= 1 for k in ("raw_cosine_mean", "adam_cosine_mean"))
     assert all(row["gradient_norm"] > 0 for row in result["estimates_detail"])
+    assert result["noise_dims"] == result["estimates_detail"][0]["latent_dims"] * len(result["breakdown"]["steps"])
+    assert result["ideal_samples_for_target"] == result["noise_dims"] + 1
     # the breakdown covers every trained step and every weight of the transformer once
     config_steps = len(result["breakdown"]["steps"])
     assert config_steps >= 1 and len(result["breakdown"]["first_steps"]) == config_steps
