@@ -37,6 +37,7 @@ def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, n
     the gradient of one update."""
     from flow_grpo import grpo
     from flow_grpo.diffusers_patch.sd3_sampling import denoising_step
+    from flow_grpo.training.update import stored_transitions
 
     transformer = pipeline.transformer
     params = list(transformer.parameters())
@@ -48,14 +49,9 @@ def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, n
     per_step = []
     for j in range(steps.shape[1]):
         for rows in torch.arange(n).split(config.train.batch_size):
-            m, step = len(rows), steps[rows, j]
-            _, log_prob, _, _ = denoising_step(
-                transformer, samples["latents"][rows, step], samples["timesteps"][rows, step], samples["sigmas"][rows, step],
-                samples["sigmas_next"][rows, step], samples["prompt_embeds"][rows], samples["pooled_prompt_embeds"][rows],
-                negative_embeds[0].expand(m, -1, -1), negative_embeds[1].expand(m, -1), config.sample.guidance_scale,
-                config.sample.noise_level, config.sample.sde_type, prev_sample=samples["latents"][rows, step + 1],
-                model_dtype=torch.float32,
-            )
+            batch = stored_transitions(samples, rows, steps[rows, j], negative_embeds, config, samples["latents"].device)
+            _, log_prob, _, _ = denoising_step(transformer, batch["latents"], *batch["args"], prev_sample=batch["next_latents"],
+                                               model_dtype=torch.float32)
             (-(advantages[rows] * log_prob).sum() / n).backward()
         per_step.append(torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params]))
         for param in params:

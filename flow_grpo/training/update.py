@@ -34,6 +34,26 @@ def _minibatches(keep: torch.Tensor, num_stored: int, config, generator: torch.G
     return [(order[s : s + size], train_steps[s : s + size]) for s in range(0, len(order), size)], train_steps.shape[1]
 
 
+def stored_transitions(samples: dict, rows: torch.Tensor, steps: torch.Tensor, negative_embeds, config, device) -> dict:
+    """The stored transitions ``x_step -> x_step+1`` of samples ``rows`` (one step index per row), ready to be
+    re-scored: ``denoising_step(model, batch["latents"], *batch["args"], prev_sample=batch["next_latents"])``
+    with the sampling's noise and the training guidance (``config.train.cfg``)."""
+    n = len(rows)
+    guidance_scale = config.sample.guidance_scale if config.train.cfg else 1.0
+    embeds = (
+        samples["prompt_embeds"][rows].to(device), samples["pooled_prompt_embeds"][rows].to(device),
+        negative_embeds[0].expand(n, -1, -1), negative_embeds[1].expand(n, -1),
+    )
+    return {
+        "latents": samples["latents"][rows, steps].to(device),
+        "next_latents": samples["latents"][rows, steps + 1].to(device),
+        "old_log_prob": samples["log_probs"][rows, steps].to(device),
+        "args": (samples["timesteps"][rows, steps].to(device), samples["sigmas"][rows, steps].to(device),
+                 samples["sigmas_next"][rows, steps].to(device), *embeds, guidance_scale,
+                 config.sample.noise_level, config.sample.sde_type),
+    }
+
+
 def train_on_rollouts(
     *, transformer, unwrapped, frozen_reference, samples: dict, advantages: torch.Tensor, keep: torch.Tensor,
     config, accelerator, optimizer, trainable_params, ema, global_step: int, generator: torch.Generator,
@@ -44,24 +64,11 @@ def train_on_rollouts(
         raise ValueError(f"unknown config.train.loss_mode {config.train.loss_mode!r}; valid: {', '.join(LOSS_MODES)}")
     stats = defaultdict(list)
     device = accelerator.device
-    guidance_scale = config.sample.guidance_scale if config.train.cfg else 1.0
     num_stored = samples["log_probs"].shape[1]
     models = (transformer,) if log_z is None else (transformer, log_z)
 
     def gather(rows, steps):
-        n = len(rows)
-        embeds = (
-            samples["prompt_embeds"][rows].to(device), samples["pooled_prompt_embeds"][rows].to(device),
-            negative_embeds[0].expand(n, -1, -1), negative_embeds[1].expand(n, -1),
-        )
-        return {
-            "latents": samples["latents"][rows, steps].to(device),
-            "next_latents": samples["latents"][rows, steps + 1].to(device),
-            "old_log_prob": samples["log_probs"][rows, steps].to(device),
-            "args": (samples["timesteps"][rows, steps].to(device), samples["sigmas"][rows, steps].to(device),
-                     samples["sigmas_next"][rows, steps].to(device), *embeds, guidance_scale,
-                     config.sample.noise_level, config.sample.sde_type),
-        }
+        return stored_transitions(samples, rows, steps, negative_embeds, config, device)
 
     def step_log_prob(model, batch):
         return denoising_step(model, batch["latents"], *batch["args"], prev_sample=batch["next_latents"], model_dtype=model_dtype)
