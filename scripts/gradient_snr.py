@@ -145,7 +145,7 @@ def main(argv=None) -> dict | int:
         return DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
 
     sampler = new_sampler()
-    gradients, rows = [], []
+    estimates, rows = [], []
     started = time.time()
     with ThreadPoolExecutor(max_workers=1) as executor:
         for r in tqdm(range(args.estimates), desc="estimates"):
@@ -154,9 +154,9 @@ def main(argv=None) -> dict | int:
             if stats["gradient_norm"] == 0:
                 print(f"error: estimate {r} has a zero gradient (every group's rewards are equal): nothing to measure", file=sys.stderr)
                 return 1
-            gradients.append(per_step)
+            estimates.append(per_step)
             rows.append(stats)
-    per_step = torch.stack(gradients)  # [estimates, steps, parameters]
+    per_step = torch.stack(estimates)  # [estimates, steps, parameters]
     gradients = per_step.sum(1)
     result = snr.summary(gradients, rows[0]["samples"], args.target)
     noise_dims = rows[0]["latent_dims"] * rows[0]["trained_steps"]

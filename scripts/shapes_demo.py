@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     from flow_grpo.checkpoint import resolve_resume
     from flow_grpo.config_cli import ConfigError, parse_args
     from flow_grpo.geneval.metadata import read_metadata
+    from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD
     from flow_grpo.lora import load_lora
     from flow_grpo.shapes.evaluation import evaluate_images, sample_images
     from flow_grpo.training.models import load_sd3_pipeline
@@ -127,8 +128,9 @@ def main(argv=None) -> int:
             pipeline, test, args.eval_images, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
             seed=config.seed, resolution=config.resolution, max_sequence_length=config.max_sequence_length,
         )
-        confidence = dict(config.reward_options).get("geneval", {})
-        result = evaluate_images(images, jobs, test, confidence.get("confidence", 0.3), confidence.get("counting_confidence", 0.9))
+        options = dict(config.reward_options).get("geneval", {})
+        result = evaluate_images(images, jobs, test, options.get("confidence", CONFIDENCE_THRESHOLD),
+                                 options.get("counting_confidence", COUNTING_THRESHOLD))
         return result, images, jobs
 
     print(f"[1/3] evaluating the base model: {len(test)} held-out prompts x {args.eval_images} images")
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
     print()
     print(table(before, after))
     print(f"\ntraining {train_time / 60:.1f} min ({trainer_summary['global_step']} optimizer steps, {trainer_summary['epochs']} epochs); "
-          f"total {summary['total_wall_clock_s'] / 60:.1f} min on {torch.get_num_threads()} threads")
+          f"total {summary['total_wall_clock_s'] / 60:.1f} min; trained in {args.processes} process(es), "
+          f"evaluated on {torch.get_num_threads()} threads")
     print(f"run folder: {run_dir} (plots/before_after.png, plots/curves.png, demo_summary.json)")
     return 0
 
