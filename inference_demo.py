@@ -6,7 +6,7 @@
 Writes ``<output_dir>/base/`` and ``<output_dir>/lora/`` (``<prompt index>_<image index>.png``, same seed for
 the two) and ``<output_dir>/grid.png`` (one row per prompt: base images, then LoRA images). ``--lora_path``
 takes a flow_grpo checkpoint folder (its ``lora/``), a diffusers LoRA folder or file, or a PEFT adapter
-folder. Sampling is the deterministic ODE of ``flow_grpo.diffusers_patch`` (the same as diffusers' pipeline).
+folder. Sampling is the deterministic ODE of ``flow_grpo.sd3`` (the same as diffusers' pipeline).
 """
 
 from __future__ import annotations
@@ -68,17 +68,17 @@ def load_pipeline(model_name: str, device: str, dtype: torch.dtype):
 
 
 def generate(pipeline, prompts, args, device) -> torch.Tensor:
-    from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
 
     jobs = [(p, k) for p in range(len(prompts)) for k in range(args.num_images)]
     images = []
     negative = encode_prompt(pipeline, [""], args.max_sequence_length, device)
     for start in tqdm(range(0, len(jobs), args.batch_size), desc="images", leave=False):
         chunk = jobs[start : start + args.batch_size]
-        prompt_embeds, pooled = encode_prompt(pipeline, [prompts[p] for p, _ in chunk], args.max_sequence_length, device)
+        conditioning = encode_prompt(pipeline, [prompts[p] for p, _ in chunk], args.max_sequence_length, device)
         generators = [torch.Generator().manual_seed(args.seed + p * args.num_images + k) for p, k in chunk]
         trajectory = sd3_sample_with_logprob(
-            pipeline, prompt_embeds, pooled, negative[0].expand(len(chunk), -1, -1), negative[1].expand(len(chunk), -1),
+            pipeline, conditioning, negative,
             num_inference_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
             deterministic=True, generator=generators,
         )

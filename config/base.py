@@ -42,7 +42,6 @@ def default():
 
     # ---- data ----
     config.dataset = ""  # folder with train/test prompts (.txt or _metadata.jsonl)
-    config.per_prompt_stat_tracking = True  # GRPO groups by prompt; False: whole-batch normalisation (DDPO)
 
     # ---- sampling ----
     config.sample = ml_collections.ConfigDict()
@@ -60,46 +59,55 @@ def default():
     config.sample.same_latent = False  # one initial noise per prompt (shared across processes)
     config.sample.sde_window_size = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic
     config.sample.sde_window_range = (0, 10)
-    config.sample.global_std = True  # advantages divided by the std of all rewards (else per group)
     config.sample.decode_batch_size = 0  # VAE decode chunk; 0: whole batch
 
-    # ---- training ----
-    config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 1  # samples per micro-step per process
-    config.train.learning_rate = 3e-4
-    config.train.adam_beta1 = 0.9
-    config.train.adam_beta2 = 0.999
-    config.train.adam_weight_decay = 1e-4
-    config.train.adam_epsilon = 1e-8
-    config.train.gradient_accumulation_steps = 1  # in minibatches; x num_train_timesteps micro-steps
-    config.train.max_grad_norm = 1.0
-    config.train.num_inner_epochs = 1
+    # ---- training: train_config() below, the keys the toy worlds' trainer shares ----
+    config.train = train_config()
     config.train.cfg = True  # train with the sampling guidance scale (False: no CFG in training)
-    config.train.adv_clip_max = 5.0
-    config.train.clip_range = 1e-4
-    config.train.timestep_fraction = 1.0  # trained steps = int(stored steps * fraction)
-    config.train.timestep_strategy = "first"  # "first" (high-noise steps) or "random" per sample
-    # KL to the reference (the model with the LoRA disabled): exact Gaussian KL of the step means, averaged
-    # over elements, with the transition std including sqrt(-dt) (flow_grpo.grpo.gaussian_kl). Versions of
-    # the original divide by std_t^2 without the dt factor; for a 10-step run the exact KL is 1/|dt|, about
-    # 7 to 30 times, larger, so the original's betas (kept below) regularise more strongly here.
-    config.train.beta = 0.0
-    config.train.ema = True
-    config.train.ema_decay = 0.9
-    config.train.ema_update_interval = 8  # optimizer steps
-    config.train.loss_mode = "grpo"  # "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance)
-    config.train.tb_coef = 15.0  # FlowRL: delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
-    config.train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
-    config.train.proj_layer = 3  # FlowRL: layers of the log Z head on the pooled prompt embedding
-    config.train.proj_hidden = 512
-    config.train.proj_dropout = 0.1
     config.train.gradient_checkpointing = False
+    config.batched_cfg = True  # CFG as one transformer call on the doubled batch (False: two calls, less memory)
 
     # ---- reward ----
     config.reward_fn = {}  # {"name": weight}; the weighted sum is "avg"
     config.reward_options = {}  # {"name": {option: value}} passed to each reward's factory
     config.reward_nan_policy = "error"  # "error": stop; "drop": leave NaN-reward images out of the update
     return config
+
+
+def train_config():
+    """``config.train``: the update, the same keys for scripts/train_sd3.py and scripts/train_toy.py."""
+    train = ml_collections.ConfigDict()
+    train.objective = "grpo"  # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance)
+    train.batch_size = 1  # samples per micro-step per process
+    train.learning_rate = 3e-4
+    train.adam_beta1 = 0.9
+    train.adam_beta2 = 0.999
+    train.adam_weight_decay = 1e-4
+    train.adam_epsilon = 1e-8
+    train.gradient_accumulation_steps = 1  # in minibatches; x trained timesteps micro-steps
+    train.max_grad_norm = 1.0
+    train.num_inner_epochs = 1
+    # advantages: (r - group mean) / (std + 1e-4), the std of all rewards (global_std) or of the group
+    train.per_prompt_stat_tracking = True  # group by prompt (GRPO); False: normalise over the whole batch (DDPO)
+    train.global_std = True
+    train.adv_clip_max = 5.0
+    train.clip_range = 1e-4
+    train.timestep_fraction = 1.0  # trained steps = int(stored steps * fraction)
+    train.timestep_strategy = "first"  # "first" (high-noise steps) or "random" per sample
+    # KL to the reference (the model with the LoRA disabled): exact Gaussian KL of the step means, averaged
+    # over elements, with the transition std including sqrt(-dt) (flow_grpo.objectives.grpo.gaussian_kl).
+    # Versions of the original divide by std_t^2 without the dt factor; for a 10-step run the exact KL is
+    # 1/|dt|, about 7 to 30 times, larger, so the original's betas (kept in grpo.py) regularise more strongly here.
+    train.beta = 0.0
+    train.ema = True
+    train.ema_decay = 0.9
+    train.ema_update_interval = 8  # optimizer steps
+    train.tb_coef = 15.0  # FlowRL: delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
+    train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
+    train.proj_layer = 3  # FlowRL: layers of the log Z head on the pooled prompt embedding
+    train.proj_hidden = 512
+    train.proj_dropout = 0.1
+    return train
 
 
 def get_config(name):

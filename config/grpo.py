@@ -32,7 +32,7 @@ def _sd3(gpu_number=32, groups_per_epoch=48, train_batch_size=9, num_image_per_p
         raise ValueError(f"{groups_per_epoch} groups of {num_image_per_prompt} do not split into batches of {gpu_number} x {train_batch_size}")
     config.sample.num_batches_per_epoch = images_per_epoch // per_batch
     config.sample.test_batch_size = 16
-    config.sample.global_std = True
+    config.train.global_std = True
     config.sample.same_latent = False
     config.train.batch_size = train_batch_size
     # two optimizer steps per epoch
@@ -145,14 +145,14 @@ def pickscore_sd3_fast_nocfg():
     return config
 
 
-# ---- other policy objectives (config.train.loss_mode) on the paper's GenEval and PickScore setups ----
+# ---- other policy objectives (config.train.objective) on the paper's GenEval and PickScore setups ----
 
 
 def _grpo_guard(config):
     """GRPO-Guard: ratio = exp((log p - log p_old + bias) * std), re-centred per step; loss / (-dt). The ratio's
     deviations are the log-prob's times the step std (about 0.1-0.5 at noise 0.7 over 10 steps), so the SDE
     clip range 1e-4 on log-probs becomes about 2e-5 on this ratio."""
-    config.train.loss_mode = "grpo_guard"
+    config.train.objective = "grpo_guard"
     config.train.clip_range = 2e-5
     return config
 
@@ -160,7 +160,7 @@ def _grpo_guard(config):
 def _flowrl(config):
     """FlowRL trajectory balance: log Z head on the pooled prompt embedding, tb_coef 15, clamped importance
     weight, reference = the adapter-disabled model (its log-probs are computed whatever beta is)."""
-    config.train.loss_mode = "flowrl"
+    config.train.objective = "flowrl"
     config.train.tb_coef = 15.0
     config.train.importance_sampling = True
     config.train.beta = 0.0

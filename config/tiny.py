@@ -79,14 +79,14 @@ def tiny_full_finetune():
 def tiny_grpo_guard():
     config = tiny()
     config.run_name = "tiny_grpo_guard"
-    config.train.loss_mode = "grpo_guard"
+    config.train.objective = "grpo_guard"
     return config
 
 
 def tiny_flowrl():
     config = tiny()
     config.run_name = "tiny_flowrl"
-    config.train.loss_mode = "flowrl"
+    config.train.objective = "flowrl"
     return config
 
 

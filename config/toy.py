@@ -8,8 +8,9 @@ import os
 
 import ml_collections
 
-from flow_grpo.config_cli import config_by_name
+from flow_grpo.config_cli import config_by_name, load_module
 
+base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,31 +39,20 @@ def _base():
     config.sample.eval_num_steps = 40  # ODE steps for evaluation
     config.sample.noise_level = 0.7
     config.sample.sde_type = "sde"
-    config.sample.batch_size = 256  # samples per sampling batch
+    config.sample.train_batch_size = 256  # samples per sampling batch
     config.sample.num_image_per_prompt = 16  # group size k
     config.sample.num_batches_per_epoch = 1
     config.sample.same_latent = False  # one initial noise per group
     config.sample.eval_samples_per_prompt = 512
 
-    config.train = ml_collections.ConfigDict()
+    # the same update keys as scripts/train_sd3.py (config/base.py), with the toy worlds' values
+    config.train = base.train_config()
     config.train.learning_rate = 1e-4
+    config.train.adam_weight_decay = 0.0
     config.train.batch_size = 64
-    config.train.gradient_accumulation_steps = 1
-    config.train.num_inner_epochs = 1
     config.train.clip_range = 0.05
-    config.train.adv_clip_max = 5.0
-    config.train.beta = 0.0  # KL to the base model (exact Gaussian KL of the step means)
-    config.train.timestep_fraction = 1.0
-    config.train.timestep_strategy = "first"
-    config.train.advantage_mode = "grpo"  # grpo: per-prompt groups; ddpo: whole-batch normalisation
-    config.train.global_std = True
-    config.train.max_grad_norm = 1.0
-    config.train.loss_mode = "grpo"  # grpo, grpo_guard (regulated ratio), flowrl (trajectory balance)
-    config.train.tb_coef = 15.0  # FlowRL: delta = log Z + mean log p - tb_coef * A - mean log p_ref
-    config.train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
-    config.train.proj_layer = 3  # FlowRL: layers of the log Z head
+    config.train.ema = False
     config.train.proj_hidden = 64
-    config.train.proj_dropout = 0.1
 
     config.num_epochs = 60
     config.eval_freq = 10
@@ -80,7 +70,7 @@ def line_shapes():
     config.world.dataset = os.path.join(REPO, "dataset", "toy", "line_shapes")
     config.world.base_std = 0.3
     config.world.reward_width = 0.1
-    config.sample.batch_size = 256  # 16 prompts x 16 samples
+    config.sample.train_batch_size = 256  # 16 prompts x 16 samples
     return config
 
 
@@ -118,7 +108,7 @@ def moons_unlearn_ddpo():
     config = moons_unlearn()
     config.run_name = "moons_unlearn_ddpo"
     config.sample.same_latent = False
-    config.train.advantage_mode = "ddpo"
+    config.train.per_prompt_stat_tracking = False
     return config
 
 
@@ -126,11 +116,11 @@ def moons_fidelity_ddpo():
     config = moons_fidelity()
     config.run_name = "moons_fidelity_ddpo"
     config.sample.same_latent = False
-    config.train.advantage_mode = "ddpo"
+    config.train.per_prompt_stat_tracking = False
     return config
 
 
-def _four_modes(loss_mode):
+def _four_modes(objective):
     config = _base()
     config.world.name = "four_modes"
     config.world.base_std = 1.5
@@ -140,7 +130,7 @@ def _four_modes(loss_mode):
     config.pretrain.num_steps = 1500
     config.sample.same_latent = False  # one prompt: the group is the whole batch
     config.sample.eval_samples_per_prompt = 4096
-    config.train.loss_mode = loss_mode
+    config.train.objective = objective
     config.train.learning_rate = 1e-3  # at 1e-4 neither objective moves this base in 60 epochs
     config.num_epochs = 60
     return config
@@ -169,14 +159,14 @@ def four_modes_grpo_guard():
 def moons_fidelity_grpo_guard():
     config = moons_fidelity()
     config.run_name = "moons_fidelity_grpo_guard"
-    config.train.loss_mode = "grpo_guard"
+    config.train.objective = "grpo_guard"
     return config
 
 
 def moons_fidelity_flowrl():
     config = moons_fidelity()
     config.run_name = "moons_fidelity_flowrl"
-    config.train.loss_mode = "flowrl"
+    config.train.objective = "flowrl"
     return config
 
 

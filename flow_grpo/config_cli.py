@@ -26,6 +26,16 @@ class ConfigError(ValueError):
     """A config name, path, key or value that cannot be used; the message says which and why."""
 
 
+# keys that moved, so that an old command line gets told where its key went
+RENAMED_KEYS = {
+    "train.loss_mode": "train.objective",
+    "sample.global_std": "train.global_std",
+    "per_prompt_stat_tracking": "train.per_prompt_stat_tracking",
+    "train.advantage_mode": "train.per_prompt_stat_tracking (true for grpo groups, false for ddpo)",
+    "sample.batch_size": "sample.train_batch_size",
+}
+
+
 def experiment_names(namespace: dict) -> list[str]:
     """Public functions defined in a config module (other than ``get_config``): its experiment names."""
     module_name = namespace.get("__name__")
@@ -142,6 +152,8 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
             if isinstance(node, dict) and depth == len(parts) - 1:
                 node[part] = _parse_value(key, text, None)
                 return
+            if key in RENAMED_KEYS:
+                raise ConfigError(f"config key {key!r} was renamed: use --config.{RENAMED_KEYS[key]}")
             candidates = _all_keys(config)
             hint = difflib.get_close_matches(key, candidates, n=3)
             parent = ".".join(parts[:depth])

@@ -93,6 +93,12 @@ class DistributedKRepeatSampler:
         self.seed = int(state["seed"])
 
 
+def group_ids(prompts: list[str]) -> list[int]:
+    """The GRPO group of each prompt: the index of its text's first occurrence (duplicates share a group)."""
+    first: dict[str, int] = {}
+    return [first.setdefault(prompt, i) for i, prompt in enumerate(prompts)]
+
+
 class PromptDataset:
     """The prompts of one split of a dataset folder, with per-prompt metadata.
 
@@ -121,6 +127,16 @@ class PromptDataset:
             raise FileNotFoundError(f"no {split} prompts in {folder!r}: expected {os.path.basename(jsonl)} or {os.path.basename(txt)}")
         if not self.prompts:
             raise ValueError(f"{self.path} holds no prompts")
+        self.group_ids = group_ids(self.prompts)
+
+    @classmethod
+    def from_prompts(cls, prompts: list[str], metadata: list[dict] | None = None) -> "PromptDataset":
+        """A dataset held in memory (benchmarks, tests)."""
+        dataset = cls.__new__(cls)
+        dataset.prompts, dataset.path = list(prompts), "<memory>"
+        dataset.metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
+        dataset.group_ids = group_ids(dataset.prompts)
+        return dataset
 
     def __len__(self) -> int:
         return len(self.prompts)

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from flow_grpo.atomic import atomic_write_json
+from flow_grpo.checkpoint.atomic import atomic_write_json
 
 
 def _jsonable(value):
@@ -89,7 +89,7 @@ def flat_config(config, prefix: str = "") -> dict:
 
 def truncate_metrics(path: str, before_epoch: int) -> None:
     """Keep only rows of epochs before ``before_epoch`` (a resumed run re-logs the later ones)."""
-    from flow_grpo.atomic import atomic_write_bytes
+    from flow_grpo.checkpoint.atomic import atomic_write_bytes
 
     rows = [r for r in read_metrics(path) if r.get("epoch", 0) < before_epoch]
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))

@@ -1,6 +1,6 @@
 """One denoising step of a flow-matching sampler as a Gaussian action with a log-probability.
 
-Conventions (see DESIGN.md section 3): sigma in [0, 1] is the flow time with 1 = pure noise, a step goes
+Conventions (docs/architecture.md, "The math"): sigma in [0, 1] is the flow time with 1 = pure noise, a step goes
 from ``sigma`` to ``sigma_next < sigma`` so ``dt = sigma_next - sigma < 0``, and ``model_output`` is the
 velocity ``v`` of ``x_sigma = (1 - sigma) * x_0 + sigma * noise`` (after classifier-free guidance).
 
@@ -38,6 +38,7 @@ Everything is computed in float32 whatever the dtype of the model output.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -45,6 +46,18 @@ import torch
 
 SDE_TYPES = ("sde", "cps")
 CPS_LOG_PROB_KINDS = ("unnormalized", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class SDEParams:
+    """How a sampler's stochastic steps are drawn: ``noise_level`` (``a`` above; 0 is the ODE) and ``sde_type``."""
+
+    noise_level: float = 0.7
+    sde_type: str = "sde"
+
+    def __post_init__(self):
+        if self.sde_type not in SDE_TYPES:
+            raise ValueError(f"unknown sde_type {self.sde_type!r}; valid: {', '.join(SDE_TYPES)}")
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 

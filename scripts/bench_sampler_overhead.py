@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args()
 
-    from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
     from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
 
     if args.threads:
@@ -42,21 +42,21 @@ def main():
     pipeline.set_progress_bar_config(disable=True)
     resolution = args.resolution or pipeline.transformer.config.sample_size * pipeline.vae_scale_factor
     prompts = [f"a photo of {n} red circles" for n in range(args.batch)]
-    prompt_embeds, pooled = encode_prompt(pipeline, prompts, 32)
-    negative_embeds, negative_pooled = encode_prompt(pipeline, [""] * args.batch, 32)
+    conditioning = encode_prompt(pipeline, prompts, 32)
+    negative = encode_prompt(pipeline, [""] * args.batch, 32)
     latent_size = resolution // pipeline.vae_scale_factor
     latents = torch.randn(args.batch, pipeline.transformer.config.in_channels, latent_size, latent_size, generator=torch.Generator().manual_seed(0))
 
     def run_diffusers():
         return pipeline(
-            prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=negative_embeds,
-            negative_pooled_prompt_embeds=negative_pooled, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+            prompt_embeds=conditioning.prompt_embeds, pooled_prompt_embeds=conditioning.pooled_prompt_embeds,
+            negative_prompt_embeds=negative.prompt_embeds, negative_pooled_prompt_embeds=negative.pooled_prompt_embeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
             height=resolution, width=resolution, latents=latents.clone(), output_type="pt",
         ).images
 
     def run_ours():
         return sd3_sample_with_logprob(
-            pipeline, prompt_embeds, pooled, negative_embeds, negative_pooled, num_inference_steps=args.steps,
+            pipeline, conditioning, negative, num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale, height=resolution, width=resolution, noise_level=0.7,
             latents=latents.clone(), generator=torch.Generator().manual_seed(1),
         ).images

@@ -5,10 +5,12 @@
     python scripts/benchmark.py --preset sd35m-fast --device cuda           # full size, on a GPU
     python scripts/benchmark.py --preset tiny-cpu --levers                  # each lever on and off
 
-A step is one epoch of scripts/train_sd3.py, built from the same library calls: prompt encoding, SDE
-sampling with log-probs (per denoising step), VAE decoding, the reward, the training micro-steps (forward +
-backward, one per minibatch and trained timestep, the KL reference forward when beta > 0), the optimizer and
-the EMA. FLOPs are counted analytically (flow_grpo/flops.py, checked against PyTorch's counter); MFU is the
+A step is one epoch of scripts/train_sd3.py run by the trainer's own parts (the model set-up of
+``flow_grpo.sd3.pipeline``, ``training.rollout.SD3RolloutCollector``, ``training.advantages``, ``SD3Policy``,
+the objective and ``training.update.update``) with a device-synchronised clock on each phase
+(``training.phases``): prompt encoding, SDE sampling with log-probs, VAE decoding, the reward, the training
+micro-steps (forward + backward, one per minibatch and trained timestep, the KL reference forward when
+beta > 0), the optimizer and the EMA. Levers that are trainer options are set in its config. FLOPs are counted analytically (flow_grpo/flops.py, checked against PyTorch's counter); MFU is the
 training micro-steps' FLOP rate over the matmul peak measured in the same run. The SD3.5-M presets build the
 transformer, VAE and text encoders at their published sizes with random weights (no download);
 ``--reduced`` shrinks them to run on a CPU.
@@ -23,11 +25,12 @@ import os
 import resource
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 PRESETS = {
     "tiny-cpu": dict(model="tiny", resolution=64, prompts=4, images_per_prompt=4, steps=10, guidance=4.5, sde_type="sde",
@@ -41,8 +44,7 @@ PRESETS = {
                        train_batch=16, max_sequence_length=128),
 }
 LEVERS = {
-    "recompute_old_logprobs": "recompute the old log-probs with a forward pass instead of keeping the sampled ones",
-    "no_autocast": "train and sample in float32 instead of bf16/fp16 autocast (GPU only)",
+    "no_autocast": "sample and train without bf16/fp16 autocast (frozen weights stay in that dtype; GPU only)",
     "math_attention": "plain (unfused) attention instead of PyTorch's scaled_dot_product_attention",
     "sequential_cfg": "two transformer calls per CFG step instead of one batched call",
     "small_microbatch": "training micro-batches of 1 sample",
@@ -50,7 +52,6 @@ LEVERS = {
     "serial_reward": "compute the reward after sampling instead of overlapping it with the next batch",
     "compile": "torch.compile the transformer",
     "gradient_checkpointing": "gradient checkpointing in the transformer (memory switch)",
-    "host_sync": "a host synchronisation (.item()) after every denoising and training step",
 }
 
 
@@ -152,128 +153,138 @@ def math_attention():
     return sdpa_kernel(SDPBackend.MATH)
 
 
-def run_step(pipeline, preset, resolution, device, dtype, levers: set, reward_fn, seed: int = 0) -> dict:
-    """One training step; returns phase times, FLOPs and memory."""
-    from flow_grpo import grpo
-    from flow_grpo.diffusers_patch import decode_latents, denoising_step, encode_prompt, sd3_sample_with_logprob
+class InlineExecutor:
+    """An executor that runs the reward at once (the serial_reward lever)."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def step_config(preset: dict, resolution: int, precision: str, levers: set):
+    """The trainer config of one benchmark step: the preset's batch split into two sampling batches, one
+    optimizer step over all of it, every lever that is a trainer option set from ``levers``."""
+    from flow_grpo.config_cli import load_module
+
+    config = load_module(os.path.join(REPO, "config", "base.py")).default()
+    n = preset["prompts"] * preset["images_per_prompt"]
+    stored = preset["window"] or preset["steps"]
+    config.progress = False
+    config.resolution = resolution
+    config.max_sequence_length = preset["max_sequence_length"]
+    config.mixed_precision = "no" if precision == "fp32" or "no_autocast" in levers else precision
+    config.batched_cfg = "sequential_cfg" not in levers
+    config.lora.rank, config.lora.alpha = preset["lora_rank"], 2 * preset["lora_rank"]
+    config.sample.num_steps = preset["steps"]
+    config.sample.guidance_scale = preset["guidance"]
+    config.sample.noise_level = preset["noise"]
+    config.sample.sde_type = preset["sde_type"]
+    config.sample.sde_window_size = preset["window"]
+    config.sample.sde_window_range = tuple(preset["window_range"])
+    config.sample.train_batch_size = n // 2
+    config.sample.num_image_per_prompt = preset["images_per_prompt"]
+    config.sample.num_batches_per_epoch = 2
+    config.sample.decode_batch_size = 1 if "per_image_vae" in levers else 0
+    config.train.batch_size = 1 if "small_microbatch" in levers else preset["train_batch"]
+    config.train.gradient_accumulation_steps = n // config.train.batch_size  # one optimizer step per benchmark step
+    config.train.timestep_fraction = preset["trained_steps"] / stored + 1e-6
+    config.train.beta = preset["beta"]
+    config.train.gradient_checkpointing = "gradient_checkpointing" in levers
+    config.train.learning_rate = 1e-4
+    config.train.ema_update_interval = 1
+    return config
+
+
+def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
+    """One training step of scripts/train_sd3.py, built from the same library parts (rollout collector,
+    advantages, policy, objective, the update loop) with a clock on each phase; returns times, FLOPs, memory.
+
+    Every sample is trained: the random-weight models give whole groups equal rewards, which the trainer
+    would drop as zero-advantage samples."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
     from flow_grpo.ema import EMA
     from flow_grpo.flops import image_tokens, sd3_transformer_flops
-    from flow_grpo.lora import add_lora
-    from flow_grpo.seeding import generator_for
+    from flow_grpo.objectives import build_objective
+    from flow_grpo.sd3 import Guidance, encode_prompt
+    from flow_grpo.sd3.policy import SD3Policy
+    from flow_grpo.sde import SDEParams
+    from flow_grpo.training.advantages import compute_advantages
+    from flow_grpo.training.rollout import SD3RolloutCollector
+    from flow_grpo.training.sizes import run_sizes
+    from flow_grpo.training.update import Learner, update
 
-    transformer = pipeline.transformer
-    if not any("lora_" in n for n, _ in transformer.named_parameters()):
-        add_lora(transformer, preset["lora_rank"], 2 * preset["lora_rank"])
-    trainable = [p for n, p in transformer.named_parameters() if "lora_" in n]
-    for p in trainable:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    if "gradient_checkpointing" in levers:
+    pipeline, preset, device = setup["pipeline"], setup["preset"], setup["device"]
+    config = step_config(preset, setup["resolution"], setup["precision"], levers)
+    config.seed = seed
+    sizes = run_sizes(config, processes=1)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != config.mixed_precision:
+        AcceleratorState._reset_state()  # the no_autocast lever changes the precision within this process
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step)
+    transformer = setup["transformer"]
+    if config.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     else:
         transformer.disable_gradient_checkpointing()
     model = torch.compile(transformer) if "compile" in levers else transformer
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    ema = EMA(trainable, 0.9, 8)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 and "no_autocast" not in levers
-                else contextlib.nullcontext())
-    attention = math_attention() if "math_attention" in levers else contextlib.nullcontext()
+    trainable = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    objective = build_objective(config.train, pooled_dim=transformer.config.pooled_projection_dim)
+    optimizer = accelerator.prepare(torch.optim.AdamW(trainable, lr=config.train.learning_rate))
     timer = PhaseTimer(device)
+    negative = encode_prompt(pipeline, [""], config.max_sequence_length, device)
+    policy = SD3Policy(transformer=model, unwrapped=model, frozen_reference=None,
+                       guidance=Guidance(config.sample.guidance_scale, negative, config.batched_cfg),
+                       sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=setup["model_dtype"],
+                       timestep_scale=pipeline.scheduler.config.num_train_timesteps)
+    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer, parameters=trainable,
+                      ema=EMA(trainable, 0.9, 1), timer=timer)
+    prompts = [f'a sign that says "prompt {i}"' for i in range(preset["prompts"])]
+    dataset = PromptDataset.from_prompts(prompts)
+    executor = InlineExecutor() if "serial_reward" in levers else ThreadPoolExecutor(1)
+    reward_fn = setup["reward_fn"]
+    if "serial_reward" in levers:
+        def reward_fn(*args, _inner=setup["reward_fn"]):  # noqa: E306 - timed where it runs: in line
+            with timer("reward"):
+                return _inner(*args)
+    collector = SD3RolloutCollector(
+        pipeline=pipeline, transformer=model, negative=negative, dataset=dataset,
+        sampler=DistributedKRepeatSampler(len(prompts), config.sample.train_batch_size, config.sample.num_image_per_prompt, seed=seed),
+        reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config, timer=timer,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    n = preset["prompts"] * preset["images_per_prompt"]
-    prompts = [f'a sign that says "prompt {i}"' for i in range(preset["prompts"]) for _ in range(preset["images_per_prompt"])]
-    guidance = preset["guidance"]
-    executor = ThreadPoolExecutor(1)
+    attention = math_attention() if "math_attention" in levers else contextlib.nullcontext()
+    synchronize(device)
     step_started = time.perf_counter()
     with attention:
-        with timer("prompt_encoding"):
-            embeds = encode_prompt(pipeline, prompts, preset["max_sequence_length"], device)
-            negative = encode_prompt(pipeline, [""], preset["max_sequence_length"], device)
-        halves = [slice(0, n // 2), slice(n // 2, n)]  # two sampling batches, as the trainer does
-        trajectories, futures, decoded = [], [], []
-        for part in halves:
-            count = part.stop - part.start
-            neg = (negative[0].expand(count, -1, -1), negative[1].expand(count, -1))
-            with timer("sampling"), autocast, torch.no_grad():
-                trajectory = sd3_sample_with_logprob(
-                    pipeline, embeds[0][part], embeds[1][part], *neg, num_inference_steps=preset["steps"],
-                    guidance_scale=guidance, height=resolution, width=resolution, noise_level=preset["noise"],
-                    sde_type=preset["sde_type"], sde_window_size=preset["window"], sde_window_range=preset["window_range"],
-                    window_generator=generator_for(seed, "window", part.start),
-                    generator=[generator_for(seed, "noise", i) for i in range(part.start, part.stop)],
-                    decode=False, transformer=model, batched_cfg="sequential_cfg" not in levers,
-                )
-                if "host_sync" in levers:
-                    float(trajectory.log_probs.sum())
-            with timer("vae_decode"), torch.no_grad():
-                latents = trajectory.final_latents
-                images = decode_latents(pipeline.vae, latents, 1 if "per_image_vae" in levers else None)
-            trajectories.append(trajectory)
-            decoded.append(images.float().cpu())
-            if "serial_reward" in levers:
-                with timer("reward"):
-                    futures.append(reward_fn(decoded[-1], prompts[part], [{}] * count))
-            else:
-                futures.append(executor.submit(reward_fn, decoded[-1], prompts[part], [{}] * count))
-        with timer("reward_wait"):
-            results = [f if "serial_reward" in levers else f.result() for f in futures]
-        rewards = torch.as_tensor([r for result in results for r in result[0]], dtype=torch.float32)
-        advantages = torch.as_tensor(grpo.group_advantages(prompts, rewards.numpy()), dtype=torch.float32, device=device)
-
-        latents = torch.cat([t.latents for t in trajectories])
-        old_log_probs = torch.cat([t.log_probs for t in trajectories])
-        timesteps = torch.cat([t.timesteps.expand(len(t.latents), -1) for t in trajectories])
-        sigmas = torch.cat([t.sigmas.expand(len(t.latents), -1) for t in trajectories])
-        sigmas_next = torch.cat([t.sigmas_next.expand(len(t.latents), -1) for t in trajectories])
-        num_trained = min(preset["trained_steps"], old_log_probs.shape[1])
-        batch = 1 if "small_microbatch" in levers else preset["train_batch"]
-        micro_steps = 0
-        for start in range(0, n, batch):
-            rows = torch.arange(start, min(n, start + batch))
-            rows_d = rows.to(device)
-            step_embeds = (embeds[0][rows_d], embeds[1][rows_d], negative[0].expand(len(rows), -1, -1), negative[1].expand(len(rows), -1))
-            for j in range(num_trained):
-                args = (timesteps[rows, j], sigmas[rows, j], sigmas_next[rows, j], *step_embeds, guidance,
-                        preset["noise"], preset["sde_type"])
-                if "recompute_old_logprobs" in levers:
-                    with timer("old_logprob_recompute"), autocast, torch.no_grad():
-                        old = denoising_step(model, latents[rows, j], *args, prev_sample=latents[rows, j + 1])[1]
-                else:
-                    old = old_log_probs[rows, j]
-                with timer("train_forward_backward"), autocast:
-                    _, log_prob, mean, std = denoising_step(model, latents[rows, j], *args, prev_sample=latents[rows, j + 1])
-                    loss, _ = grpo.clipped_policy_loss(log_prob, old, advantages[rows_d], 1e-4)
-                    if preset["beta"] > 0:
-                        with torch.no_grad():
-                            transformer.disable_adapters()
-                            mean_ref = denoising_step(model, latents[rows, j], *args, prev_sample=latents[rows, j + 1])[2]
-                            transformer.enable_adapters()
-                        loss = loss + preset["beta"] * grpo.gaussian_kl(mean, mean_ref, std).mean()
-                    loss.backward()
-                    if "host_sync" in levers:
-                        float(loss.detach())
-                micro_steps += 1
-        with timer("optimizer"):
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        with timer("ema"):
-            ema.step(8)
+        rollout = collector.collect(epoch=seed, store_means=objective.needs_step_means)
+        advantages, _ = compute_advantages(accelerator, rollout, config.train)
+        keep = torch.arange(len(rollout))
+        _, steps_taken = update(learner, rollout, advantages, keep, config, torch.Generator().manual_seed(seed), 0)
     synchronize(device)
     total = time.perf_counter() - step_started
-    executor.shutdown()
+    if isinstance(executor, ThreadPoolExecutor):
+        executor.shutdown()
 
-    config = transformer.config
-    tokens = image_tokens(config, resolution, pipeline.vae_scale_factor)
-    text_tokens = embeds[0].shape[1]
-    cfg_factor = 2 if guidance > 1 else 1
-    forward = lambda b: sd3_transformer_flops(config, b, tokens, text_tokens)["total"]  # noqa: E731
-    sampling_flops = forward(n * cfg_factor) * preset["steps"]
-    train_forwards = 2 + (1 if preset["beta"] > 0 else 0)  # policy forward + backward (~1 forward) + reference
-    train_flops = forward(n * cfg_factor) * num_trained * train_forwards
-    return {"times": timer.times, "total_s": total, "images": n, "micro_steps": micro_steps, "sampling_flops": sampling_flops,
-            "train_flops": train_flops, "num_trained_steps": num_trained, **peak_memory(device)}
+    tokens = image_tokens(transformer.config, config.resolution, pipeline.vae_scale_factor)
+    text_tokens = negative.prompt_embeds.shape[1]
+    cfg_factor = 2 if config.sample.guidance_scale > 1 else 1
+    images = sizes.images_per_epoch
+
+    def forward(batch):
+        return sd3_transformer_flops(transformer.config, batch, tokens, text_tokens)["total"]
+
+    train_forwards = 2 + (1 if config.train.beta > 0 else 0)  # policy forward + backward (~1 forward) + reference
+    return {"times": timer.times, "total_s": total, "images": images, "optimizer_steps": steps_taken,
+            "micro_steps": images // config.train.batch_size * sizes.trained_steps,
+            "sampling_flops": forward(images * cfg_factor) * config.sample.num_steps,
+            "train_flops": forward(images * cfg_factor) * sizes.trained_steps * train_forwards,
+            "num_trained_steps": sizes.trained_steps, **peak_memory(device)}
 
 
 def summarise(result: dict, peak: float) -> dict:
@@ -306,7 +317,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="", help="write the figures here")
     args = parser.parse_args(argv)
 
-    from flow_grpo.rewards import build_reward
+    from flow_grpo.rewards import multi_score
+    from flow_grpo.sd3.pipeline import inference_dtype, prepare_transformer
     from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -315,7 +327,6 @@ def main(argv=None) -> int:
     preset = dict(PRESETS[args.preset])
     if preset["model"] == "tiny":
         pipeline, resolution = build_tiny_sd3_pipeline(), preset["resolution"]
-        pipeline.to(device)
     else:
         if device.type == "cpu" and not args.reduced:
             print("note: the full-size SD3.5-M presets need a GPU; add --reduced for the CPU analogue", file=sys.stderr)
@@ -324,7 +335,12 @@ def main(argv=None) -> int:
             preset.update(prompts=min(preset["prompts"], 2), max_sequence_length=32)
     pipeline.set_progress_bar_config(disable=True)
     reward_name = args.reward or preset["reward"]
-    reward_fn = build_reward(reward_name)
+    # the trainer's model set-up: frozen weights in the inference dtype, a float32 LoRA
+    config = step_config(preset, resolution, precision, set())
+    model = prepare_transformer(pipeline, config, device, needs_reference=False)
+    setup = {"pipeline": pipeline, "transformer": model.transformer, "preset": preset, "resolution": resolution,
+             "device": device, "precision": precision, "model_dtype": inference_dtype(config.mixed_precision),
+             "reward_fn": multi_score({reward_name: 1.0})}
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 1024)
     print(f"{args.preset}{' (reduced)' if args.reduced else ''} on {device} ({precision}): "
           f"{preset['prompts']} prompts x {preset['images_per_prompt']} images at {resolution} px, {preset['steps']} steps, "
@@ -332,8 +348,8 @@ def main(argv=None) -> int:
           f"beta {preset['beta']}, reward {reward_name}; matmul peak {peak / 1e12:.2f} TFLOP/s")
 
     def measure(levers: set) -> dict:
-        run_step(pipeline, preset, resolution, device, dtype, levers, reward_fn)  # warm-up (and compilation)
-        runs = [run_step(pipeline, preset, resolution, device, dtype, levers, reward_fn, seed=r + 1) for r in range(args.repeats)]
+        run_step(setup, levers)  # warm-up (and compilation)
+        runs = [run_step(setup, levers, seed=r + 1) for r in range(args.repeats)]
         best = min(runs, key=lambda r: r["total_s"])
         best["steps"] = preset["steps"]
         return summarise(best, peak)

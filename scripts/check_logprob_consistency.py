@@ -1,7 +1,7 @@
 """How close re-scored log-probs stay to the sampled ones: same batch in float32, under autocast, other batch sizes.
 
-Samples a batch with the SDE in float32, then re-scores every stored transition with ``denoising_step`` and
-prints the largest |log-prob difference| and the largest |ratio - 1| (compare with the clip range, 1e-4 for
+Samples a batch with the SDE in float32, then re-scores every stored transition as the trainer does
+(``flow_grpo.sd3.policy.SD3Policy.score``) and prints the largest |log-prob difference| and the largest |ratio - 1| (compare with the clip range, 1e-4 for
 ``sde``) for each setting.
 
     python scripts/check_logprob_consistency.py [--model DIR] [--device cuda] [--dtype bfloat16]
@@ -26,7 +26,10 @@ def main():
     parser.add_argument("--sde_type", default="sde")
     args = parser.parse_args()
 
-    from flow_grpo.diffusers_patch import denoising_step, encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.rollout import TransitionBatch
+    from flow_grpo.sd3 import Guidance, encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3.policy import SD3Policy
+    from flow_grpo.sde import SDEParams
     from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
 
     if args.model:
@@ -38,23 +41,28 @@ def main():
     pipeline.to(args.device)
     resolution = args.resolution or pipeline.transformer.config.sample_size * pipeline.vae_scale_factor
     prompts = [f"a photo of {n} cats" for n in range(args.batch)]
-    embeds = (*encode_prompt(pipeline, prompts, 32), *encode_prompt(pipeline, [""] * args.batch, 32))
+    conditioning, negative = encode_prompt(pipeline, prompts, 32), encode_prompt(pipeline, [""], 32)
     trajectory = sd3_sample_with_logprob(
-        pipeline, *embeds, num_inference_steps=args.steps, guidance_scale=4.5, height=resolution, width=resolution,
+        pipeline, conditioning, negative, num_inference_steps=args.steps, guidance_scale=4.5, height=resolution, width=resolution,
         sde_type=args.sde_type, generator=torch.Generator().manual_seed(0), decode=False,
     )
+
+    transformer = pipeline.transformer
+    policy = SD3Policy(transformer=transformer, unwrapped=transformer, frozen_reference=None, guidance=Guidance(4.5, negative),
+                       sde=SDEParams(0.7, args.sde_type), model_dtype=transformer.dtype,
+                       timestep_scale=pipeline.scheduler.config.num_train_timesteps)
 
     def rescore(rows, autocast_dtype=None):
         context = torch.autocast(args.device.split(":")[0], dtype=getattr(torch, autocast_dtype)) if autocast_dtype else contextlib.nullcontext()
         out = []
         with torch.no_grad(), context:
             for j in range(trajectory.log_probs.shape[1]):
-                _, log_prob, _, _ = denoising_step(
-                    pipeline.transformer, trajectory.latents[rows, j], trajectory.timesteps[j], trajectory.sigmas[j],
-                    trajectory.sigmas_next[j], *(e[rows] for e in embeds), 4.5, 0.7, args.sde_type,
-                    prev_sample=trajectory.latents[rows, j + 1],
+                batch = TransitionBatch(
+                    latents=trajectory.latents[rows, j], next_latents=trajectory.latents[rows, j + 1],
+                    sigmas=trajectory.sigmas[j].expand(len(rows)), sigmas_next=trajectory.sigmas_next[j].expand(len(rows)),
+                    old_log_probs=trajectory.log_probs[rows, j], conditioning=conditioning.select(rows),
                 )
-                out.append(log_prob.float())
+                out.append(policy.score(batch).log_prob.float())
         return torch.stack(out, dim=1)
 
     all_rows = torch.arange(args.batch)

@@ -1,7 +1,7 @@
 """GRPO vs FlowRL (and GRPO-Guard) on the four-modes toy world, over several seeds, at matched compute.
 
 Every run has the same base, epochs, samples per epoch, trained timesteps and optimizer; only
-``config.train.loss_mode`` (and FlowRL's ``tb_coef``) differ. Reports the held-out mean reward and the
+``config.train.objective`` (and FlowRL's ``tb_coef``) differ. Reports the held-out mean reward and the
 number of modes holding at least 10% of the samples, and writes a table and a plot:
 
     python scripts/compare_objectives.py [--seeds 0 1 2] [--out docs]
@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_toy  # noqa: E402
+from flow_grpo.launch import run_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = [
@@ -44,8 +44,10 @@ def main() -> int:
             argv = ["--config", os.path.join(REPO, "config", "toy.py") + f":{name}", f"--config.logdir={args.logdir}",
                     f"--config.run_name={run_name}", f"--config.seed={seed}", "--config.progress=false", *overrides]
             finished = os.path.isfile(os.path.join(args.logdir, run_name, "summary.json"))
-            if not (args.reuse and finished) and train_toy.main(argv):
-                return 1
+            if not (args.reuse and finished):
+                shutil.rmtree(os.path.join(args.logdir, run_name), ignore_errors=True)  # a fresh run in this folder
+                if run_script("train_toy.py", argv):
+                    return 1
             with open(os.path.join(args.logdir, run_name, "summary.json")) as handle:
                 results.setdefault(label, []).append(json.load(handle))
     os.makedirs(args.out, exist_ok=True)

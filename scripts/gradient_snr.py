@@ -7,8 +7,9 @@
 
 Each estimate is one epoch of the config's sampling (``sample.train_batch_size x num_batches_per_epoch``
 images in groups of ``num_image_per_prompt``, seeded as the trainer seeds epoch ``10_000 + r``), its
-per-prompt advantages, and the on-policy GRPO gradient ``-mean_i A_i sum_t grad log p(x_t+1 | x_t)`` over
-the timesteps the config trains, for every transformer weight (a LoRA's gradient is a random projection of
+per-prompt advantages, and the gradient of the config's objective (the trainer's own ``objective.loss``) at
+the sampling policy, over the timesteps the config trains; for ``grpo`` that is the on-policy gradient
+``-mean_i A_i sum_t grad log p(x_t+1 | x_t)``. It is taken for every transformer weight (a LoRA's gradient is a random projection of
 this one: its expected cosines are the same). By default every estimate uses the same prompts, so the
 cosines measure the sampling noise alone; ``--fresh-prompts`` draws new prompts each time (what successive
 epochs of training see). ``flow_grpo.snr`` turns the cosines into a signal-to-noise ratio and the samples per
@@ -28,31 +29,33 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from flow_grpo.data import DistributedKRepeatSampler
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, negative_embeds, generator) -> torch.Tensor:
-    """Flat on-policy gradient of the GRPO surrogate (ratio 1, no clipping) for all transformer weights, one
+def policy_gradient(policy, objective, rollout, advantages: torch.Tensor, config, generator) -> torch.Tensor:
+    """Flat gradient of the objective's loss at the sampling policy (ratio 1) for all transformer weights, one
     row per trained step (the j-th trained step of every sample): [steps, parameters]; the sum over rows is
-    the gradient of one update."""
-    from flow_grpo import grpo
-    from flow_grpo.diffusers_patch.sd3_sampling import denoising_step
-    from flow_grpo.training.update import stored_transitions
+    the gradient of one update. The library's own minibatches and ``objective.loss``, every sample kept,
+    each minibatch weighted by its share of the samples."""
+    from flow_grpo.objectives import Minibatch
+    from flow_grpo.training.update import select_train_timesteps
 
-    transformer = pipeline.transformer
-    params = list(transformer.parameters())
+    params = list(policy.trained_module.parameters())
     for param in params:
         param.requires_grad_(True)
         param.grad = None
-    n, num_stored = samples["log_probs"].shape
-    steps = grpo.select_train_timesteps(num_stored, config.train.timestep_fraction, config.train.timestep_strategy, n, generator)
+    n, device = len(rollout), rollout.latents.device
+    steps = select_train_timesteps(rollout.num_stored_steps, config.train.timestep_fraction, config.train.timestep_strategy, n, generator)
+    minibatches = [Minibatch(rollout=rollout, rows=rows, steps=steps[rows], advantages=advantages[rows].to(device), device=device)
+                   for rows in torch.arange(n).split(config.train.batch_size)]
+    prepared = [objective.prepare(policy, minibatch)[0] for minibatch in minibatches]
     per_step = []
     for j in range(steps.shape[1]):
-        for rows in torch.arange(n).split(config.train.batch_size):
-            batch = stored_transitions(samples, rows, steps[rows, j], negative_embeds, config, samples["latents"].device)
-            _, log_prob, _, _ = denoising_step(transformer, batch["latents"], *batch["args"], prev_sample=batch["next_latents"],
-                                               model_dtype=torch.float32)
-            (-(advantages[rows] * log_prob).sum() / n).backward()
+        for minibatch, state in zip(minibatches, prepared):
+            loss, _ = objective.loss(policy, minibatch, j, state)
+            (loss * len(minibatch.rows) / n).backward()
         per_step.append(torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params]))
         for param in params:
             param.grad = None
@@ -61,31 +64,48 @@ def policy_gradient(pipeline, samples: dict, advantages: torch.Tensor, config, n
     return torch.stack(per_step)
 
 
-def estimate(pipeline, dataset, reward_fn, config, accelerator, negative_embeds, epoch: int, sampler, executor) -> tuple[torch.Tensor, dict]:
-    """One epoch of rollouts and its policy gradient; returns (per-step gradients [steps, parameters],
-    statistics)."""
-    from flow_grpo import grpo
+def estimate(collector, policy, objective, config, epoch: int) -> tuple[torch.Tensor, dict]:
+    """One epoch of rollouts (the trainer's collector) and its policy gradient; returns (per-step gradients
+    [steps, parameters], statistics)."""
     from flow_grpo.seeding import generator_for
     from flow_grpo.training.advantages import compute_advantages
-    from flow_grpo.training.rollout import collect_rollouts
 
-    samples = collect_rollouts(
-        pipeline=pipeline, transformer=pipeline.transformer, dataset=dataset, sampler=sampler, reward_fn=reward_fn,
-        executor=executor, config=config, accelerator=accelerator, epoch=epoch, negative_embeds=negative_embeds,
-        model_dtype=torch.float32,
-    )
-    rewards = samples["rewards"]["avg"]
-    # the trainer's advantages (per-prompt or batch statistics as configured, clipped), from a fresh tracker
-    advantages, _ = compute_advantages(
-        accelerator=accelerator, rewards_avg=rewards, prompt_ids=samples["prompt_ids"], prompts_of_dataset=dataset.prompts,
-        config=config, tracker=grpo.PerPromptStatTracker(global_std=config.sample.global_std),
-    )
-    per_step = policy_gradient(pipeline, samples, advantages, config, negative_embeds, generator_for(config.seed, "snr", epoch))
+    rollout = collector.collect(epoch, store_means=objective.needs_step_means)
+    rewards = rollout.rewards["avg"]
+    # the trainer's advantages (per-prompt or batch statistics as configured, clipped)
+    advantages, _ = compute_advantages(collector.accelerator, rollout, config.train)
+    per_step = policy_gradient(policy, objective, rollout, advantages, config, generator_for(config.seed, "snr", epoch))
     gradient = per_step.sum(0)
     stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
-             "latent_dims": int(samples["latents"][0, 0].numel()), "trained_steps": int(per_step.shape[0]),
+             "latent_dims": int(rollout.latents[0, 0].numel()), "trained_steps": int(per_step.shape[0]),
              "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
     return per_step, stats
+
+
+def build_parts(pipeline, dataset, reward_fn, config, accelerator, executor):
+    """The trainer's rollout collector, policy (every transformer weight trained, float32) and objective."""
+    import copy
+
+    from flow_grpo.objectives import build_objective
+    from flow_grpo.sd3 import Guidance, encode_prompt
+    from flow_grpo.sd3.policy import SD3Policy
+    from flow_grpo.sde import SDEParams
+    from flow_grpo.training.rollout import SD3RolloutCollector
+
+    transformer = pipeline.transformer
+    negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
+    objective = build_objective(config.train, pooled_dim=transformer.config.pooled_projection_dim)
+    reference = copy.deepcopy(transformer).requires_grad_(False) if objective.needs_reference(config.train) else None
+    policy = SD3Policy(
+        transformer=transformer, unwrapped=transformer, frozen_reference=reference,
+        guidance=Guidance(config.sample.guidance_scale if config.train.cfg else 1.0, negative, config.batched_cfg),
+        sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=torch.float32,
+        timestep_scale=pipeline.scheduler.config.num_train_timesteps,
+    )
+    sampler = DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
+    collector = SD3RolloutCollector(pipeline=pipeline, transformer=transformer, negative=negative, dataset=dataset, sampler=sampler,
+                                    reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
+    return collector, policy, objective
 
 
 def print_breakdown(breakdown: dict) -> None:
@@ -120,10 +140,9 @@ def main(argv=None) -> dict | int:
 
     from flow_grpo import snr
     from flow_grpo.config_cli import ConfigError, parse_args
-    from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-    from flow_grpo.diffusers_patch import encode_prompt
+    from flow_grpo.data import PromptDataset
     from flow_grpo.rewards import RewardError, multi_score
-    from flow_grpo.training.models import ModelLoadError, load_sd3_pipeline
+    from flow_grpo.sd3.pipeline import ModelLoadError, load_sd3_pipeline
 
     try:
         config = parse_args([*overrides, "--config.progress=false"])
@@ -139,7 +158,6 @@ def main(argv=None) -> dict | int:
             module.requires_grad_(False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     pipeline.to(accelerator.device)
-    negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
 
     def new_sampler():
         return DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
@@ -148,9 +166,10 @@ def main(argv=None) -> dict | int:
     estimates, rows = [], []
     started = time.time()
     with ThreadPoolExecutor(max_workers=1) as executor:
+        collector, policy, objective = build_parts(pipeline, dataset, reward_fn, config, accelerator, executor)
         for r in tqdm(range(args.estimates), desc="estimates"):
-            per_step, stats = estimate(pipeline, dataset, reward_fn, config, accelerator, negative, 10_000 + r,
-                                       sampler if args.fresh_prompts else new_sampler(), executor)
+            collector.sampler = sampler if args.fresh_prompts else new_sampler()
+            per_step, stats = estimate(collector, policy, objective, config, 10_000 + r)
             if stats["gradient_norm"] == 0:
                 print(f"error: estimate {r} has a zero gradient (every group's rewards are equal): nothing to measure", file=sys.stderr)
                 return 1

@@ -126,7 +126,7 @@ def encode_dataset(vae, rng, metadata, by_tag, n: int, batch: int = 256):
 @torch.no_grad()
 def evaluate(pipeline, transformer, test, embeds, negative, args, steps=20, per_prompt=4):
     """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG)."""
-    from flow_grpo.diffusers_patch import sd3_sample_with_logprob
+    from flow_grpo.sd3 import sd3_sample_with_logprob
     from flow_grpo.geneval.scorer import GenEvalScorer
     from flow_grpo.images import to_pil
 
@@ -137,7 +137,7 @@ def evaluate(pipeline, transformer, test, embeds, negative, args, steps=20, per_
         chunk = jobs[start : start + 128]
         idx = torch.tensor([i for i, _ in chunk])
         trajectory = sd3_sample_with_logprob(
-            pipeline, embeds[0][idx], embeds[1][idx], negative[0].expand(len(chunk), -1, -1), negative[1].expand(len(chunk), -1),
+            pipeline, embeds.select(idx), negative,
             num_inference_steps=steps, guidance_scale=args.eval_cfg, height=RESOLUTION, width=RESOLUTION, deterministic=True,
             generator=[torch.Generator().manual_seed(10_000 * i + k) for i, k in chunk], transformer=transformer,
         )
@@ -180,7 +180,7 @@ def main():
 
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
-    from flow_grpo.diffusers_patch import encode_prompt
+    from flow_grpo.sd3 import encode_prompt
     from flow_grpo.geneval.metadata import read_metadata
     from flow_grpo.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline
 
@@ -205,14 +205,14 @@ def main():
     embeds = encode_prompt(text, prompts, 16, torch.device("cpu"))
     negative = encode_prompt(text, [""], 16, torch.device("cpu"))
 
-    transformer = build_transformer(args, embeds[0].shape[-1], embeds[1].shape[-1])
+    transformer = build_transformer(args, embeds.prompt_embeds.shape[-1], embeds.pooled_prompt_embeds.shape[-1])
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=args.shift)
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text.text_encoder, tokenizer=text.tokenizer,
         text_encoder_2=text.text_encoder_2, tokenizer_2=text.tokenizer_2, text_encoder_3=text.text_encoder_3,
         tokenizer_3=text.tokenizer_3,
     )
-    ema = build_transformer(args, embeds[0].shape[-1], embeds[1].shape[-1])
+    ema = build_transformer(args, embeds.prompt_embeds.shape[-1], embeds.pooled_prompt_embeds.shape[-1])
     ema.load_state_dict(transformer.state_dict())
     ema.requires_grad_(False).eval()
     print(f"transformer: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f}M parameters", flush=True)
@@ -244,9 +244,9 @@ def main():
     for step in range(start, args.steps):
         rows = torch.randint(len(latents), (args.batch,), generator=generator)
         x0, ids = latents[rows], prompt_ids[rows]
-        prompt_embeds, pooled = embeds[0][ids].clone(), embeds[1][ids].clone()
+        prompt_embeds, pooled = embeds.prompt_embeds[ids].clone(), embeds.pooled_prompt_embeds[ids].clone()
         drop = torch.rand(args.batch, generator=generator) < args.caption_dropout
-        prompt_embeds[drop], pooled[drop] = negative[0][0], negative[1][0]
+        prompt_embeds[drop], pooled[drop] = negative.prompt_embeds[0], negative.pooled_prompt_embeds[0]
         sigma = torch.sigmoid(torch.randn(args.batch, generator=generator))
         noise = torch.randn(x0.shape, generator=generator)
         x_sigma = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise

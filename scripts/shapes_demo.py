@@ -6,7 +6,7 @@ README's "Why GRPO does not improve this base yet" has the runs and the measured
     python scripts/shapes_demo.py                          # config/shapes.py:shapes_grpo
     python scripts/shapes_demo.py --experiment shapes_fast  # Flow-GRPO-Fast
     python scripts/shapes_demo.py --config.num_epochs=10    # any config override
-    python scripts/shapes_demo.py --processes 1             # train in this process (default: one per core)
+    python scripts/shapes_demo.py --processes 1             # one training process (default: one per core)
 
 1. evaluates the base model on the 60 held-out test prompts (``--eval-images`` per prompt, ODE, fixed seeds);
 2. trains with ``scripts/train_sd3.py`` (the same trainer and code path as SD3.5 runs), by default under
@@ -29,9 +29,6 @@ import sys
 import time
 
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_sd3  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,39 +73,24 @@ def per_process_batches(config, processes: int) -> list[str]:
     return [f"--config.{key}={size // processes}" for key, size in sizes.items()]
 
 
-def launch(train_args: list[str], processes: int) -> int:
-    """scripts/train_sd3.py under ``accelerate launch`` on the CPU, one thread per process."""
-    import socket
-    import subprocess
-
-    with socket.socket() as probe:  # a free loopback port for the processes' rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        os.path.join(REPO, "scripts", "train_sd3.py"), *train_args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run(command, env=env).returncode
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="shapes_grpo")
     parser.add_argument("--logdir", default=os.path.join(REPO, "logs", "shapes_demo"))
     parser.add_argument("--eval-images", type=int, default=8, help="images per test prompt")
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
-                        help="training processes (accelerate launch, one thread each); 1 trains in this process")
+                        help="training processes (accelerate launch, one thread each); 1: plain python")
     args, overrides = parser.parse_known_args(argv)
 
     from flow_grpo.checkpoint import resolve_resume
     from flow_grpo.config_cli import ConfigError, parse_args
     from flow_grpo.geneval.metadata import read_metadata
     from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD
+    from flow_grpo.launch import run_script
     from flow_grpo.lora import load_lora
+    from flow_grpo.runlog import unique_run_dir
+    from flow_grpo.sd3.pipeline import load_sd3_pipeline
     from flow_grpo.shapes.evaluation import evaluate_images, sample_images
-    from flow_grpo.training.models import load_sd3_pipeline
 
     spec = os.path.join(REPO, "config", "shapes.py") + f":{args.experiment}"
     try:
@@ -141,14 +123,17 @@ def main(argv=None) -> int:
 
     print(f"[2/3] training: {spec} ({args.processes} process{'es' if args.processes > 1 else ''})")
     train_started = time.time()
-    train_args = ["--config", spec, f"--config.logdir={args.logdir}", *overrides, *split]
-    status = train_sd3.main(train_args) if args.processes == 1 else launch(train_args, args.processes)
-    if status:
+    # a folder that holds no run yet: the trainer takes it as it is, so the demo reads this run's results
+    run_dir = unique_run_dir(args.logdir, config.run_name)
+    train_args = ["--config", spec, f"--config.logdir={args.logdir}", *overrides, *split,
+                  f"--config.run_name={os.path.basename(run_dir)}"]
+    # several processes: one thread each (this model is too small for a matmul to use two threads well)
+    if run_script("train_sd3.py", train_args, processes=args.processes, threads=1 if args.processes > 1 else 0):
         return 1
     train_time = time.time() - train_started
-    run_dir = os.path.join(args.logdir, config.run_name)
     with open(os.path.join(run_dir, "summary.json")) as handle:
         trainer_summary = json.load(handle)
+    assert os.path.abspath(trainer_summary["run_dir"]) == os.path.abspath(run_dir), (trainer_summary["run_dir"], run_dir)
 
     print("[3/3] evaluating the fine-tuned model (EMA weights) on the same prompts and seeds")
     checkpoint = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_toy  # noqa: E402
+from flow_grpo.launch import run_script
+from flow_grpo.runlog import unique_run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = [
@@ -30,20 +30,18 @@ def main() -> int:
     for name, extra in EXPERIMENTS:
         started = time.time()
         print(f"\n=== {name} ===")
-        code = train_toy.main(["--config", os.path.join(REPO, "config", "toy.py") + f":{name}", f"--config.logdir={args.logdir}"])
+        run_dir = unique_run_dir(args.logdir, name)  # a folder that holds no run yet: the trainer takes it as is
+        code = run_script("train_toy.py", ["--config", os.path.join(REPO, "config", "toy.py") + f":{name}",
+                                           f"--config.logdir={args.logdir}", f"--config.run_name={os.path.basename(run_dir)}"])
         if code:
             return code
-        run_dirs = sorted(
-            (d for d in os.listdir(args.logdir) if d == name or d.startswith(name + "_2")),
-            key=lambda d: os.path.getmtime(os.path.join(args.logdir, d)),
-        )
-        with open(os.path.join(args.logdir, run_dirs[-1], "summary.json")) as handle:
+        with open(os.path.join(run_dir, "summary.json")) as handle:
             summary = json.load(handle)
         cells = [
             f"{summary['eval_reward_before']:.3f} -> {summary['eval_reward_after']:.3f}",
             "; ".join(f"{key} {summary[key + '_before']:.3f} -> {summary[key + '_after']:.3f}" for key in extra),
         ]
-        lines.append(f"| {name} | {' | '.join(cells)} | {time.time() - started:.0f} s | {run_dirs[-1]} |")
+        lines.append(f"| {name} | {' | '.join(cells)} | {time.time() - started:.0f} s | {os.path.basename(run_dir)} |")
     print("\n| experiment | held-out eval reward | world metrics | wall-clock | run folder |")
     print("|---|---|---|---|---|")
     for line in lines:

@@ -1,19 +1,20 @@
-"""Flow-GRPO for Stable Diffusion 3 with LoRA (or full fine-tuning), on one process or many.
+"""Flow-GRPO and its relatives for Stable Diffusion 3 with LoRA (or full fine-tuning), on one process or many.
 
     accelerate launch scripts/train_sd3.py --config config/grpo.py:geneval_sd3
     python scripts/train_sd3.py --config config/tiny.py:tiny                      # CPU, tiny SD3
     accelerate launch --multi_gpu --num_processes 2 scripts/train_sd3.py --config config/tiny.py:tiny   # 2 CPU processes
 
-Per epoch (DESIGN.md section 3):
-  1. sample groups of k images per prompt with the SDE (prompts from the distributed k-repeat sampler, so a
-     group spreads over processes), keeping every stored latent and log-prob; rewards run in a background
+Per epoch (docs/architecture.md, "Data flow"):
+  1. rollouts: groups of k images per prompt with the SDE (prompts from the distributed k-repeat sampler, so
+     a group spreads over processes), every stored latent and log-prob kept; rewards run in a background
      thread while the next batch is sampled;
-  2. gather rewards over processes and turn them into per-prompt advantages;
-  3. train: one micro-step per (minibatch, trained timestep) re-scoring the stored transition, clipped
-     policy loss + beta KL to the LoRA-disabled model, an optimizer step every accumulation window, EMA;
+  2. advantages: rewards gathered over processes, normalised within each prompt's group; samples whose
+     advantage is 0 are dropped;
+  3. update: the objective (``config.train.objective``: grpo, grpo_guard, flowrl) on one micro-step per
+     (minibatch, trained timestep), an optimizer step every accumulation window, then the EMA;
   4. every eval_freq epochs evaluate with the EMA weights (ODE, eval steps, eval guidance), every
      save_freq epochs write a checkpoint (and both after the last epoch).
-Flow-GRPO-Fast, CPS and the counting variants are config flags of this script.
+Flow-GRPO-Fast, CPS, the counting variants and the objectives are config flags of this one script.
 """
 
 from __future__ import annotations
@@ -26,54 +27,44 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from flow_grpo import grpo
 from flow_grpo.checkpoint import CheckpointError, resolve_resume
+from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-from flow_grpo.diffusers_patch import encode_prompt
 from flow_grpo.ema import EMA
-from flow_grpo.flowrl import LogZHead
 from flow_grpo.images import image_grid, to_pil
 from flow_grpo.lora import LoraLoadError
+from flow_grpo.objectives import OBJECTIVES, build_objective
 from flow_grpo.plots import plot_curves
 from flow_grpo.rewards import RewardError, multi_score
 from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
+from flow_grpo.sd3 import Guidance, encode_prompt
+from flow_grpo.sd3.pipeline import ModelLoadError, inference_dtype, load_sd3_pipeline, prepare_transformer
+from flow_grpo.sd3.policy import SD3Policy
+from flow_grpo.sde import SDEParams
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
-from flow_grpo.training.checkpointing import load_training_checkpoint, save_training_checkpoint
 from flow_grpo.training.evaluate import evaluate
-from flow_grpo.training.models import ModelLoadError, inference_dtype, load_sd3_pipeline, prepare_transformer, trainable_state
-from flow_grpo.training.rollout import collect_rollouts
-from flow_grpo.training.update import LOSS_MODES, train_on_rollouts
+from flow_grpo.training.rollout import SD3RolloutCollector
+from flow_grpo.training.sizes import run_sizes
+from flow_grpo.training.update import Learner, update
 
 USER_ERRORS = (ConfigError, ModelLoadError, LoraLoadError, RewardError, CheckpointError, FileNotFoundError, ValueError)
 
 
 def check_config(config) -> None:
     """Fail before any heavy work on settings that cannot run."""
-    if config.mixed_precision not in ("fp16", "bf16", "no"):
-        raise ConfigError(f"config.mixed_precision {config.mixed_precision!r}; valid: fp16, bf16, no")
-    if config.sample.sde_type not in ("sde", "cps"):
-        raise ConfigError(f"config.sample.sde_type {config.sample.sde_type!r}; valid: sde, cps")
-    if config.train.timestep_strategy not in ("first", "random"):
-        raise ConfigError(f"config.train.timestep_strategy {config.train.timestep_strategy!r}; valid: first, random")
-    if config.train.loss_mode not in LOSS_MODES:
-        raise ConfigError(f"config.train.loss_mode {config.train.loss_mode!r}; valid: {', '.join(LOSS_MODES)}")
+    choices = {"mixed_precision": ("fp16", "bf16", "no"), "sample.sde_type": ("sde", "cps"),
+               "train.timestep_strategy": ("first", "random"), "train.objective": tuple(OBJECTIVES)}
+    for key, valid in choices.items():
+        section, _, name = key.rpartition(".")
+        value = (config[section] if section else config)[name]
+        if value not in valid:
+            raise ConfigError(f"config.{key} {value!r}; valid: {', '.join(valid)}")
     if not config.dataset:
         raise ConfigError("config.dataset is empty: give a folder with train/test prompts")
-    per_epoch = config.sample.train_batch_size * config.sample.num_batches_per_epoch
-    window = config.train.batch_size * config.train.gradient_accumulation_steps
-    if per_epoch % window:
-        raise ConfigError(
-            f"each process samples {per_epoch} images per epoch (sample.train_batch_size x sample.num_batches_per_epoch), "
-            f"not a multiple of train.batch_size x train.gradient_accumulation_steps = {window}: "
-            "an optimizer step would mix two epochs' samples"
-        )
-
-
-def num_train_timesteps(config) -> int:
-    stored = config.sample.sde_window_size or config.sample.num_steps
-    return max(1, int(stored * config.train.timestep_fraction))
+    if not OBJECTIVES[config.train.objective].needs_log_probs:
+        raise ConfigError(f"objective {config.train.objective!r} trains on ODE rollouts, which this trainer does not sample yet")
 
 
 def run_folder(config) -> tuple[str, str]:
@@ -92,9 +83,34 @@ def run_folder(config) -> tuple[str, str]:
     return shared[0], resume_path
 
 
+def available_trackers(config) -> list[str]:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    wanted = [t.strip() for t in config.log_with.split(",") if t.strip()]
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    for name in [t for t in wanted if not available.get(t, False)]:
+        print(f"warning: log_with {name!r} is not installed; logging to metrics.jsonl only for it", file=sys.stderr)
+    if "wandb" in wanted:
+        os.environ.setdefault("WANDB_MODE", config.wandb_mode)
+    return [t for t in wanted if available.get(t, False)]
+
+
+def reward_metrics(accelerator, rollout) -> dict:
+    """The epoch's reward columns (and numeric reward info, e.g. GenEval's per-tag accuracy) over all processes."""
+    gathered = gather_rewards(accelerator, rollout.rewards)
+    finite = {k: v[np.isfinite(v)] for k, v in gathered.items()}
+    row = {"reward_mean": float(finite["avg"].mean()), "reward_std": float(finite["avg"].std())}
+    row.update({f"reward_{k}_mean": float(v.mean()) for k, v in finite.items() if k != "avg"})
+    if rollout.reward_info:  # e.g. batch_geneval_tag_counting: this epoch's accuracy on counting prompts
+        with np.errstate(all="ignore"):
+            row.update({f"batch_{k}": float(np.nanmean(v)) for k, v in gather_rewards(accelerator, rollout.reward_info).items()
+                        if np.isfinite(v).any()})
+    return row
+
+
 def main(argv=None) -> int:
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
+    from accelerate.utils import DistributedType, ProjectConfiguration
 
     started = time.time()
     try:
@@ -103,59 +119,41 @@ def main(argv=None) -> int:
         # cheap checks first: rewards by name and prompts, before loading any model
         reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
         train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
-    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
-    for name in [t for t in trackers if not available.get(t, False)]:
-        print(f"warning: log_with {name!r} is not installed; logging to metrics.jsonl only for it", file=sys.stderr)
-    trackers = [t for t in trackers if available.get(t, False)]
-    if "wandb" in trackers:
-        os.environ.setdefault("WANDB_MODE", config.wandb_mode)
-    # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
-    PartialState(cpu=not torch.cuda.is_available())
-    try:
+        trackers = available_trackers(config)
+        # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
+        sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available()).num_processes)
         run_dir, resume_path = run_folder(config)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        log_with=trackers or None,
+        cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision, log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=run_dir, logging_dir=os.path.join(run_dir, "tracking")),
-        # one optimizer step per gradient_accumulation_steps minibatches x trained timesteps micro-steps
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps * num_train_timesteps(config),
+        gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step,
     )
     if config.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(config.seed)
 
+    # ---- the model: frozen SD3 + trainable LoRA (or every weight), and the objective's own heads ----
     try:
         logger = RunLogger(run_dir, config) if accelerator.is_main_process else None
-        # ---- model: frozen SD3 + trainable LoRA ----
         pipeline = load_sd3_pipeline(config.pretrained.model, config.pretrained.revision)
         pipeline.set_progress_bar_config(disable=True)
-        transformer, trainable_params, frozen_reference = prepare_transformer(pipeline, config, accelerator.device)
+        model = prepare_transformer(pipeline, config, accelerator.device, OBJECTIVES[config.train.objective].needs_reference(config.train))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model_dtype = inference_dtype(config.mixed_precision)
-    # FlowRL: log Z(prompt) from the pooled prompt embedding, trained and saved with the rest
-    log_z = None
-    if config.train.loss_mode == "flowrl":
-        torch.manual_seed(config.seed)
-        pooled_dim = pipeline.transformer.config.pooled_projection_dim
-        log_z = LogZHead(pooled_dim, config.train.proj_hidden, config.train.proj_layer, config.train.proj_dropout).to(accelerator.device)
-        trainable_params = trainable_params + list(log_z.parameters())
+    torch.manual_seed(config.seed)  # objective heads (FlowRL's log Z) start from the seed
+    objective = build_objective(config.train, pooled_dim=pipeline.transformer.config.pooled_projection_dim)
+    for name, module in objective.trained_modules.items():
+        module.to(accelerator.device)
+    trainable = {**model.trainable, **{f"{name}.{n}": p for name, module in objective.trained_modules.items()
+                                       for n, p in module.named_parameters()}}
     optimizer = torch.optim.AdamW(
-        trainable_params, lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
+        trainable.values(), lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
         weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
     )
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type == DistributedType.FSDP:
         if config.use_lora:
             print("error: FSDP shards weights, which a LoRA run does not need: launch with multi_gpu.yaml or deepspeed_zero2.yaml", file=sys.stderr)
@@ -163,55 +161,48 @@ def main(argv=None) -> int:
         if config.train.ema:
             print("warning: EMA is off under FSDP (the sharded weights have no full copy to average)", file=sys.stderr)
             config.train.ema = False
-    ddp_transformer, optimizer = accelerator.prepare(transformer, optimizer)
-    unwrapped = accelerator.unwrap_model(ddp_transformer)
-    trainable_named = trainable_state(unwrapped, config.use_lora)
-    if log_z is not None:
-        trainable_named.update({f"log_z.{n}": p for n, p in log_z.named_parameters()})
-        log_z = accelerator.prepare(log_z)
-    if [id(p) for p in trainable_named.values()] != [id(p) for p in trainable_params]:
-        raise RuntimeError("trainable parameters and their names are out of order")
-    ema = EMA(trainable_params, config.train.ema_decay, config.train.ema_update_interval, names=list(trainable_named)) if config.train.ema else None
-    sampler = DistributedKRepeatSampler(
-        len(train_set), config.sample.train_batch_size, config.sample.num_image_per_prompt,
-        accelerator.num_processes, accelerator.process_index, seed=config.seed,
+    prepared, optimizer = accelerator.prepare(model.transformer, optimizer)
+    unwrapped = accelerator.unwrap_model(prepared)
+    objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
+    ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable)) if config.train.ema else None
+    negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
+    policy = SD3Policy(
+        transformer=prepared, unwrapped=unwrapped, frozen_reference=model.frozen_reference,
+        guidance=Guidance(config.sample.guidance_scale if config.train.cfg else 1.0, negative, config.batched_cfg),
+        sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=inference_dtype(config.mixed_precision),
+        timestep_scale=pipeline.scheduler.config.num_train_timesteps,
     )
-    tracker = grpo.PerPromptStatTracker(global_std=config.sample.global_std)
-    negative_embeds = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
+    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer,
+                      parameters=list(trainable.values()), ema=ema)
+    sampler = DistributedKRepeatSampler(len(train_set), config.sample.train_batch_size, config.sample.num_image_per_prompt,
+                                        accelerator.num_processes, accelerator.process_index, seed=config.seed)
+    state = TrainingState(accelerator=accelerator, unwrapped=unwrapped, prepared=prepared, use_lora=config.use_lora,
+                          trainable=trainable, optimizer=optimizer, ema=ema, sampler=sampler)
     checkpoints_dir = os.path.join(run_dir, "checkpoints")
 
     first_epoch, global_step = 0, 0
     if resume_path:
-        state = load_training_checkpoint(
-            path=resume_path, accelerator=accelerator, trainable_named=trainable_named, optimizer=optimizer,
-            ema=ema, sampler=sampler, tracker=tracker, config=config,
-        )
-        first_epoch, global_step = state["epoch"], state["global_step"]
+        resumed = load_training_checkpoint(state, resume_path)
+        first_epoch, global_step = resumed["epoch"], resumed["global_step"]
         if accelerator.is_main_process:
             truncate_metrics(logger.metrics_path, first_epoch + 1)
             print(f"resumed from {resume_path}: epoch {first_epoch}, step {global_step}")
     if trackers:
         accelerator.init_trackers(config.run_name, config=flat_config(config), init_kwargs={"wandb": {"dir": run_dir}})
     if accelerator.is_main_process:
-        print(f"run folder: {run_dir} | {accelerator.num_processes} process(es) | {len(train_set)} train / {len(test_set)} test prompts")
-
-    def save(epoch):
-        return save_training_checkpoint(
-            accelerator=accelerator, checkpoints_dir=checkpoints_dir, global_step=global_step, epoch=epoch,
-            unwrapped=unwrapped, prepared=ddp_transformer, trainable_named=trainable_named, optimizer=optimizer, ema=ema,
-            sampler=sampler, tracker=tracker, config=config,
-        )
+        print(f"run folder: {run_dir} | objective {objective.name} | {len(train_set)} train / {len(test_set)} test prompts")
+        print(sizes.describe())
 
     def run_eval(epoch):
         context = ema.swapped_in() if ema is not None else torch.no_grad()
-        grid = os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png")
         with context:
-            return evaluate(
-                pipeline=pipeline, transformer=unwrapped, dataset=test_set, reward_fn=reward_fn, config=config,
-                accelerator=accelerator, negative_embeds=negative_embeds, grid_path=grid,
-            )
+            return evaluate(pipeline=pipeline, transformer=unwrapped, dataset=test_set, reward_fn=reward_fn, config=config,
+                            accelerator=accelerator, negative=negative,
+                            grid_path=os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png"))
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
+    collector = SD3RolloutCollector(pipeline=pipeline, transformer=unwrapped, negative=negative, dataset=train_set,
+                                    sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
     last_checkpoint = None
     try:
         if first_epoch == 0:  # the base model
@@ -221,45 +212,22 @@ def main(argv=None) -> int:
         for epoch in range(first_epoch, config.num_epochs):
             epoch_start = time.time()
             # 1. rollouts: k images per prompt with the SDE, log-probs kept, rewards in the background
-            samples = collect_rollouts(
-                pipeline=pipeline, transformer=unwrapped, dataset=train_set, sampler=sampler, reward_fn=reward_fn,
-                executor=executor, config=config, accelerator=accelerator, epoch=epoch,
-                negative_embeds=negative_embeds, model_dtype=model_dtype,
-            )
-            # 2. advantages over the rewards of all processes, grouped by prompt
-            all_rewards = gather_rewards(accelerator, samples["rewards"])
-            advantages, advantage_stats = compute_advantages(
-                accelerator=accelerator, rewards_avg=samples["rewards"]["avg"], prompt_ids=samples["prompt_ids"],
-                prompts_of_dataset=train_set.prompts, config=config, tracker=tracker,
-            )
+            rollout = collector.collect(epoch, store_means=objective.needs_step_means)
+            # 2. advantages over the rewards of all processes, grouped by prompt; zero-advantage samples dropped
+            advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
             update_generator = generator_for(config.seed, "update", epoch, accelerator.process_index)
-            keep, keep_stats = select_training_samples(
-                accelerator, advantages, update_generator, config.train.batch_size * config.train.gradient_accumulation_steps
-            )
-            # 3. the update: clipped policy loss + beta KL, per (minibatch, timestep) micro-step
-            train_stats, global_step = train_on_rollouts(
-                transformer=ddp_transformer, unwrapped=unwrapped, frozen_reference=frozen_reference, samples=samples,
-                advantages=advantages, keep=keep, config=config, accelerator=accelerator, optimizer=optimizer,
-                trainable_params=trainable_params, ema=ema, global_step=global_step, generator=update_generator,
-                negative_embeds=negative_embeds, model_dtype=model_dtype, log_z=log_z,
-            )
+            keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation)
+            # 3. the update: the objective per (minibatch, trained timestep) micro-step
+            train_stats, global_step = update(learner, rollout, advantages, keep, config, update_generator, global_step)
 
             done = epoch + 1  # completed epochs: the row's "epoch"
-            finite = {k: v[torch.isfinite(torch.as_tensor(v))] for k, v in all_rewards.items()}
-            row = {"epoch": done, "global_step": global_step, "reward_mean": float(finite["avg"].mean()),
-                   "reward_std": float(finite["avg"].std())}
-            row.update({f"reward_{k}_mean": float(v.mean()) for k, v in finite.items() if k != "avg"})
-            if samples["reward_info"]:  # e.g. batch_geneval_tag_counting: this epoch's accuracy on counting prompts
-                with np.errstate(all="ignore"):
-                    row.update({f"batch_{k}": float(np.nanmean(v)) for k, v in gather_rewards(accelerator, samples["reward_info"]).items()
-                                if np.isfinite(v).any()})
-            row.update({**train_stats, **advantage_stats, **keep_stats, **samples["timing"]})
-            row["epoch_time_s"] = time.time() - epoch_start
+            row = {"epoch": done, "global_step": global_step, **reward_metrics(accelerator, rollout), **train_stats,
+                   **advantage_stats, **keep_stats, **rollout.timing, "epoch_time_s": time.time() - epoch_start}
             # 4. evaluation with the EMA weights, and checkpoints
             if done % config.eval_freq == 0 or done == config.num_epochs:
                 row.update(run_eval(done))
                 if accelerator.is_main_process:
-                    image_grid(to_pil(samples["images"][:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
+                    image_grid(to_pil(rollout.images[:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
             if accelerator.is_main_process:
                 logger.log(row)
                 print(
@@ -271,7 +239,7 @@ def main(argv=None) -> int:
             if trackers:
                 accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=global_step)
             if done % config.save_freq == 0 or done == config.num_epochs:
-                last_checkpoint = save(done)
+                last_checkpoint = save_training_checkpoint(state, checkpoints_dir, done, global_step, config.num_checkpoint_limit)
     except RewardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -291,6 +259,8 @@ def main(argv=None) -> int:
         logger.write_summary(
             {
                 "run_name": config.run_name,
+                "run_dir": run_dir,
+                "objective": objective.name,
                 "epochs": max(first_epoch, config.num_epochs),
                 "global_step": global_step,
                 "eval_reward_first": evals[0]["eval_reward_avg"] if evals else None,

@@ -1,16 +1,18 @@
-"""Flow-GRPO on the toy worlds: pretrain a small flow-matching base, then fine-tune it with GRPO.
+"""Flow-GRPO (and its relatives) on the toy worlds: pretrain a small flow-matching base, then fine-tune it.
 
     python scripts/train_toy.py --config config/toy.py:line_shapes
     python scripts/train_toy.py --config config/toy.py:moons_unlearn --config.train.beta=0.1
+    python scripts/train_toy.py --config config/toy.py:four_modes_flowrl
 
-Per epoch: sample groups of trajectories with the SDE (storing every latent and log-prob), score the final
-samples, turn rewards into group-relative advantages, then take clipped policy-gradient micro-steps, one per
-(minibatch, trained timestep), recomputing each step's log-prob with the same code that sampled it.
-Writes the run folder of DESIGN.md section 4.
+The same parts as scripts/train_sd3.py on a 1D or 2D world (docs/architecture.md): rollouts with the shared
+sampling loop, group advantages, and the one update loop with the objective ``config.train.objective``; only
+the model (an MLP behind ``flow_grpo.toy.policy.ToyPolicy``) and the world are the toy's. Writes the run
+folder (config.json, metrics.jsonl, summary.json, plots/, samples/, checkpoints/model.safetensors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -21,18 +23,25 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from flow_grpo import grpo
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
+from flow_grpo.ema import EMA
+from flow_grpo.objectives import OBJECTIVES, build_objective
 from flow_grpo.plots import plot_curves, plot_histogram
 from flow_grpo.runlog import RunLogger, unique_run_dir
-from flow_grpo.flowrl import LogZHead
+from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.sde import SDEParams
+from flow_grpo.seeding import generator_for
 from flow_grpo.toy.four_modes import FourModesWorld
 from flow_grpo.toy.line_shapes import LineShapesWorld
 from flow_grpo.toy.model import ToyVelocityNet, pretrain_flow_matching
 from flow_grpo.toy.moons import MoonsWorld
-from flow_grpo.toy.sampling import sample_trajectory, sigma_schedule
-from flow_grpo.toy.update import train_on_epoch
+from flow_grpo.toy.policy import ToyPolicy
+from flow_grpo.toy.rollout import collect_toy_rollout
+from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
+from flow_grpo.training.advantages import compute_advantages, select_training_samples
+from flow_grpo.training.sizes import run_sizes
+from flow_grpo.training.update import Learner, update
 
 WORLDS = ("line_shapes", "moons", "four_modes")
 
@@ -52,80 +61,46 @@ def build_world(world_config):
     raise ConfigError(f"unknown config.world.name {world_config.name!r}; valid: {', '.join(WORLDS)}")
 
 
+def group_size(world, sample_config) -> int:
+    """A group is k samples of one prompt; in a one-prompt world it is k trajectories from one initial noise
+    (same_latent), or else the whole batch."""
+    if len(world.train_prompts) == 1 and not sample_config.same_latent:
+        return sample_config.train_batch_size
+    return sample_config.num_image_per_prompt
+
+
 @torch.no_grad()
 def evaluate(model, world, config, prompts) -> tuple[dict, torch.Tensor, list[str]]:
     """ODE sampling with the eval step count from fixed noise: the same noise before and after training."""
     prompts = [p for p in prompts for _ in range(config.sample.eval_samples_per_prompt)]
     generator = torch.Generator().manual_seed(config.seed + 1)
     noise = torch.randn(len(prompts), world.data_dim, generator=generator)
-    samples, _, _ = sample_trajectory(
-        model, world.encode(prompts), noise, sigma_schedule(config.sample.eval_num_steps), noise_level=0.0
-    )
+    samples = sample_with_logprob(
+        toy_velocity(model, world.encode(prompts)), noise, sigma_schedule(config.sample.eval_num_steps), SDEParams(0.0)
+    ).final_latents
     rewards = world.reward(samples, prompts)
     metrics = {"eval_reward_mean": float(rewards.mean()), "eval_reward_std": float(rewards.std())}
     metrics.update({f"eval_{k}": v for k, v in world.metrics(samples, prompts).items()})
     return metrics, samples, prompts
 
 
-def collect_samples(model, world, config, sampler, generator):
-    """One epoch of on-policy data: trajectories, log-probs, rewards and group keys."""
-    batches = []
-    for _ in range(config.sample.num_batches_per_epoch):
-        prompts = [world.train_prompts[i] for i in sampler.next_indices()]
-        k = config.sample.num_image_per_prompt
-        if config.sample.same_latent:
-            # the group is k trajectories from one initial noise; its key names that noise
-            order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-            prompts = [prompts[i] for i in order]
-            group_noise = torch.randn(len(prompts) // k, world.data_dim, generator=generator)
-            noise = group_noise.repeat_interleave(k, dim=0)
-            keys = [f"{p}#{sampler.counter}.{i // k}" for i, p in enumerate(prompts)]
-        else:
-            noise = torch.randn(len(prompts), world.data_dim, generator=generator)
-            keys = list(prompts)
-        cond = world.encode(prompts)
-        samples, latents, log_probs, means = sample_trajectory(
-            model, cond, noise, sigma_schedule(config.sample.num_steps), config.sample.noise_level,
-            config.sample.sde_type, generator, return_means=True,
-        )
-        batches.append(
-            {"prompts": prompts, "keys": keys, "cond": cond, "latents": latents, "log_probs": log_probs,
-             "means": means, "rewards": world.reward(samples, prompts)}
-        )
-    return {
-        "prompts": [p for b in batches for p in b["prompts"]],
-        "keys": [key for b in batches for key in b["keys"]],
-        "cond": torch.cat([b["cond"] for b in batches]),
-        "latents": torch.cat([b["latents"] for b in batches]),
-        "log_probs": torch.cat([b["log_probs"] for b in batches]),
-        "means": torch.cat([b["means"] for b in batches]),
-        "rewards": np.concatenate([b["rewards"] for b in batches]),
-    }
-
-
-def compute_advantages(epoch_data, config, tracker) -> torch.Tensor:
-    if config.train.advantage_mode == "grpo":
-        advantages = tracker.update(epoch_data["keys"], epoch_data["rewards"])
-    elif config.train.advantage_mode == "ddpo":
-        advantages = grpo.batch_advantages(epoch_data["rewards"])
-    else:
-        raise ConfigError(f"unknown config.train.advantage_mode {config.train.advantage_mode!r}; valid: grpo, ddpo")
-    return torch.as_tensor(grpo.clip_advantages(advantages, config.train.adv_clip_max), dtype=torch.float32)
-
-
 def main(argv=None) -> int:
+    from accelerate import Accelerator
+
     try:
         config = parse_args(argv)
         world = build_world(config.world)
-        if config.train.loss_mode not in ("grpo", "grpo_guard", "flowrl"):
-            raise ConfigError(f"unknown config.train.loss_mode {config.train.loss_mode!r}; valid: grpo, grpo_guard, flowrl")
+        if config.train.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown config.train.objective {config.train.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        sizes = run_sizes(config, processes=1, group_size=group_size(world, config.sample))
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started = time.time()
     torch.manual_seed(config.seed)
     logger = RunLogger(unique_run_dir(config.logdir, config.run_name or config.world.name), config)
-    print(f"run folder: {logger.run_dir}")
+    print(f"run folder: {logger.run_dir} | objective {config.train.objective}")
+    print(sizes.describe())
 
     # 1. the base model, pretrained by flow matching (deterministic)
     model = ToyVelocityNet(world.data_dim, world.cond_dim, config.model.hidden_dim, config.model.num_layers)
@@ -134,49 +109,55 @@ def main(argv=None) -> int:
         config.pretrain.learning_rate, config.seed, progress=config.progress,
     )
     pretrain_time = time.time() - started
-    needs_reference = config.train.beta > 0 or config.train.loss_mode == "flowrl"
-    reference = copy.deepcopy(model).requires_grad_(False) if needs_reference else None
-    log_z = (
-        LogZHead(world.cond_dim, config.train.proj_hidden, config.train.proj_layer, config.train.proj_dropout)
-        if config.train.loss_mode == "flowrl" else None
-    )
     eval_before, samples_before, eval_prompts = evaluate(model, world, config, world.test_prompts)
     logger.log({"epoch": 0, "global_step": 0, **eval_before})
     print(f"base model: eval reward {eval_before['eval_reward_mean']:.4f} (pretrained in {pretrain_time:.1f}s)")
 
-    # 2. GRPO
-    parameters = list(model.parameters()) + (list(log_z.parameters()) if log_z is not None else [])
-    optimizer = torch.optim.Adam(parameters, lr=config.train.learning_rate)
-    # a single-prompt world (moons) fills each batch with its one prompt; groups then come from same_latent
-    k = config.sample.batch_size if len(world.train_prompts) == 1 else config.sample.num_image_per_prompt
-    sampler = DistributedKRepeatSampler(len(world.train_prompts), config.sample.batch_size, k, seed=config.seed)
-    tracker = grpo.PerPromptStatTracker(global_std=config.train.global_std)
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    # 2. the policy (the model and a frozen copy of the base as the reference) and the objective
+    objective_class = OBJECTIVES[config.train.objective]
+    reference = copy.deepcopy(model).requires_grad_(False) if objective_class.needs_reference(config.train) else None
+    policy = ToyPolicy(model, reference, SDEParams(config.sample.noise_level, config.sample.sde_type))
+    torch.manual_seed(config.seed)  # objective heads (FlowRL's log Z) start from the seed
+    objective = build_objective(config.train, pooled_dim=world.cond_dim)
+    parameters = [*model.parameters(), *(p for module in objective.trained_modules.values() for p in module.parameters())]
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step)
+    optimizer = accelerator.prepare(torch.optim.AdamW(
+        parameters, lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
+        weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
+    ))
+    ema = EMA(parameters, config.train.ema_decay, config.train.ema_update_interval) if config.train.ema else None
+    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer, parameters=parameters, ema=ema)
+    # a one-prompt world fills each batch with its one prompt
+    k = config.sample.train_batch_size if len(world.train_prompts) == 1 else config.sample.num_image_per_prompt
+    sampler = DistributedKRepeatSampler(len(world.train_prompts), config.sample.train_batch_size, k, seed=config.seed)
+
+    def evaluated_weights():
+        return ema.swapped_in() if ema is not None else contextlib.nullcontext()
+
+    # 3. the epochs: rollouts -> advantages -> update
     global_step, all_advantages = 0, []
-    progress = tqdm(range(1, config.num_epochs + 1), desc="GRPO epochs", disable=not config.progress)
+    progress = tqdm(range(1, config.num_epochs + 1), desc=f"{objective.name} epochs", disable=not config.progress)
     for epoch in progress:
         epoch_start = time.time()
-        epoch_data = collect_samples(model, world, config, sampler, generator)
-        advantages = compute_advantages(epoch_data, config, tracker)
+        rollout = collect_toy_rollout(model, world, sampler, config.sample, generator_for(config.seed, "rollout", epoch))
+        advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
         all_advantages.append(advantages.numpy())
-        train_stats, optimizer_steps = train_on_epoch(model, reference, log_z, optimizer, epoch_data, advantages, config, generator)
-        global_step += optimizer_steps
-        row = {
-            "epoch": epoch,
-            "global_step": global_step,
-            "reward_mean": float(epoch_data["rewards"].mean()),
-            "reward_std": float(epoch_data["rewards"].std()),
-            **train_stats,
-            "epoch_time_s": time.time() - epoch_start,
-        }
+        update_generator = generator_for(config.seed, "update", epoch)
+        keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation)
+        train_stats, global_step = update(learner, rollout, advantages, keep, config, update_generator, global_step)
+        rewards = rollout.rewards["avg"]
+        row = {"epoch": epoch, "global_step": global_step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+               **train_stats, **advantage_stats, **keep_stats, "epoch_time_s": time.time() - epoch_start}
         if epoch % config.eval_freq == 0 or epoch == config.num_epochs:
-            eval_metrics, _, _ = evaluate(model, world, config, world.test_prompts)
-            row.update(eval_metrics)
+            with evaluated_weights():
+                row.update(evaluate(model, world, config, world.test_prompts)[0])
         logger.log(row)
         progress.set_postfix(reward=f"{row['reward_mean']:.3f}", eval=f"{row.get('eval_reward_mean', float('nan')):.3f}")
 
-    # 3. before vs after, plots, summary
-    eval_after, samples_after, _ = evaluate(model, world, config, world.test_prompts)
+    # 4. before vs after, plots, summary
+    with evaluated_weights():
+        eval_after, samples_after, _ = evaluate(model, world, config, world.test_prompts)
+        save_file(model.state_dict(), logger.path("checkpoints", "model.safetensors"))
     rows = logger.read_metrics()
     plot_curves(
         rows,
@@ -191,10 +172,11 @@ def main(argv=None) -> int:
         logger.path("samples", "eval_samples.npz"), before=samples_before.numpy(), after=samples_after.numpy(),
         prompts=np.asarray(eval_prompts, dtype=str),
     )
-    save_file(model.state_dict(), logger.path("checkpoints", "model.safetensors"))
     summary = {
         "run_name": config.run_name,
+        "run_dir": logger.run_dir,
         "world": config.world.name,
+        "objective": objective.name,
         "epochs": config.num_epochs,
         "global_step": global_step,
         "eval_reward_before": eval_before["eval_reward_mean"],

@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
     from flow_grpo.images import save_images
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
 
     n = len(args.prompts)
-    prompt_embeds, pooled = encode_prompt(pipeline, args.prompts, 256, device)
-    negative_embeds, negative_pooled = encode_prompt(pipeline, [""] * n, 256, device)
+    conditioning = encode_prompt(pipeline, args.prompts, 256, device)
+    negative = encode_prompt(pipeline, [""], 256, device)
     latent_size = resolution // pipeline.vae_scale_factor
     latents = torch.randn(
         n, pipeline.transformer.config.in_channels, latent_size, latent_size, generator=torch.Generator().manual_seed(args.seed)
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     results = {}
     for sde_type, level in columns:
         trajectory = sd3_sample_with_logprob(
-            pipeline, prompt_embeds, pooled, negative_embeds, negative_pooled, latents=latents.clone(),
+            pipeline, conditioning, negative, latents=latents.clone(),
             deterministic=sde_type == "ode", noise_level=level, sde_type="sde" if sde_type == "ode" else sde_type,
             generator=torch.Generator(device="cpu").manual_seed(args.seed + 1), **common,
         )

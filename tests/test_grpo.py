@@ -1,10 +1,13 @@
-"""GRPO math against hand computations and torch.distributions."""
+"""GRPO math against hand computations and torch.distributions: advantages, the clipped loss, the KL, the
+on-policy diagnostics and the choice of trained timesteps."""
 
 import numpy as np
 import pytest
 import torch
 
-from flow_grpo import grpo
+from flow_grpo import advantages as adv_math
+from flow_grpo.objectives import grpo
+from flow_grpo.training.update import select_train_timesteps
 
 
 def test_group_advantages_global_and_per_group_std():
@@ -12,42 +15,41 @@ def test_group_advantages_global_and_per_group_std():
     rewards = np.array([1.0, 2.0, 3.0, 10.0, 14.0, 7.0])
     global_std = rewards.std()
     expected = np.array([-1.0, 0.0, 1.0, -2.0, 2.0, 0.0]) / (global_std + 1e-4)
-    np.testing.assert_allclose(grpo.group_advantages(keys, rewards, global_std=True), expected)
+    np.testing.assert_allclose(adv_math.group_advantages(keys, rewards, global_std=True), expected)
     per_group = np.array(
         [-1 / (np.std([1, 2, 3]) + 1e-4), 0.0, 1 / (np.std([1, 2, 3]) + 1e-4), -2 / (2 + 1e-4), 2 / (2 + 1e-4), 0.0]
     )
-    np.testing.assert_allclose(grpo.group_advantages(keys, rewards, global_std=False), per_group)
+    np.testing.assert_allclose(adv_math.group_advantages(keys, rewards, global_std=False), per_group)
 
 
 def test_group_advantages_zero_within_constant_group():
-    adv = grpo.group_advantages(["p"] * 4 + ["q"] * 4, np.array([1.0] * 4 + [0.0, 1.0, 0.0, 1.0]))
+    adv = adv_math.group_advantages(["p"] * 4 + ["q"] * 4, np.array([1.0] * 4 + [0.0, 1.0, 0.0, 1.0]))
     assert np.all(adv[:4] == 0)
     assert np.all(np.abs(adv[4:]) > 0)
 
 
 def test_group_advantages_checks_lengths():
     with pytest.raises(ValueError, match="one reward per key"):
-        grpo.group_advantages(["a", "b"], np.zeros(3))
+        adv_math.group_advantages(["a", "b"], np.zeros(3))
 
 
-def test_stat_tracker_stats():
-    tracker = grpo.PerPromptStatTracker(global_std=True)
-    adv = tracker.update(["x", "x", "y", "y"], np.array([0.0, 1.0, 1.0, 1.0]))
-    assert adv.shape == (4,)
-    assert tracker.get_stats() == {"group_size_mean": 2.0, "num_groups": 2.0, "num_prompts_seen": 2.0}
-    tracker.update(["z", "z"], np.array([0.0, 1.0]))
-    assert tracker.get_stats()["num_prompts_seen"] == 3.0
+def test_group_ids_may_be_integers():
+    """The trainers group by integer ids (gathered over processes); the result is the same as by prompt text."""
+    rewards = np.array([0.0, 1.0, 1.0, 1.0, 3.0])
+    by_text = adv_math.group_advantages(["x", "x", "y", "y", "x"], rewards, global_std=False)
+    by_id = adv_math.group_advantages(np.array([7, 7, 2, 2, 7]), rewards, global_std=False)
+    np.testing.assert_array_equal(by_text, by_id)
 
 
 def test_batch_advantages_are_standardised():
-    adv = grpo.batch_advantages(np.array([1.0, 2.0, 3.0, 6.0]))
+    adv = adv_math.batch_advantages(np.array([1.0, 2.0, 3.0, 6.0]))
     assert adv.mean() == pytest.approx(0.0, abs=1e-12)
     assert adv.std() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_clip_advantages_numpy_and_torch():
-    np.testing.assert_array_equal(grpo.clip_advantages(np.array([-9.0, 0.5, 7.0]), 5.0), [-5.0, 0.5, 5.0])
-    assert torch.equal(grpo.clip_advantages(torch.tensor([-9.0, 0.5, 7.0]), 5.0), torch.tensor([-5.0, 0.5, 5.0]))
+    np.testing.assert_array_equal(adv_math.clip_advantages(np.array([-9.0, 0.5, 7.0]), 5.0), [-5.0, 0.5, 5.0])
+    assert torch.equal(adv_math.clip_advantages(torch.tensor([-9.0, 0.5, 7.0]), 5.0), torch.tensor([-5.0, 0.5, 5.0]))
 
 
 def test_clipped_policy_loss_hand_computed():
@@ -79,24 +81,25 @@ def test_gaussian_kl_is_exact():
     assert torch.all(grpo.gaussian_kl(mean, mean, std) == 0)
 
 
-def test_policy_diagnostics():
+def test_ratio_diagnostics():
     log_prob = torch.tensor([0.0, 0.2, -0.05, 0.01])
     old = torch.zeros(4)
-    d = grpo.policy_diagnostics(log_prob, old, clip_range=0.1)
+    d = grpo.ratio_diagnostics(log_prob, old, torch.exp(log_prob - old), clip_range=0.1)
     assert float(d["approx_kl"]) == pytest.approx(0.5 * np.mean([0, 0.04, 0.0025, 0.0001]))
     assert float(d["clipfrac"]) == pytest.approx(0.25)  # only exp(0.2) - 1 = 0.22 exceeds 0.1
-    on_policy = grpo.policy_diagnostics(old, old, 1e-4)
+    assert float(d["ratio_mean"]) == pytest.approx(float(torch.exp(log_prob).mean()))
+    on_policy = grpo.ratio_diagnostics(old, old, torch.ones(4), 1e-4)
     assert float(on_policy["approx_kl"]) == 0 and float(on_policy["clipfrac"]) == 0
 
 
 def test_select_train_timesteps():
-    first = grpo.select_train_timesteps(10, 0.5, "first", 3)
+    first = select_train_timesteps(10, 0.5, "first", 3)
     assert torch.equal(first, torch.arange(5).expand(3, 5))
-    assert grpo.select_train_timesteps(10, 0.99, "first", 1).shape == (1, 9)
-    rand = grpo.select_train_timesteps(10, 0.3, "random", 64, torch.Generator().manual_seed(0))
+    assert select_train_timesteps(10, 0.99, "first", 1).shape == (1, 9)
+    rand = select_train_timesteps(10, 0.3, "random", 64, torch.Generator().manual_seed(0))
     assert rand.shape == (64, 3)
     assert torch.all(rand[:, 1:] > rand[:, :-1])  # sorted, distinct
     assert rand.min() >= 0 and rand.max() <= 9
     assert len({tuple(r) for r in rand.tolist()}) > 10  # differs between samples
     with pytest.raises(ValueError, match="strategy"):
-        grpo.select_train_timesteps(10, 0.5, "last", 1)
+        select_train_timesteps(10, 0.5, "last", 1)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, load_script
-from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
 from flow_grpo.lora import LoraLoadError, add_lora, load_lora, save_lora
 from flow_grpo.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline
 
@@ -20,7 +20,7 @@ sde_diff = load_script("sde_diff/compare.py")
 def ode_images(pipeline, prompts=("a red circle", "a cat"), seed=0):
     n = len(prompts)
     return sd3_sample_with_logprob(
-        pipeline, *encode_prompt(pipeline, prompts, 32), *encode_prompt(pipeline, [""] * n, 32),
+        pipeline, encode_prompt(pipeline, prompts, 32), encode_prompt(pipeline, [""], 32),
         num_inference_steps=4, height=64, width=64, deterministic=True,
         latents=torch.randn(n, 4, 16, 16, generator=torch.Generator().manual_seed(seed)),
     ).images

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, load_script
-from flow_grpo import flowrl, grpo
 from flow_grpo.checkpoint import resolve_resume
+from flow_grpo.objectives import flowrl, grpo_guard
 from flow_grpo.sde import sde_step_with_logprob
 
 
@@ -72,7 +72,7 @@ def test_grpo_guard_ratio_is_one_on_policy_and_recentres_off_policy():
     x, v = torch.randn(512, 4, 8, 8, generator=g), torch.randn(512, 4, 8, 8, generator=g)
     prev, old_log_prob, old_mean, std = step(x, v, generator=g)
     _, log_prob, mean, _ = step(x, v, prev=prev)
-    ratio = grpo.grpo_guard_ratio(log_prob, old_log_prob, mean, old_mean, std)
+    ratio = grpo_guard.grpo_guard_ratio(log_prob, old_log_prob, mean, old_mean, std)
     assert torch.equal(ratio, torch.ones_like(ratio))
     # a shifted policy: the plain log-ratio is biased below 0 by bias = mean(dmu^2) / (2 std^2) ...
     _, shifted_log_prob, shifted_mean, _ = step(x, v + 0.5, prev=prev)
@@ -80,22 +80,24 @@ def test_grpo_guard_ratio_is_one_on_policy_and_recentres_off_policy():
     bias = ((shifted_mean - old_mean) ** 2).mean(dim=(1, 2, 3)) / (2 * std.reshape(-1) ** 2)
     assert float(plain.mean()) == pytest.approx(-float(bias.mean()), rel=0.1)
     # ... and GRPO-Guard's ratio is centred on 1 again
-    guard = grpo.grpo_guard_ratio(shifted_log_prob, old_log_prob, shifted_mean, old_mean, std)
+    guard = grpo_guard.grpo_guard_ratio(shifted_log_prob, old_log_prob, shifted_mean, old_mean, std)
     centred = torch.log(guard) / std.reshape(-1)  # = plain log-ratio + bias
     assert abs(float(centred.mean())) < 0.1 * float(bias.mean())
 
 
 def test_grpo_guard_loss_divides_by_minus_dt():
     ratio, advantages = torch.tensor([1.0, 1.0]), torch.tensor([1.0, -2.0])
-    loss = grpo.grpo_guard_loss(ratio, advantages, 0.1, torch.tensor([-0.1, -0.2]))
+    loss = grpo_guard.grpo_guard_loss(ratio, advantages, 0.1, torch.tensor([-0.1, -0.2]))
     assert float(loss) == pytest.approx(np.mean([-1.0 / 0.1, 2.0 / 0.2]))
 
 
 # ---- in the trainers -------------------------------------------------------------------------------------
 
 
+train_toy = load_script("scripts/train_toy.py")
+
+
 def run_toy(tmp_path, name, *overrides):
-    train_toy = load_script("scripts/train_toy.py")
     argv = ["--config", os.path.join(REPO, "config", "toy.py") + f":{name}", f"--config.logdir={tmp_path}",
             "--config.progress=false", "--config.pretrain.num_steps=800", "--config.model.hidden_dim=128",
             "--config.sample.eval_samples_per_prompt=1024", "--config.eval_freq=5", *overrides]
@@ -105,14 +107,14 @@ def run_toy(tmp_path, name, *overrides):
 
 
 def test_toy_trainer_grpo_guard_learns(tmp_path):
-    summary, rows = run_toy(tmp_path, "moons_unlearn", "--config.train.loss_mode=grpo_guard", "--config.num_epochs=15")
+    summary, rows = run_toy(tmp_path, "moons_unlearn", "--config.train.objective=grpo_guard", "--config.num_epochs=15")
     assert summary["lower_moon_share_after"] < summary["lower_moon_share_before"] - 0.15
     assert abs(rows[0]["ratio_mean"] - 1) < 0.01
 
 
 def test_toy_trainer_flowrl_moves_policy_and_log_z(tmp_path):
     # (FlowRL learns this world more slowly than GRPO: see docs/objectives_comparison.md)
-    summary, rows = run_toy(tmp_path, "four_modes_grpo", "--config.train.loss_mode=flowrl", "--config.train.tb_coef=1",
+    summary, rows = run_toy(tmp_path, "four_modes_grpo", "--config.train.objective=flowrl", "--config.train.tb_coef=1",
                             "--config.num_epochs=6", "--config.pretrain.num_steps=300")
     assert all(np.isfinite(r["policy_loss"]) for r in rows)
     assert rows[0]["log_z"] != rows[-1]["log_z"]  # the log-partition head is trained
@@ -129,14 +131,14 @@ def run_sd3(tmp_path, *overrides):
 
 
 def test_train_sd3_grpo_guard(tmp_path):
-    assert run_sd3(tmp_path, "--config.train.loss_mode=grpo_guard", "--config.num_epochs=2") == 0
+    assert run_sd3(tmp_path, "--config.train.objective=grpo_guard", "--config.num_epochs=2") == 0
     rows = [json.loads(l) for l in open(tmp_path / "tiny" / "metrics.jsonl") if "reward_mean" in l]
     assert len(rows) == 2
     assert rows[0]["first_microstep_clipfrac"] == 0.0 and abs(rows[0]["ratio_mean"] - 1) < 1e-3
 
 
 def test_train_sd3_flowrl_trains_log_z_and_resumes_it_exactly(tmp_path):
-    common = ["--config.train.loss_mode=flowrl", "--config.save_freq=100"]
+    common = ["--config.train.objective=flowrl", "--config.save_freq=100"]
     assert run_sd3(tmp_path / "straight", "--config.num_epochs=4", *common) == 0
     assert run_sd3(tmp_path / "split", "--config.num_epochs=2", *common) == 0
     assert run_sd3(tmp_path / "split", "--config.num_epochs=4", "--config.resume_from=latest", *common) == 0

@@ -1,23 +1,38 @@
-"""The SD3 sampler with log-probs against diffusers' own pipeline, and its training-time re-scoring."""
+"""The SD3 sampler with log-probs against diffusers' own pipeline, and its training-time re-scoring through
+the policy the trainer uses."""
 
 import pytest
 import torch
 
-from flow_grpo.diffusers_patch import (
-    choose_sde_window,
-    denoising_step,
-    encode_prompt,
-    sd3_sample_with_logprob,
-    sd3_schedule,
-)
+from flow_grpo.rollout import TransitionBatch
+from flow_grpo.sampling import choose_sde_window
+from flow_grpo.sd3 import Guidance, encode_prompt, sd3_sample_with_logprob, sd3_schedule
+from flow_grpo.sd3.policy import SD3Policy
+from flow_grpo.sde import SDEParams
 
 PROMPTS = ["a red circle", "two blue squares", "a photo of a cat", 'a sign that says "hi"']
 
 
 def embeddings(pipeline, prompts, length=32):
-    prompt_embeds, pooled = encode_prompt(pipeline, prompts, length)
-    negative_embeds, negative_pooled = encode_prompt(pipeline, [""] * len(prompts), length)
-    return prompt_embeds, pooled, negative_embeds, negative_pooled
+    """(conditioning, negative) of the prompts; the negative is one row, as the trainer keeps it."""
+    return encode_prompt(pipeline, prompts, length), encode_prompt(pipeline, [""], length)
+
+
+def policy(pipeline, negative, guidance_scale, noise_level=0.7, sde_type="sde"):
+    transformer = pipeline.transformer
+    return SD3Policy(transformer=transformer, unwrapped=transformer, frozen_reference=None,
+                     guidance=Guidance(guidance_scale, negative), sde=SDEParams(noise_level, sde_type),
+                     model_dtype=transformer.dtype, timestep_scale=pipeline.scheduler.config.num_train_timesteps)
+
+
+def transitions(trajectory, conditioning, rows, steps, next_latents=None):
+    """Stored step ``steps[i]`` of sample ``rows[i]`` (or ``next_latents`` as the step's output)."""
+    return TransitionBatch(
+        latents=trajectory.latents[rows, steps],
+        next_latents=trajectory.latents[rows, steps + 1] if next_latents is None else next_latents,
+        sigmas=trajectory.sigmas[steps], sigmas_next=trajectory.sigmas_next[steps],
+        old_log_probs=trajectory.log_probs[rows, steps], conditioning=conditioning.select(rows),
+    )
 
 
 def noise(batch=4, seed=0):
@@ -25,7 +40,8 @@ def noise(batch=4, seed=0):
 
 
 def test_encode_prompt_matches_diffusers(tiny_pipeline):
-    ours, ours_pooled = encode_prompt(tiny_pipeline, PROMPTS, 32)
+    ours = encode_prompt(tiny_pipeline, PROMPTS, 32)
+    ours, ours_pooled = ours.prompt_embeds, ours.pooled_prompt_embeds
     with torch.no_grad():
         theirs, _, theirs_pooled, _ = tiny_pipeline.encode_prompt(
             PROMPTS, None, None, do_classifier_free_guidance=False, max_sequence_length=32
@@ -73,14 +89,15 @@ def test_rescoring_stored_trajectory_reproduces_log_probs_exactly(tiny_pipeline,
         assert torch.all(trajectory.log_probs[:, :-1] != 0) and torch.all(trajectory.log_probs[:, -1] == 0)
     else:
         assert torch.all(trajectory.log_probs != 0)
+    rows = torch.arange(4)
+    scorer = policy(tiny_pipeline, embeds[1], guidance_scale, 0.7, sde_type)
     with torch.no_grad():
         for j in range(6):
-            _, log_prob, _, std = denoising_step(
-                tiny_pipeline.transformer, trajectory.latents[:, j], trajectory.timesteps[j], trajectory.sigmas[j],
-                trajectory.sigmas_next[j], *embeds, guidance_scale, 0.7, sde_type, prev_sample=trajectory.latents[:, j + 1],
-            )
-            assert torch.equal(log_prob, trajectory.log_probs[:, j])  # ratio exactly 1
-            torch.testing.assert_close(std.reshape(-1), trajectory.std_devs[:, j])
+            score = scorer.score(transitions(trajectory, embeds[0], rows, torch.full((4,), j)))
+            assert torch.equal(score.log_prob, trajectory.log_probs[:, j])  # ratio exactly 1
+            torch.testing.assert_close(score.std_dev.reshape(-1), trajectory.std_devs[:, j])
+    # the transformer's timestep is sigma * num_train_timesteps, exactly the scheduler's
+    assert torch.equal(trajectory.timesteps, trajectory.sigmas * tiny_pipeline.scheduler.config.num_train_timesteps)
 
 
 def test_rescoring_with_per_sample_timesteps(tiny_pipeline):
@@ -93,11 +110,7 @@ def test_rescoring_with_per_sample_timesteps(tiny_pipeline):
     steps = torch.tensor([0, 3, 5, 1])
     rows = torch.arange(4)
     with torch.no_grad():
-        _, log_prob, _, _ = denoising_step(
-            tiny_pipeline.transformer, trajectory.latents[rows, steps], trajectory.timesteps[steps],
-            trajectory.sigmas[steps], trajectory.sigmas_next[steps], *embeds, 4.5, 0.7, "sde",
-            prev_sample=trajectory.latents[rows, steps + 1],
-        )
+        log_prob = policy(tiny_pipeline, embeds[1], 4.5).score(transitions(trajectory, embeds[0], rows, steps)).log_prob
     torch.testing.assert_close(log_prob, trajectory.log_probs[rows, steps], rtol=0, atol=1e-5)
 
 
@@ -124,12 +137,13 @@ def test_sde_window_semantics(tiny_pipeline):
     # the window is stochastic: different noise, different window outputs
     assert not torch.allclose(runs[0].latents[:, 1], runs[1].latents[:, 1])
     # steps after the window are the ODE: continue deterministically from the window's last latent
+    ode_policy = policy(tiny_pipeline, embeds[1], 4.5, noise_level=0.0)
     with torch.no_grad():
         x = runs[0].latents[:, -1]
         for i in range(start + 3, 10):
-            x, _, _, _ = denoising_step(
-                tiny_pipeline.transformer, x, ode.timesteps[i], ode.sigmas[i], ode.sigmas_next[i], *embeds, 4.5, 0.0
-            )
+            step = TransitionBatch(latents=x, next_latents=x, sigmas=ode.sigmas[i].expand(4), sigmas_next=ode.sigmas_next[i].expand(4),
+                                   old_log_probs=torch.zeros(4), conditioning=embeds[0])
+            x = ode_policy.score(step).mean  # with noise 0 the step is its mean
     torch.testing.assert_close(x, runs[0].final_latents, rtol=0, atol=1e-6)
 
 
@@ -163,7 +177,7 @@ def test_per_sample_generators_make_samples_independent_of_the_batch(tiny_pipeli
         generator=[torch.Generator().manual_seed(100 + i) for i in range(4)],
     )
     single = sd3_sample_with_logprob(
-        tiny_pipeline, *(e[2:3] for e in embeds), num_inference_steps=4, height=64, width=64,
+        tiny_pipeline, embeds[0].select(torch.tensor([2])), embeds[1], num_inference_steps=4, height=64, width=64,
         generator=[torch.Generator().manual_seed(102)],
     )
     torch.testing.assert_close(single.latents[0], batch.latents[2], rtol=0, atol=1e-4)
@@ -179,9 +193,9 @@ def test_latents_stay_float32_with_a_bfloat16_transformer(fresh_tiny_pipeline):
 
 
 def test_cfg_needs_negative_embeddings(tiny_pipeline):
-    prompt_embeds, pooled, _, _ = embeddings(tiny_pipeline, PROMPTS[:1])
+    conditioning, _ = embeddings(tiny_pipeline, PROMPTS[:1])
     with pytest.raises(ValueError, match="negative"):
-        sd3_sample_with_logprob(tiny_pipeline, prompt_embeds, pooled, num_inference_steps=2, guidance_scale=4.5, height=64, width=64)
+        sd3_sample_with_logprob(tiny_pipeline, conditioning, num_inference_steps=2, guidance_scale=4.5, height=64, width=64)
 
 
 def test_sequential_cfg_equals_batched_cfg(tiny_pipeline):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,11 @@ from conftest import REPO, load_script
 from flow_grpo.toy.line_shapes import LineShapesWorld, all_prompts
 from flow_grpo.toy.model import ToyVelocityNet
 from flow_grpo.toy.moons import MoonsWorld, arc_distances
-from flow_grpo.toy.sampling import sample_trajectory, sigma_schedule, transition
+from flow_grpo.data import DistributedKRepeatSampler
+from flow_grpo.sde import SDEParams
+from flow_grpo.toy.policy import ToyPolicy
+from flow_grpo.toy.rollout import collect_toy_rollout
+from flow_grpo.toy.sampling import sigma_schedule
 
 TOY = os.path.join(REPO, "config", "toy.py")
 train_toy = load_script("scripts/train_toy.py")
@@ -46,6 +51,7 @@ def test_line_shapes_raises_held_out_reward(tmp_path):
         assert all(key in r for r in epoch_rows), key
     assert [r["epoch"] for r in rows if "eval_reward_mean" in r] == [0, 5, 10, 15]
     assert epoch_rows[-1]["global_step"] == 15 * 4  # 256 samples / 64 per minibatch, one optimizer step each
+    assert all(r["trained_samples"] == 256 for r in epoch_rows)  # continuous rewards: no zero advantage
     saved = np.load(os.path.join(run_dir, "samples", "eval_samples.npz"), allow_pickle=False)
     assert saved["before"].shape == saved["after"].shape == (6 * 128, 1)
 
@@ -80,19 +86,44 @@ def test_bad_config_name_exits_with_a_message(tmp_path, capsys):
     assert not os.listdir(tmp_path)  # nothing written for a run that never started
 
 
-def test_rescoring_a_toy_trajectory_reproduces_its_log_probs():
+def test_toy_rollout_and_its_rescoring_by_the_policy():
+    """collect_toy_rollout: groups of k per prompt, rewards of the final samples, and log-probs the policy
+    reproduces exactly from the stored transitions."""
     torch.manual_seed(0)
     world = LineShapesWorld(all_prompts()[:4], all_prompts()[4:6])
     model = ToyVelocityNet(1, world.cond_dim, 32, 2)
-    prompts = world.train_prompts * 3
-    cond = world.encode(prompts)
-    sigmas = sigma_schedule(10)
-    _, latents, log_probs = sample_trajectory(
-        model, cond, torch.randn(len(prompts), 1), sigmas, 0.7, generator=torch.Generator().manual_seed(1)
-    )
-    for j in range(10):
-        _, log_prob, _, _ = transition(model, latents[:, j], sigmas[j], sigmas[j + 1], cond, 0.7, "sde", prev_sample=latents[:, j + 1])
-        assert torch.equal(log_prob, log_probs[:, j])
+    sample = SimpleNamespace(num_steps=10, noise_level=0.7, sde_type="sde", num_image_per_prompt=3,
+                             num_batches_per_epoch=2, same_latent=False)
+    sampler = DistributedKRepeatSampler(len(world.train_prompts), 6, 3, seed=0)
+    rollout = collect_toy_rollout(model, world, sampler, sample, torch.Generator().manual_seed(1))
+    assert len(rollout) == 12 and rollout.latents.shape == (12, 11, 1) and rollout.log_probs.shape == (12, 10)
+    assert torch.equal(rollout.latents[:, -1], rollout.final_latents)
+    np.testing.assert_allclose(rollout.rewards["avg"], world.reward(rollout.final_latents, rollout.prompts))
+    for group in rollout.group_ids.unique():  # a group is one prompt's samples
+        members = [p for p, g in zip(rollout.prompts, rollout.group_ids.tolist()) if g == group]
+        assert len(set(members)) == 1 and len(members) % 3 == 0
+    policy = ToyPolicy(model, None, SDEParams(0.7, "sde"))
+    with torch.no_grad():
+        for rows in torch.arange(12).split(6):  # as sampled, one batch at a time: bit for bit
+            for j in range(10):
+                batch = rollout.transitions(rows, torch.full((6,), j), "cpu")
+                assert torch.equal(policy.score(batch).log_prob, rollout.log_probs[rows, j])
+
+
+def test_same_latent_groups_share_their_initial_noise():
+    world = MoonsWorld("fidelity")
+    model = ToyVelocityNet(2, 0, 32, 2)
+    sample = SimpleNamespace(num_steps=4, noise_level=0.7, sde_type="sde", num_image_per_prompt=4,
+                             num_batches_per_epoch=2, same_latent=True)
+    sampler = DistributedKRepeatSampler(1, 8, 8, seed=0)
+    rollout = collect_toy_rollout(model, world, sampler, sample, torch.Generator().manual_seed(0))
+    assert rollout.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    start = rollout.latents[:, 0]
+    for group in range(4):
+        members = start[4 * group : 4 * group + 4]
+        assert torch.equal(members, members[:1].expand(4, -1))
+    assert not torch.equal(start[0], start[4])
+    assert not torch.equal(rollout.final_latents[0], rollout.final_latents[1])  # independent SDE noise
 
 
 def test_sigma_schedule_shift():

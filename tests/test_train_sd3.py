@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,7 +117,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
-    import flow_grpo.training.checkpointing as checkpointing
+    import flow_grpo.checkpoint.training_state as checkpointing
     real_save_lora = checkpointing.save_lora
 
     def slow_save_lora(*args, **kwargs):
@@ -227,7 +228,8 @@ def test_two_processes_share_groups_and_advantages(tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stdout
+    assert re.search(r"processes\s+2\n", result.stdout)  # the derived sizes printed at the start
+    assert re.search(r"images per epoch\s+32 \(8 groups of 4; 2 batches of 8 per process\)", result.stdout)
     rows = [r for r in metrics(tmp_path / "tiny") if "reward_mean" in r]
     assert len(rows) == 24
     assert all(r["advantage_checksum_spread"] == 0 for r in rows)  # both processes computed the same advantages

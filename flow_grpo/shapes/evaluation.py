@@ -28,7 +28,7 @@ from flow_grpo.shapes.detector import ShapesDetector
 def sample_images(pipeline, metadata, n: int, steps: int, guidance_scale: float, seed: int, resolution: int,
                   batch_size: int = 128, max_sequence_length: int = 16, progress: bool = True):
     """``n`` images per prompt (ODE), image k of prompt i seeded by (seed, i, k): the same noise for any model."""
-    from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
 
     device = pipeline.transformer.device
     jobs = [(i, k) for i in range(len(metadata)) for k in range(n)]
@@ -36,9 +36,9 @@ def sample_images(pipeline, metadata, n: int, steps: int, guidance_scale: float,
     images = []
     for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress, leave=False):
         chunk = jobs[start : start + batch_size]
-        embeds, pooled = encode_prompt(pipeline, [metadata[i]["prompt"] for i, _ in chunk], max_sequence_length, device)
+        conditioning = encode_prompt(pipeline, [metadata[i]["prompt"] for i, _ in chunk], max_sequence_length, device)
         trajectory = sd3_sample_with_logprob(
-            pipeline, embeds, pooled, negative[0].expand(len(chunk), -1, -1), negative[1].expand(len(chunk), -1),
+            pipeline, conditioning, negative,
             num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution, width=resolution,
             deterministic=True, generator=[generator_for(seed, "shapes-eval", i, k) for i, k in chunk],
         )

@@ -1,1 +1,2 @@
-"""The parts of scripts/train_sd3.py: model set-up, rollouts, advantages, the update, evaluation, checkpoints."""
+"""The training parts the trainers delegate to (docs/architecture.md): SD3 rollout collection, advantages and
+sample selection, the derived sizes, the one update loop, evaluation, phase-timing hooks."""

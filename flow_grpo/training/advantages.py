@@ -1,12 +1,13 @@
-"""From this process's rewards to its advantages: gather over processes, group by prompt, take our slice,
-and choose which samples to train on (dropping all-zero advantages, equal counts on every process)."""
+"""From this process's rewards to its advantages: gather over processes, group, take our slice, and choose
+which samples to train on (dropping all-zero advantages, equal counts on every process)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from flow_grpo import grpo
+from flow_grpo.advantages import batch_advantages, clip_advantages, group_advantages
+from flow_grpo.rollout import Rollout
 
 
 def gather_rewards(accelerator, rewards: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -17,41 +18,42 @@ def gather_rewards(accelerator, rewards: dict[str, np.ndarray]) -> dict[str, np.
     return {name: gathered[:, i] for i, name in enumerate(names)}
 
 
-def compute_advantages(*, accelerator, rewards_avg: np.ndarray, prompt_ids: torch.Tensor, prompts_of_dataset, config, tracker) -> tuple[torch.Tensor, dict]:
-    """Advantages of this process's samples [N] and diagnostics.
+def compute_advantages(accelerator, rollout: Rollout, train_config) -> tuple[torch.Tensor, dict]:
+    """Advantages of this process's samples [N] (float32) and diagnostics.
 
-    Rewards and prompt ids are gathered from all processes; every process computes the advantages of the
-    whole gathered batch (group key = prompt text) and keeps its own contiguous slice. Non-finite rewards
-    (``reward_nan_policy='drop'``) get advantage 0 and are left out of the group statistics.
+    The ``avg`` rewards and the group ids are gathered from all processes; every process computes the
+    advantages of the whole gathered batch (``train_config.per_prompt_stat_tracking``: per group, with the
+    std of the whole batch when ``global_std``; else normalised over the batch), clips them to
+    ``adv_clip_max`` and keeps its own contiguous slice. Non-finite rewards (``reward_nan_policy='drop'``) get
+    advantage 0 and are left out of the statistics.
     """
-    n_local = len(rewards_avg)
-    device = accelerator.device
-    all_rewards = accelerator.gather(torch.as_tensor(rewards_avg, dtype=torch.float64, device=device)).cpu().numpy()
-    all_ids = accelerator.gather(prompt_ids.to(device)).cpu().numpy()
+    rewards = rollout.rewards["avg"]
+    n_local, device = len(rewards), accelerator.device
+    all_rewards = accelerator.gather(torch.as_tensor(rewards, dtype=torch.float64, device=device)).cpu().numpy()
+    keys = accelerator.gather(rollout.group_ids.to(device)).cpu().numpy()
     all_ranks = accelerator.gather(torch.full((n_local,), accelerator.process_index, device=device)).cpu().numpy()
-    keys = np.asarray([prompts_of_dataset[i] for i in all_ids], dtype=object)
     finite = np.isfinite(all_rewards)
     advantages = np.zeros_like(all_rewards)
     if finite.any():
-        if config.per_prompt_stat_tracking:
-            advantages[finite] = tracker.update(list(keys[finite]), all_rewards[finite])
+        if train_config.per_prompt_stat_tracking:
+            advantages[finite] = group_advantages(keys[finite], all_rewards[finite], global_std=train_config.global_std)
         else:
-            advantages[finite] = grpo.batch_advantages(all_rewards[finite])
-    advantages = grpo.clip_advantages(advantages, config.train.adv_clip_max)
+            advantages[finite] = batch_advantages(all_rewards[finite])
+    advantages = clip_advantages(advantages, train_config.adv_clip_max)
 
     # consistency: every process must have computed the same advantages for the whole batch
     checksum = torch.tensor([float(np.sum(advantages * np.arange(1, len(advantages) + 1)))], dtype=torch.float64, device=device)
     checksums = accelerator.gather(checksum).cpu().numpy()
-    spans = [len(set(all_ranks[keys == key])) for key in np.unique(keys)]
-    start = accelerator.process_index * n_local
+    groups = np.unique(keys)
     stats = {
         "advantage_abs_mean": float(np.abs(advantages).mean()),
         "advantage_checksum_spread": float(checksums.max() - checksums.min()),
-        "group_process_span": float(np.mean(spans)),
-        "num_groups": float(len(spans)),
+        "group_process_span": float(np.mean([len(set(all_ranks[keys == key])) for key in groups])),
+        "num_groups": float(len(groups)),
         "reward_nonfinite": float((~finite).sum()),
         "zero_std_groups": float(np.mean([np.std(all_rewards[finite & (keys == k)]) == 0 for k in np.unique(keys[finite])])) if finite.any() else 1.0,
     }
+    start = accelerator.process_index * n_local
     return torch.as_tensor(advantages[start : start + n_local], dtype=torch.float32), stats
 
 

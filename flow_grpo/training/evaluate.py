@@ -7,13 +7,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
 from flow_grpo.images import image_grid, to_pil
 from flow_grpo.seeding import generator_for
 
 
 @torch.no_grad()
-def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, negative_embeds, grid_path: str | None = None) -> dict:
+def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, negative, grid_path: str | None = None) -> dict:
     """Returns ``{"eval_reward_<column>": mean}`` on every process; writes the grid on the main process.
 
     Prompts are split over processes (padded to equal counts; padding is not scored) and each prompt's
@@ -30,15 +30,14 @@ def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, 
         real = [i if i < count else 0 for i in indices]
         prompts = [dataset.prompts[i] for i in real]
         metadata = [dataset.metadata[i] for i in real]
-        n = len(prompts)
-        prompt_embeds, pooled = encode_prompt(pipeline, prompts, config.max_sequence_length, device)
+        conditioning = encode_prompt(pipeline, prompts, config.max_sequence_length, device)
         with accelerator.autocast():
             trajectory = sd3_sample_with_logprob(
-                pipeline, prompt_embeds, pooled, negative_embeds[0].expand(n, -1, -1), negative_embeds[1].expand(n, -1),
+                pipeline, conditioning, negative,
                 num_inference_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
                 height=config.resolution, width=config.resolution, deterministic=True,
                 generator=[generator_for(config.seed, "eval", i) for i in real], transformer=transformer,
-                decode_batch_size=config.sample.decode_batch_size or None,
+                decode_batch_size=config.sample.decode_batch_size or None, batched_cfg=config.batched_cfg,
             )
         images = trajectory.images.cpu()
         rewards, info = reward_fn(images, prompts, metadata)

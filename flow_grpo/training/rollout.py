@@ -1,8 +1,9 @@
-"""Collecting one epoch of on-policy data: prompts from the k-repeat sampler, SDE trajectories with their
+"""Collecting one epoch of SD3 rollouts: prompts from the k-repeat sampler, SDE trajectories with their
 log-probs, and rewards computed in a background thread while the next batch is being sampled."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Executor
 
@@ -10,40 +11,84 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
-from flow_grpo.diffusers_patch.sd3_sampling import initial_latents
+from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
+from flow_grpo.rollout import Rollout, concatenate
+from flow_grpo.sd3 import SD3Conditioning, decode_latents, encode_prompt, initial_latents, sd3_sample_with_logprob
 from flow_grpo.seeding import generator_for
+from flow_grpo.training.phases import Timer, no_timer
 
 
-def collect_rollouts(
-    *, pipeline, transformer, dataset, sampler, reward_fn, executor: Executor, config, accelerator, epoch: int,
-    negative_embeds, model_dtype,
-) -> dict:
-    """Sample ``num_batches_per_epoch`` batches on this process and return them concatenated, rewards included.
+def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
+    """The per-image numeric columns of a reward's info (GenEval's per-tag correctness, NaN for other tags)."""
+    columns = {}
+    for key in sorted(info):
+        value = np.asarray(info[key])
+        if value.dtype.kind in "fiub" and value.shape == (count,):
+            columns[key] = value.astype(np.float64)
+    return columns
 
-    Random draws are seeded by (seed, epoch, batch, process, sample), so a resumed run repeats them exactly;
-    with ``same_latent`` the initial noise is seeded by the prompt instead of the process, so a group spread
-    over several processes still starts from one noise.
-    """
-    batches, started = [], time.time()
-    rank, device = accelerator.process_index, accelerator.device
-    steps = range(config.sample.num_batches_per_epoch)
-    for b in tqdm(steps, desc=f"epoch {epoch}: sampling", disable=not (config.progress and accelerator.is_main_process), leave=False):
-        prompt_ids = sampler.next_indices()
-        prompts = [dataset.prompts[i] for i in prompt_ids]
-        metadata = [dataset.metadata[i] for i in prompt_ids]
-        prompt_embeds, pooled = encode_prompt(pipeline, prompts, config.max_sequence_length, device)
+
+@dataclasses.dataclass
+class SD3RolloutCollector:
+    """What sampling an epoch needs; :meth:`collect` does it. ``transformer`` is the trained one, unwrapped."""
+
+    pipeline: object
+    transformer: torch.nn.Module
+    negative: SD3Conditioning  # the empty prompt, one row
+    dataset: PromptDataset
+    sampler: DistributedKRepeatSampler
+    reward_fn: object  # fn(images, prompts, metadata) -> (columns, info), e.g. flow_grpo.rewards.multi_score
+    executor: Executor  # runs the reward of a batch while the next one is sampled
+    accelerator: object
+    config: object
+    timer: Timer = no_timer  # phases: prompt_encoding, sampling, vae_decode, reward_wait
+
+    def collect(self, epoch: int, store_means: bool = False) -> Rollout:
+        """Sample ``num_batches_per_epoch`` batches on this process; their rollouts joined, rewards included.
+
+        Random draws are seeded by (seed, epoch, batch, process, sample), so a resumed run repeats them exactly;
+        with ``same_latent`` the initial noise is seeded by the prompt instead of the process, so a group spread
+        over several processes still starts from one noise. ``store_means``: keep each step's Gaussian mean.
+        """
+        config, accelerator = self.config, self.accelerator
+        started, pending = time.time(), []
+        show = config.progress and accelerator.is_main_process
+        for b in tqdm(range(config.sample.num_batches_per_epoch), desc=f"epoch {epoch}: sampling", disable=not show, leave=False):
+            prompt_ids = self.sampler.next_indices()
+            rollout = self._sample(epoch, b, prompt_ids, store_means)
+            # the reward of this batch runs while the next batch is sampled
+            pending.append((rollout, self.executor.submit(self.reward_fn, rollout.images, rollout.prompts, rollout.metadata)))
+        sample_time = time.time() - started
+
+        waited = time.time()
+        parts = []
+        for rollout, future in tqdm(pending, desc=f"epoch {epoch}: rewards", disable=not show, leave=False):
+            with self.timer("reward_wait"):
+                rollout.rewards, info = future.result()
+            rollout.reward_info = numeric_info(info, len(rollout))
+            parts.append(rollout)
+        common = set.intersection(*(set(part.reward_info) for part in parts))
+        for part in parts:
+            part.reward_info = {key: part.reward_info[key] for key in sorted(common)}
+        joined = concatenate(parts)
+        joined.timing = {"sample_time_s": sample_time, "reward_wait_s": time.time() - waited}
+        return joined
+
+    def _sample(self, epoch: int, b: int, prompt_ids: list[int], store_means: bool) -> Rollout:
+        config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device
+        prompts = [self.dataset.prompts[i] for i in prompt_ids]
         n = len(prompts)
-        latent_size = config.resolution // pipeline.vae_scale_factor
-        shape = (n, pipeline.transformer.config.in_channels, latent_size, latent_size)
+        latent_size = config.resolution // self.pipeline.vae_scale_factor
+        shape = (n, self.pipeline.transformer.config.in_channels, latent_size, latent_size)
         if config.sample.same_latent:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, prompt_id) for prompt_id in prompt_ids]
         else:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, rank, i) for i in range(n)]
-        with accelerator.autocast():
+        with self.timer("prompt_encoding"):
+            conditioning = encode_prompt(self.pipeline, prompts, config.max_sequence_length, device)
+        with self.accelerator.autocast(), self.timer("sampling"):
             trajectory = sd3_sample_with_logprob(
-                pipeline, prompt_embeds, pooled,
-                negative_embeds[0].expand(n, -1, -1), negative_embeds[1].expand(n, -1),
+                self.pipeline, conditioning, self.negative,
                 num_inference_steps=config.sample.num_steps, guidance_scale=config.sample.guidance_scale,
                 height=config.resolution, width=config.resolution, noise_level=config.sample.noise_level,
                 sde_type=config.sample.sde_type, sde_window_size=config.sample.sde_window_size,
@@ -51,51 +96,14 @@ def collect_rollouts(
                 window_generator=generator_for(config.seed, "window", epoch, b, rank),
                 generator=[generator_for(config.seed, "noise", epoch, b, rank, i) for i in range(n)],
                 latents=initial_latents(shape, latent_generators, device),
-                decode_batch_size=config.sample.decode_batch_size or None,
-                store_means=config.train.loss_mode == "grpo_guard", transformer=transformer,
+                decode=False, store_means=store_means, transformer=self.transformer, batched_cfg=config.batched_cfg,
             )
-        images = trajectory.images.cpu()
-        num_stored = trajectory.log_probs.shape[1]
-        batches.append(
-            {
-                "prompt_ids": torch.tensor(prompt_ids),
-                "prompts": prompts,
-                "metadata": metadata,
-                "prompt_embeds": prompt_embeds,
-                "pooled_prompt_embeds": pooled,
-                "latents": trajectory.latents,
-                "log_probs": trajectory.log_probs,
-                "timesteps": trajectory.timesteps.expand(n, num_stored),
-                "sigmas": trajectory.sigmas.expand(n, num_stored),
-                "sigmas_next": trajectory.sigmas_next.expand(n, num_stored),
-                "std_devs": trajectory.std_devs,
-                "prev_sample_means": trajectory.prev_sample_means,
-                "images": images,
-                # the reward of this batch runs while the next batch is sampled
-                "reward_future": executor.submit(reward_fn, images, prompts, metadata),
-            }
+        with self.accelerator.autocast(), self.timer("vae_decode"):
+            images = decode_latents(self.pipeline.vae, trajectory.final_latents, config.sample.decode_batch_size or None).cpu()
+        return Rollout(
+            prompts=prompts, metadata=[self.dataset.metadata[i] for i in prompt_ids],
+            group_ids=torch.tensor([self.dataset.group_ids[i] for i in prompt_ids]), conditioning=conditioning,
+            final_latents=trajectory.final_latents, rewards={}, latents=trajectory.latents, log_probs=trajectory.log_probs,
+            sigmas=trajectory.sigmas.expand(n, -1), sigmas_next=trajectory.sigmas_next.expand(n, -1),
+            prev_sample_means=trajectory.prev_sample_means, images=images,
         )
-    sample_time = time.time() - started
-
-    waited = time.time()
-    for batch in tqdm(batches, desc=f"epoch {epoch}: rewards", disable=not (config.progress and accelerator.is_main_process), leave=False):
-        batch["rewards"], batch["reward_info"] = batch.pop("reward_future").result()
-    reward_wait = time.time() - waited
-
-    samples = {"prompts": [p for b in batches for p in b["prompts"]], "metadata": [m for b in batches for m in b["metadata"]]}
-    for key in ("prompt_ids", "prompt_embeds", "pooled_prompt_embeds", "latents", "log_probs", "timesteps", "sigmas",
-                "sigmas_next", "std_devs", "images"):
-        samples[key] = torch.cat([b[key] for b in batches])
-    samples["prev_sample_means"] = (
-        torch.cat([b["prev_sample_means"] for b in batches]) if batches[0]["prev_sample_means"] is not None else None
-    )
-    samples["rewards"] = {key: np.concatenate([b["rewards"][key] for b in batches]) for key in batches[0]["rewards"]}
-    # numeric per-image reward info (GenEval's per-tag correctness, NaN for other tags), for the epoch's log
-    samples["reward_info"] = {
-        key: np.concatenate([np.asarray(b["reward_info"][key], dtype=np.float64) for b in batches])
-        for key in sorted(batches[0]["reward_info"])
-        if all(key in b["reward_info"] and np.asarray(b["reward_info"][key]).dtype.kind in "fiub"
-               and np.asarray(b["reward_info"][key]).shape == (len(b["prompts"]),) for b in batches)
-    }
-    samples["timing"] = {"sample_time_s": sample_time, "reward_wait_s": reward_wait}
-    return samples

@@ -1,9 +1,10 @@
-"""Loading the SD3 pipeline and making its transformer trainable (LoRA or full), plus the KL reference."""
+"""Loading an SD3 pipeline (a hub id, a local folder or the built-in tiny one) and making its transformer
+trainable: a LoRA, or every weight with a frozen copy as the reference."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import os
 
 import torch
@@ -62,11 +63,20 @@ def _lora_file_state(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.") or "lora" in k}
 
 
-def prepare_transformer(pipeline, config, device) -> tuple[torch.nn.Module, list[torch.nn.Parameter], torch.nn.Module | None]:
+@dataclasses.dataclass
+class TrainableTransformer:
+    """The pipeline's transformer made trainable."""
+
+    transformer: torch.nn.Module
+    trainable: dict[str, torch.nn.Parameter]  # name -> parameter: the LoRA weights, or every weight
+    frozen_reference: torch.nn.Module | None  # a frozen copy for full fine-tuning with a reference; None for LoRA
+
+
+def prepare_transformer(pipeline, config, device, needs_reference: bool) -> TrainableTransformer:
     """Freeze what is not trained, cast frozen weights to the inference dtype, add the LoRA (or unfreeze all).
 
-    Returns ``(transformer, trainable_parameters, frozen_reference)``; the reference is a frozen copy for
-    full fine-tuning with a KL term, else None (the LoRA model with adapters disabled is the reference).
+    The reference is a frozen copy for full fine-tuning when the objective uses one (``needs_reference``),
+    else None (the LoRA model with its adapters disabled is the reference).
     """
     dtype = inference_dtype(config.mixed_precision)
     for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
@@ -102,34 +112,16 @@ def prepare_transformer(pipeline, config, device) -> tuple[torch.nn.Module, list
             unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
             if unexpected:
                 raise LoraLoadError(f"config.lora_path {config.lora_path!r} has weights for unknown layers, e.g. {unexpected[0]!r}")
-        trainable = [p for n, p in transformer.named_parameters() if "lora_" in n]
-        for param in trainable:
+        trainable = {n: p for n, p in transformer.named_parameters() if "lora_" in n}
+        for param in trainable.values():
             param.requires_grad_(True)
             param.data = param.data.float()  # trained weights in float32, frozen ones in the inference dtype
     else:
         _move(transformer, device, torch.float32)
         transformer.requires_grad_(True)
-        trainable = list(transformer.parameters())
-        if config.train.beta > 0:
+        trainable = dict(transformer.named_parameters())
+        if needs_reference:
             reference = copy.deepcopy(transformer).requires_grad_(False).to(dtype)
     if config.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    return transformer, trainable, reference
-
-
-@contextlib.contextmanager
-def reference_model(unwrapped_transformer, frozen_reference=None):
-    """The KL reference: the frozen copy when there is one, else the transformer with its LoRA disabled."""
-    if frozen_reference is not None:
-        yield frozen_reference
-        return
-    unwrapped_transformer.disable_adapters()
-    try:
-        yield unwrapped_transformer
-    finally:
-        unwrapped_transformer.enable_adapters()
-
-
-def trainable_state(transformer, use_lora: bool) -> dict[str, torch.Tensor]:
-    """Name -> tensor of what is trained (LoRA weights, or every transformer weight)."""
-    return {n: p for n, p in transformer.named_parameters() if (not use_lora) or "lora_" in n}
+    return TrainableTransformer(transformer=transformer, trainable=trainable, frozen_reference=reference)

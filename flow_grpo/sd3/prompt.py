@@ -6,15 +6,34 @@ with any T5 length and without building negative prompts it does not need.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from flow_grpo.rollout import Conditioning
+
+
+@dataclasses.dataclass
+class SD3Conditioning(Conditioning):
+    """What the SD3 transformer is conditioned on, one row per image."""
+
+    prompt_embeds: torch.Tensor  # [N, 77 + L, D_t5]: both CLIPs' penultimate states (padded) then T5's
+    pooled_prompt_embeds: torch.Tensor  # [N, 2 * D_clip_proj]: both CLIPs' pooled projections
+
+    @property
+    def pooled(self) -> torch.Tensor:
+        return self.pooled_prompt_embeds
+
+    def __len__(self) -> int:
+        return self.prompt_embeds.shape[0]
+
 
 @torch.no_grad()
-def encode_prompt(pipeline, prompts: Sequence[str], max_sequence_length: int = 256, device=None):
-    """Returns ``(prompt_embeds [N, 77 + L, D_t5], pooled_prompt_embeds [N, 2 * D_clip_proj])``.
+def encode_prompt(pipeline, prompts: Sequence[str], max_sequence_length: int = 256, device=None) -> SD3Conditioning:
+    """The :class:`SD3Conditioning` of ``prompts``: ``prompt_embeds [N, 77 + L, D_t5]`` and
+    ``pooled_prompt_embeds [N, 2 * D_clip_proj]``.
 
     CLIP: both encoders' penultimate hidden states concatenated on the feature axis and zero-padded to the
     T5 width; pooled: both projections concatenated. T5: ``max_sequence_length`` tokens (zeros when the
@@ -46,4 +65,4 @@ def encode_prompt(pipeline, prompts: Sequence[str], max_sequence_length: int = 2
 
     clip_prompt_embeds = F.pad(clip_prompt_embeds, (0, t5_prompt_embeds.shape[-1] - clip_prompt_embeds.shape[-1]))
     prompt_embeds = torch.cat([clip_prompt_embeds, t5_prompt_embeds.to(clip_prompt_embeds.dtype)], dim=-2)
-    return prompt_embeds, torch.cat(pooled, dim=-1)
+    return SD3Conditioning(prompt_embeds=prompt_embeds, pooled_prompt_embeds=torch.cat(pooled, dim=-1))

@@ -1,8 +1,8 @@
 """Generate GenEval images: N per prompt, from a model plus an optional LoRA, sharded over processes, resumable.
 
-    python geneval/generation/generate.py --metadata dataset/geneval/test_metadata.jsonl --outdir out/geneval \
+    python scripts/geneval/generate.py --metadata dataset/geneval/test_metadata.jsonl --outdir out/geneval \
         --model stabilityai/stable-diffusion-3.5-medium --lora_path logs/run/checkpoints/checkpoint-600
-    accelerate launch --num_processes 8 geneval/generation/generate.py ...          # prompt i on process i % 8
+    accelerate launch --num_processes 8 scripts/geneval/generate.py ...          # prompt i on process i % 8
 
 Layout (GenEval's): ``<outdir>/<index:05d>/metadata.jsonl`` and ``<outdir>/<index:05d>/samples/<k:04d>.png``.
 A prompt whose folder already holds all its samples is skipped, so an interrupted run resumes where it
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from flow_grpo.atomic import atomic_write_bytes  # noqa: E402
+from flow_grpo.checkpoint.atomic import atomic_write_bytes  # noqa: E402
 from flow_grpo.geneval.metadata import read_metadata  # noqa: E402
 
 
@@ -51,11 +51,11 @@ def main(argv=None) -> int:
 
     from accelerate import PartialState
 
-    from flow_grpo.diffusers_patch import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
     from flow_grpo.images import to_pil
     from flow_grpo.lora import LoraLoadError, load_lora
     from flow_grpo.seeding import generator_for
-    from flow_grpo.training.models import ModelLoadError, load_sd3_pipeline
+    from flow_grpo.sd3.pipeline import ModelLoadError, load_sd3_pipeline
 
     state = PartialState(cpu=not torch.cuda.is_available())
     try:
@@ -82,10 +82,10 @@ def main(argv=None) -> int:
     for start in tqdm(range(0, len(jobs), args.batch_size), desc="generating", disable=not state.is_main_process):
         chunk = jobs[start : start + args.batch_size]
         prompts = [metadata[i]["prompt"] for i, _ in chunk]
-        embeds, pooled = encode_prompt(pipeline, prompts, args.max_sequence_length, state.device)
+        conditioning = encode_prompt(pipeline, prompts, args.max_sequence_length, state.device)
         with torch.autocast(state.device.type, dtype=dtype, enabled=dtype != torch.float32):
             trajectory = sd3_sample_with_logprob(
-                pipeline, embeds, pooled, negative[0].expand(len(chunk), -1, -1), negative[1].expand(len(chunk), -1),
+                pipeline, conditioning, negative,
                 num_inference_steps=args.steps, guidance_scale=args.scale, height=args.H, width=args.W,
                 deterministic=True, generator=[generator_for(args.seed, "geneval", i, k) for i, k in chunk],
             )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from flow_grpo.atomic import atomic_publish_dir, atomic_write_json
+from flow_grpo.checkpoint.atomic import atomic_publish_dir, atomic_write_json
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE_MARKER = "trainer_state.json"

@@ -1,0 +1,27 @@
+"""Training objectives as plug-ins of the one update loop, selected by ``config.train.objective``.
+
+One file per objective, its formulas in the module docstring:
+
+- ``grpo``: Flow-GRPO's clipped surrogate per denoising step, plus beta times the exact Gaussian KL;
+- ``grpo_guard``: the same on GRPO-Guard's re-centred, std-scaled ratio, divided by ``-dt``;
+- ``flowrl``: FlowRL's trajectory balance with a learned log Z head.
+"""
+
+from __future__ import annotations
+
+from flow_grpo.objectives.base import Minibatch, Objective
+from flow_grpo.objectives.flowrl import FlowRL
+from flow_grpo.objectives.grpo import GRPO
+from flow_grpo.objectives.grpo_guard import GRPOGuard
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (GRPO, GRPOGuard, FlowRL)}
+
+
+def build_objective(config, pooled_dim: int = 0) -> Objective:
+    """The objective ``config.objective`` names (``config`` is ``config.train``)."""
+    if config.objective not in OBJECTIVES:
+        raise ValueError(f"unknown config.train.objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[config.objective](config, pooled_dim=pooled_dim)
+
+
+__all__ = ["OBJECTIVES", "Minibatch", "Objective", "build_objective"]

@@ -1,0 +1,82 @@
+"""Flow-GRPO (arXiv 2505.05470): the clipped policy-gradient surrogate per denoising step, plus beta times
+the KL between the policy's and the reference's Gaussian steps.
+
+Per micro-step, for n stored transitions ``x_t -> x_{t+1}`` with group advantages ``A`` [n]:
+
+    ratio = exp(log p_theta(x_{t+1} | x_t) - log p_old(x_{t+1} | x_t))
+    policy_loss = mean(max(-A ratio, -A clip(ratio, 1 - eps, 1 + eps)))
+    KL = mean over elements of (mean_theta - mean_ref)^2 / (2 std^2)          (exact Gaussian KL, [n])
+    loss = policy_loss + beta mean(KL)
+
+``log p`` is the step's log-density averaged over the latent's elements (``flow_grpo.sde``), so ratios stay
+near 1 and the clip ranges are small (1e-4 for ``sde``, 1e-5 for ``cps``). ``std`` is the transition's
+standard deviation including ``sqrt(-dt)``; some versions of the original divide by ``std_t^2`` without it,
+which is ``-dt`` times this KL: the betas in ``config/`` say which one they were tuned for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flow_grpo.objectives.base import Minibatch, Objective, Stats
+from flow_grpo.policy import FlowPolicy, StepScore
+from flow_grpo.rollout import TransitionBatch
+
+
+def clipped_policy_loss(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO/GRPO surrogate ``mean(max(-A r, -A clip(r, 1 - eps, 1 + eps)))`` with ``r = exp(logp - logp_old)``.
+
+    Args: ``log_prob`` [n] (with gradient), ``old_log_prob`` [n], ``advantages`` [n].
+    Returns the loss (0-d) and the ratio [n] (for diagnostics).
+    """
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return torch.mean(torch.maximum(unclipped, clipped)), ratio
+
+
+def gaussian_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std_dev: torch.Tensor) -> torch.Tensor:
+    """Exact KL between N(mean, std^2) and N(mean_ref, std^2), averaged over non-batch elements: shape [n].
+
+    ``mean``, ``mean_ref``: [n, *latent]; ``std_dev``: [n, 1, ...], the transition's standard deviation as
+    returned by ``sde_step_with_logprob`` (it includes ``sqrt(-dt)`` for the ``sde`` type).
+    """
+    per_element = (mean.float() - mean_ref.float()) ** 2 / (2 * std_dev.float() ** 2)
+    return per_element.mean(dim=tuple(range(1, per_element.ndim)))
+
+
+@torch.no_grad()
+def ratio_diagnostics(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ratio: torch.Tensor, clip_range: float) -> Stats:
+    """``approx_kl = 0.5 mean((logp - logp_old)^2)``, ``clipfrac`` (share of ratios outside the clip range) and
+    ``ratio_mean``; all 0-d."""
+    ratio = ratio.detach()
+    return {
+        "approx_kl": 0.5 * torch.mean((log_prob.detach() - old_log_prob) ** 2),
+        "clipfrac": torch.mean((torch.abs(ratio - 1.0) > clip_range).float()),
+        "ratio_mean": ratio.mean(),
+    }
+
+
+class GRPO(Objective):
+    """The clipped surrogate with beta times the KL to the reference (``config.train``: ``clip_range``, ``beta``)."""
+
+    name = "grpo"
+
+    def policy_loss(self, score: StepScore, batch: TransitionBatch, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, ratio [n]) of one micro-step; GRPO-Guard replaces the ratio."""
+        return clipped_policy_loss(score.log_prob, batch.old_log_probs, advantages, self.config.clip_range)
+
+    def loss(self, policy: FlowPolicy, minibatch: Minibatch, j: int, prepared=None) -> tuple[torch.Tensor, Stats]:
+        batch = minibatch.transitions(j)
+        score = policy.score(batch)
+        policy_loss, ratio = self.policy_loss(score, batch, minibatch.advantages)
+        stats = {"policy_loss": policy_loss.detach(),
+                 **ratio_diagnostics(score.log_prob, batch.old_log_probs, ratio, self.config.clip_range)}
+        loss = policy_loss
+        if self.config.beta > 0:
+            kl = gaussian_kl(score.mean, policy.reference_score(batch).mean, score.std_dev).mean()
+            loss = loss + self.config.beta * kl
+            stats["kl_loss"] = kl.detach()
+        return loss, stats

@@ -1,0 +1,40 @@
+"""The toy worlds behind the model boundary (``flow_grpo.policy.FlowPolicy``): an MLP velocity and a
+frozen copy of the base as the reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from flow_grpo.policy import FlowPolicy
+from flow_grpo.rollout import Conditioning
+from flow_grpo.sde import SDEParams
+
+
+@dataclasses.dataclass
+class ToyConditioning(Conditioning):
+    embedding: torch.Tensor  # [N, cond_dim] the world's prompt code (cond_dim 0 for an unconditional world)
+
+    @property
+    def pooled(self) -> torch.Tensor:
+        return self.embedding
+
+
+class ToyPolicy(FlowPolicy):
+    """``model(x, sigma, cond)`` as the trained velocity; ``reference`` (a frozen copy of the base, or None
+    when no objective needs one) as the reference's."""
+
+    def __init__(self, model: torch.nn.Module, reference: torch.nn.Module | None, sde: SDEParams):
+        self.trained_module = model
+        self.reference = reference
+        self.sde = sde
+
+    def velocity(self, latents, sigmas, conditioning: ToyConditioning) -> torch.Tensor:
+        return self.trained_module(latents, sigmas, conditioning.embedding)
+
+    @torch.no_grad()
+    def reference_velocity(self, latents, sigmas, conditioning: ToyConditioning) -> torch.Tensor:
+        if self.reference is None:
+            raise ValueError("this toy run keeps no reference model (it is made when train.beta > 0 or the objective needs one)")
+        return self.reference(latents, sigmas, conditioning.embedding)

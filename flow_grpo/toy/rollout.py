@@ -1,0 +1,45 @@
+"""One epoch of toy-world rollouts: prompts from the k-repeat sampler, SDE trajectories with their
+log-probs (the shared ``flow_grpo.sampling`` loop), and the world's reward."""
+
+from __future__ import annotations
+
+import torch
+
+from flow_grpo.rollout import Rollout, concatenate
+from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.sde import SDEParams
+from flow_grpo.toy.policy import ToyConditioning
+from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
+
+
+@torch.no_grad()
+def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.Generator) -> Rollout:
+    """``sample_config.num_batches_per_epoch`` batches of ``model``'s SDE trajectories in ``world``.
+
+    Groups: samples of one prompt, or, with ``sample_config.same_latent``, the k trajectories that start from
+    one initial noise (the grouping of an unconditional world such as the moons).
+    """
+    sigmas = sigma_schedule(sample_config.num_steps)
+    sde = SDEParams(sample_config.noise_level, sample_config.sde_type)
+    k = sample_config.num_image_per_prompt
+    parts = []
+    for b in range(sample_config.num_batches_per_epoch):
+        prompts = [world.train_prompts[i] for i in sampler.next_indices()]
+        if sample_config.same_latent:
+            prompts = sorted(prompts)  # equal prompts side by side: each run of k shares one noise
+            noise = torch.randn(len(prompts) // k, world.data_dim, generator=generator).repeat_interleave(k, dim=0)
+            group_ids = [b * (len(prompts) // k) + i // k for i in range(len(prompts))]
+        else:
+            noise = torch.randn(len(prompts), world.data_dim, generator=generator)
+            group_ids = [world.train_prompts.index(p) for p in prompts]
+        cond = world.encode(prompts)
+        trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, generator=generator, store_means=True)
+        parts.append(Rollout(
+            prompts=prompts, metadata=[{} for _ in prompts], group_ids=torch.tensor(group_ids),
+            conditioning=ToyConditioning(cond), final_latents=trajectory.final_latents,
+            rewards={"avg": world.reward(trajectory.final_latents, prompts)},
+            latents=trajectory.latents, log_probs=trajectory.log_probs,
+            sigmas=trajectory.sigmas.expand(len(prompts), -1), sigmas_next=trajectory.sigmas_next.expand(len(prompts), -1),
+            prev_sample_means=trajectory.prev_sample_means,
+        ))
+    return concatenate(parts)
