@@ -1,0 +1,311 @@
+"""The training parts on their own: typed rollouts, advantages, sample selection, sizes, SD3 rollout collection,
+and one update step of every objective with its parameter change checked against a hand computation."""
+
+import copy
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from flow_grpo.config_cli import ConfigError, load_module, parse_args
+from flow_grpo.objectives import OBJECTIVES, build_objective
+from flow_grpo.rollout import Rollout, concatenate
+from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.sde import SDEParams
+from flow_grpo.toy.policy import ToyConditioning, ToyPolicy
+from flow_grpo.toy.sampling import sigma_schedule
+from flow_grpo.training.advantages import compute_advantages, select_training_samples
+from flow_grpo.training.sizes import run_sizes
+from flow_grpo.training.update import Learner, make_minibatches, update
+
+base = load_module(os.path.join(REPO, "config", "base.py"))
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+# ---- typed rollouts ------------------------------------------------------------------------------------------
+
+
+def tiny_rollout(n=4, k_steps=3, dim=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Rollout(
+        prompts=[f"p{i % 2}" for i in range(n)], metadata=[{"i": i} for i in range(n)], group_ids=torch.arange(n) % 2,
+        conditioning=ToyConditioning(torch.randn(n, 5, generator=g)), final_latents=torch.randn(n, dim, generator=g),
+        rewards={"avg": np.arange(n, dtype=float)}, latents=torch.randn(n, k_steps + 1, dim, generator=g),
+        log_probs=torch.randn(n, k_steps, generator=g), sigmas=torch.rand(n, k_steps, generator=g),
+        sigmas_next=torch.rand(n, k_steps, generator=g), reward_info={"x": np.arange(n) * 2.0}, timing={"sample_time_s": 1.0},
+    )
+
+
+def test_rollout_select_concatenate_and_transitions():
+    rollout = tiny_rollout()
+    picked = rollout.select(torch.tensor([3, 1]))
+    assert picked.prompts == ["p1", "p1"] and picked.metadata == [{"i": 3}, {"i": 1}]
+    assert torch.equal(picked.conditioning.embedding, rollout.conditioning.embedding[[3, 1]])
+    np.testing.assert_array_equal(picked.rewards["avg"], [3.0, 1.0])
+    np.testing.assert_array_equal(picked.reward_info["x"], [6.0, 2.0])
+    assert picked.timing == {"sample_time_s": 1.0} and picked.images is None  # not per sample / absent: kept
+    joined = concatenate([rollout.select(torch.tensor([0, 1])), rollout.select(torch.tensor([2, 3]))])
+    assert joined.prompts == rollout.prompts and torch.equal(joined.latents, rollout.latents)
+    np.testing.assert_array_equal(joined.rewards["avg"], rollout.rewards["avg"])
+    rows, steps = torch.tensor([2, 0]), torch.tensor([1, 2])
+    batch = rollout.transitions(rows, steps, "cpu")
+    assert torch.equal(batch.latents, rollout.latents[[2, 0], [1, 2]])
+    assert torch.equal(batch.next_latents, rollout.latents[[2, 0], [2, 3]])
+    assert torch.equal(batch.old_log_probs, rollout.log_probs[[2, 0], [1, 2]])
+    assert torch.equal(batch.sigmas_next, rollout.sigmas_next[[2, 0], [1, 2]])
+    assert torch.equal(batch.conditioning.pooled, rollout.conditioning.embedding[[2, 0]])
+    assert batch.old_means is None
+    ode = Rollout(prompts=["a"], metadata=[{}], group_ids=torch.zeros(1), conditioning=rollout.conditioning.select(torch.tensor([0])),
+                  final_latents=torch.zeros(1, 2), rewards={"avg": np.zeros(1)})
+    with pytest.raises(ValueError, match="stored no denoising steps"):
+        ode.transitions(torch.tensor([0]), torch.tensor([0]), "cpu")
+
+
+# ---- advantages and sample selection -------------------------------------------------------------------------
+
+
+def train_config(**changes):
+    config = base.train_config()
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def test_compute_advantages_groups_clips_and_drops_non_finite(accelerator):
+    rewards = np.array([1.0, 2.0, 3.0, 10.0, 14.0, np.nan, 5.0, 5.0])
+    ids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    rollout = tiny_rollout(n=8)
+    rollout.rewards, rollout.group_ids = {"avg": rewards}, ids
+    advantages, stats = compute_advantages(accelerator, rollout, train_config(adv_clip_max=1.5))
+    finite = rewards[np.isfinite(rewards)]
+    std = finite.std()  # global std over the finite rewards
+    expected = np.array([-1 / (std + 1e-4), 0, 1 / (std + 1e-4), -2 / (std + 1e-4), 2 / (std + 1e-4), 0, 0, 0])
+    np.testing.assert_allclose(advantages.numpy(), np.clip(expected, -1.5, 1.5), rtol=1e-6)
+    assert advantages.dtype == torch.float32
+    assert stats["reward_nonfinite"] == 1 and stats["num_groups"] == 3 and stats["advantage_checksum_spread"] == 0
+    assert stats["zero_std_groups"] == pytest.approx(1 / 3)  # group 2: two equal rewards
+    # per-group std, and whole-batch normalisation (DDPO)
+    per_group, _ = compute_advantages(accelerator, rollout, train_config(global_std=False))
+    assert float(per_group[3]) == pytest.approx(-2 / (2 + 1e-4), rel=1e-6)
+    batch, _ = compute_advantages(accelerator, rollout, train_config(per_prompt_stat_tracking=False))
+    np.testing.assert_allclose(batch.numpy()[np.isfinite(rewards)], (finite - finite.mean()) / (finite.std() + 1e-8), rtol=1e-5)
+
+
+def test_select_training_samples_drops_zeros_and_fills_whole_windows(accelerator):
+    advantages = torch.tensor([0.5, 0.0, -1.0, 0.0, 0.0, 2.0, 0.0, 0.0])
+    keep, stats = select_training_samples(accelerator, advantages, torch.Generator().manual_seed(0), multiple_of=4)
+    assert len(keep) == 4 and {0, 2, 5} <= set(keep.tolist())  # 3 non-zero, one zero refill to a window of 4
+    assert torch.all(keep[1:] > keep[:-1]) and stats["kept_fraction"] == pytest.approx(3 / 8)
+    keep, _ = select_training_samples(accelerator, advantages, torch.Generator().manual_seed(0), multiple_of=1)
+    assert keep.tolist() == [0, 2, 5]
+
+
+def test_make_minibatches_cover_the_kept_rows_with_their_advantages():
+    rollout = tiny_rollout(n=8, k_steps=4)
+    advantages = torch.arange(8, dtype=torch.float32)
+    keep = torch.tensor([0, 2, 3, 5, 6, 7])
+    config = train_config(batch_size=4, timestep_fraction=0.5, timestep_strategy="random")
+    minibatches = make_minibatches(rollout, advantages, keep, config, torch.Generator().manual_seed(0), "cpu")
+    assert [len(m.rows) for m in minibatches] == [4, 2]
+    rows = torch.cat([m.rows for m in minibatches])
+    assert sorted(rows.tolist()) == keep.tolist()
+    for m in minibatches:
+        assert torch.equal(m.advantages, advantages[m.rows]) and m.steps.shape == (len(m.rows), 2)
+        assert m.num_micro_steps == 2 and torch.all(m.steps[:, 1] > m.steps[:, 0])
+
+
+def test_run_sizes_and_their_checks():
+    config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny"])
+    sizes = run_sizes(config, processes=2)
+    assert (sizes.images_per_epoch, sizes.groups_per_epoch, sizes.stored_steps, sizes.trained_steps) == (32, 8, 6, 3)
+    assert sizes.micro_steps_per_optimizer_step == 3 and sizes.images_per_optimizer_step == 16
+    assert sizes.max_optimizer_steps_per_epoch == 2 and "images per epoch" in sizes.describe()
+    config.sample.sde_window_size = 2
+    assert run_sizes(config, 1).stored_steps == 2
+    config.train.batch_size = 5
+    with pytest.raises(ConfigError, match="not a multiple of train.batch_size"):
+        run_sizes(config, 1)
+
+
+# ---- SD3 rollout collection ---------------------------------------------------------------------------------
+
+
+def test_sd3_rollout_collector(accelerator):
+    from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
+    from flow_grpo.sd3 import encode_prompt
+    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.training.rollout import SD3RolloutCollector
+
+    config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", "--config.progress=false",
+                         "--config.sample.same_latent=true"])
+    pipeline = build_tiny_sd3_pipeline(seed=0)
+    dataset = PromptDataset.from_prompts(["a red circle", "a cat", "a dog", "a red circle"])  # duplicate text: one group
+
+    def reward(images, prompts, metadata):
+        return {"avg": images.mean(dim=(1, 2, 3)).double().numpy()}, {"numeric": np.ones(len(prompts)), "text": ["x"] * len(prompts)}
+
+    with ThreadPoolExecutor(1) as executor:
+        collector = SD3RolloutCollector(
+            pipeline=pipeline, transformer=pipeline.transformer, negative=encode_prompt(pipeline, [""], 32), dataset=dataset,
+            sampler=DistributedKRepeatSampler(len(dataset), 8, 4, seed=0), reward_fn=reward, executor=executor,
+            accelerator=accelerator, config=config,
+        )
+        rollout = collector.collect(epoch=0, store_means=True)
+    assert len(rollout) == 16  # 2 batches of 8
+    assert rollout.latents.shape == (16, 7, 4, 16, 16) and rollout.log_probs.shape == (16, 6)
+    assert rollout.prev_sample_means.shape == (16, 6, 4, 16, 16) and rollout.images.shape == (16, 3, 64, 64)
+    assert torch.equal(rollout.latents[:, -1], rollout.final_latents)
+    assert rollout.sigmas.shape == (16, 6) and torch.all(rollout.sigmas > rollout.sigmas_next)
+    assert rollout.conditioning.prompt_embeds.shape[0] == 16
+    assert set(rollout.reward_info) == {"numeric"}  # non-numeric info is left out
+    assert set(rollout.timing) == {"sample_time_s", "reward_wait_s"}
+    np.testing.assert_allclose(rollout.rewards["avg"], rollout.images.mean(dim=(1, 2, 3)).numpy())
+    for prompt, group in zip(rollout.prompts, rollout.group_ids.tolist()):
+        assert group == {"a red circle": 0, "a cat": 1, "a dog": 2}[prompt]
+    # same_latent: a batch's samples of one prompt start from one noise
+    for b in (0, 8):
+        rows = [i for i in range(b, b + 8) if rollout.prompts[i] == rollout.prompts[b]]
+        assert len(rows) > 1 and all(torch.equal(rollout.latents[r, 0], rollout.latents[rows[0], 0]) for r in rows)
+
+
+# ---- one update step per objective, checked by hand ------------------------------------------------------------
+
+
+class ConstantVelocity(torch.nn.Module):
+    """v = theta whatever the latent, time and prompt: d(mean)/d(theta) is the step's velocity coefficient."""
+
+    def __init__(self, theta):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.as_tensor(theta, dtype=torch.float32))
+
+    def forward(self, latents, sigma, cond):
+        return self.theta.expand(latents.shape[0], -1)
+
+
+def sde_coefficients(sigma: float, sigma_next: float, a: float):
+    """Independent of flow_grpo.sde: the std of the step and d(mean)/d(v) for the `sde` type."""
+    dt = sigma_next - sigma
+    sigma_hat = sigma_next if sigma == 1 else sigma
+    std_t = a * math.sqrt(sigma / (1 - sigma_hat))
+    return std_t * math.sqrt(-dt), (1 + std_t**2 * (1 - sigma) / (2 * sigma)) * dt, dt
+
+
+N, D, K, NOISE = 8, 3, 4, 0.7
+
+
+def rollout_of(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cond = torch.randn(N, 2, generator=g)
+    trajectory = sample_with_logprob(lambda x, s: model(x, s, cond), torch.randn(N, D, generator=g), sigma_schedule(K),
+                                     SDEParams(NOISE), generator=g, store_means=True)
+    return Rollout(
+        prompts=[str(i // 2) for i in range(N)], metadata=[{}] * N, group_ids=torch.arange(N) // 2,
+        conditioning=ToyConditioning(cond), final_latents=trajectory.final_latents, rewards={"avg": np.zeros(N)},
+        latents=trajectory.latents, log_probs=trajectory.log_probs, sigmas=trajectory.sigmas.expand(N, -1),
+        sigmas_next=trajectory.sigmas_next.expand(N, -1), prev_sample_means=trajectory.prev_sample_means,
+    )
+
+
+def one_update(objective_name, advantages, reference_shift=0.0, **train):
+    """One optimizer step (SGD, lr 1, no clipping) of minibatches of 4, 2 accumulated, first 2 of 4 steps."""
+    from accelerate import Accelerator
+
+    config = parse_args(["--config", os.path.join(REPO, "config", "toy.py") + ":four_modes_grpo", "--config.progress=false"])
+    config.train.update(objective=objective_name, batch_size=4, gradient_accumulation_steps=2, timestep_fraction=0.5,
+                        max_grad_norm=1e9, **train)
+    torch.manual_seed(0)
+    model = ConstantVelocity([0.3, -0.2, 0.5])
+    reference = copy.deepcopy(model).requires_grad_(False)
+    with torch.no_grad():
+        reference.theta -= reference_shift
+    rollout = rollout_of(model)
+    objective = build_objective(config.train, pooled_dim=2)
+    parameters = [*model.parameters(), *(p for m in objective.trained_modules.values() for p in m.parameters())]
+    before = [p.detach().clone() for p in parameters]
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2 * 2)
+    optimizer = accelerator.prepare(torch.optim.SGD(parameters, lr=1.0))
+    learner = Learner(accelerator=accelerator, policy=ToyPolicy(model, reference, SDEParams(NOISE)), objective=objective,
+                      optimizer=optimizer, parameters=parameters)
+    stats, step = update(learner, rollout, advantages, torch.arange(N), config, torch.Generator().manual_seed(1), 0)
+    assert step == 1
+    changes = [b - p.detach() for b, p in zip(before, parameters)]  # = the gradient (SGD, lr 1)
+    return rollout, changes, stats
+
+
+def per_step_terms(rollout, j):
+    """x_next - mean [N, D], the std, d(mean)/d(v) and dt of stored step j (the same for every sample)."""
+    std, coefficient, dt = sde_coefficients(float(rollout.sigmas[0, j]), float(rollout.sigmas_next[0, j]), NOISE)
+    return (rollout.latents[:, j + 1] - rollout.prev_sample_means[:, j]).double().numpy(), std, coefficient, dt
+
+
+ADVANTAGES = torch.tensor([1.0, -1.0, 0.5, -0.2, 2.0, -1.5, 0.3, 0.9])
+WINDOW = 2 * 2  # accelerate divides every micro-step's loss by accumulation x trained steps
+
+
+def test_grpo_step_by_hand():
+    """On-policy the clipped surrogate's gradient is -mean_i A_i d log p_i / d theta, with
+    d log p / d theta_d = (x_next - mean)_d c / (D std^2); each micro-step's loss is divided by the window."""
+    rollout, (change,), stats = one_update("grpo", ADVANTAGES)
+    expected = np.zeros(D)
+    for j in range(2):
+        residual, std, coefficient, _ = per_step_terms(rollout, j)
+        expected += -(ADVANTAGES.double().numpy()[:, None] * residual * coefficient / (D * std**2)).sum(0) / 4 / WINDOW
+    np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
+    assert stats["first_microstep_clipfrac"] == 0 and stats["first_microstep_approx_kl"] < 1e-12
+    assert "kl_loss" in stats and stats["kl_loss"] == 0.0  # beta 0: no KL computed
+
+
+def test_grpo_kl_step_by_hand():
+    """With zero advantages only beta KL moves theta: KL = mean_d (c (theta - theta_ref))^2 / (2 std^2)."""
+    shift = torch.tensor([0.1, -0.2, 0.05])
+    rollout, (change,), stats = one_update("grpo", torch.zeros(N), reference_shift=shift, beta=0.5)
+    expected = np.zeros(D)
+    for j in range(2):
+        _, std, coefficient, _ = per_step_terms(rollout, j)
+        expected += 0.5 * coefficient**2 * shift.double().numpy() / (D * std**2) * 2 / WINDOW  # 2 minibatches
+    np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
+    kl_first = np.mean([(per_step_terms(rollout, 0)[2] * s) ** 2 / (2 * per_step_terms(rollout, 0)[1] ** 2) for s in shift.numpy()])
+    assert stats["first_microstep_kl"] == pytest.approx(kl_first, rel=1e-4)
+
+
+def test_grpo_guard_step_by_hand():
+    """On-policy GRPO-Guard's ratio is 1 and its gradient is std times the log-prob's, the loss divided by -dt."""
+    rollout, (change,), stats = one_update("grpo_guard", ADVANTAGES)
+    expected = np.zeros(D)
+    for j in range(2):
+        residual, std, coefficient, dt = per_step_terms(rollout, j)
+        expected += -(ADVANTAGES.double().numpy()[:, None] * std * residual * coefficient / (D * std**2)).sum(0) / (-dt) / 4 / WINDOW
+    np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
+    assert stats["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_flowrl_step_by_hand():
+    """At the start log Z = 0 (zero-initialised head), the policy equals the reference and w = 1, so
+    delta = -tb_coef A; the policy gets sum_t mean_i(2 delta_i / J d log p_it), log Z's bias mean_i(2 delta_i)."""
+    tb = 2.0
+    rollout, (change, weight_change, bias_change), stats = one_update("flowrl", ADVANTAGES, tb_coef=tb, proj_layer=1)
+    delta = -tb * ADVANTAGES.double().numpy()
+    expected = np.zeros(D)
+    for j in range(2):
+        residual, std, coefficient, _ = per_step_terms(rollout, j)
+        expected += (2 * delta[:, None] / 2 * residual * coefficient / (D * std**2)).sum(0) / 4 / WINDOW
+    np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
+    # log Z's loss mean(w (z + delta - z)^2) enters once per minibatch (its first micro-step)
+    assert float(bias_change) == pytest.approx((2 * delta).sum() / 4 / WINDOW, rel=1e-5)
+    cond = rollout.conditioning.embedding.double().numpy()
+    np.testing.assert_allclose(weight_change.double().numpy().ravel(), (2 * delta[:, None] * cond).sum(0) / 4 / WINDOW, rtol=1e-5)
+    assert stats["tb_loss"] == pytest.approx(np.mean(delta**2), rel=1e-5) and stats["importance_weight"] == 1.0
+
+
+def test_every_objective_is_covered_by_a_hand_computation():
+    assert set(OBJECTIVES) == {"grpo", "grpo_guard", "flowrl"}
