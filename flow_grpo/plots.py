@@ -35,6 +35,13 @@ def plot_curves(rows: list[dict], panels: list[tuple[str, list[str]]], path: str
     plt.close(fig)
 
 
+
+def plot_training_curves(rows: list[dict], eval_key: str, path: str, title: str = "") -> None:
+    """The trainers' curves: batch and held-out reward, the losses, and the on-policy diagnostics."""
+    panels = [("reward", ["reward_mean", eval_key]), ("losses", ["policy_loss", "kl_loss"]),
+              ("on-policy diagnostics", ["approx_kl", "clipfrac"])]
+    plot_curves(rows, panels, path, title=title)
+
 def plot_histogram(values, path: str, title: str, xlabel: str, bins: int = 60) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))

@@ -35,7 +35,7 @@ from flow_grpo.ema import EMA
 from flow_grpo.images import image_grid, to_pil
 from flow_grpo.lora import LoraLoadError
 from flow_grpo.objectives import OBJECTIVES, build_objective
-from flow_grpo.plots import plot_curves
+from flow_grpo.plots import plot_training_curves
 from flow_grpo.rewards import RewardError, multi_score
 from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
 from flow_grpo.sd3 import Guidance, encode_prompt
@@ -188,7 +188,9 @@ def main(argv=None) -> int:
             truncate_metrics(logger.metrics_path, first_epoch + 1)
             print(f"resumed from {resume_path}: epoch {first_epoch}, step {global_step}")
     if trackers:
-        accelerator.init_trackers(config.run_name, config=flat_config(config), init_kwargs={"wandb": {"dir": run_dir}})
+        # the project: wandb's project, tensorboard's folder under tracking/; the run keeps its own name
+        accelerator.init_trackers(config.wandb_project, config=flat_config(config),
+                                  init_kwargs={"wandb": {"dir": run_dir, "name": config.run_name}})
     if accelerator.is_main_process:
         print(f"run folder: {run_dir} | objective {objective.name} | {len(train_set)} train / {len(test_set)} test prompts")
         print(sizes.describe())
@@ -248,13 +250,7 @@ def main(argv=None) -> int:
 
     if accelerator.is_main_process:
         rows = logger.read_metrics()
-        plot_curves(
-            rows,
-            [("reward", ["reward_mean", "eval_reward_avg"]), ("losses", ["policy_loss", "kl_loss"]),
-             ("on-policy diagnostics", ["approx_kl", "clipfrac"])],
-            logger.path("plots", "curves.png"),
-            title=config.run_name,
-        )
+        plot_training_curves(rows, "eval_reward_avg", logger.path("plots", "curves.png"), title=config.run_name)
         evals = [r for r in rows if "eval_reward_avg" in r]
         logger.write_summary(
             {

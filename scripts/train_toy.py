@@ -27,7 +27,7 @@ from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
 from flow_grpo.ema import EMA
 from flow_grpo.objectives import OBJECTIVES, build_objective
-from flow_grpo.plots import plot_curves, plot_histogram
+from flow_grpo.plots import plot_histogram, plot_training_curves
 from flow_grpo.runlog import RunLogger, unique_run_dir
 from flow_grpo.sampling import sample_with_logprob
 from flow_grpo.sde import SDEParams
@@ -159,13 +159,7 @@ def main(argv=None) -> int:
         eval_after, samples_after, _ = evaluate(model, world, config, world.test_prompts)
         save_file(model.state_dict(), logger.path("checkpoints", "model.safetensors"))
     rows = logger.read_metrics()
-    plot_curves(
-        rows,
-        [("reward", ["reward_mean", "eval_reward_mean"]), ("losses", ["policy_loss", "kl_loss"]),
-         ("on-policy diagnostics", ["approx_kl", "clipfrac"])],
-        logger.path("plots", "curves.png"),
-        title=config.run_name,
-    )
+    plot_training_curves(rows, "eval_reward_mean", logger.path("plots", "curves.png"), title=config.run_name)
     plot_histogram(np.concatenate(all_advantages), logger.path("plots", "advantages.png"), "advantages over all epochs", "advantage")
     world.plot_samples(samples_before, samples_after, eval_prompts, logger.path("plots", "samples_before_after.png"))
     np.savez(

@@ -17,7 +17,7 @@ from flow_grpo.geneval.scoring import Detection, filter_detections, relative_pos
 from flow_grpo.images import to_tensor
 from flow_grpo.shapes.detector import ShapesDetector
 from flow_grpo.shapes.evaluation import evaluate_images
-from flow_grpo.shapes.grammar import all_metadata, balanced, sample_metadata, split
+from flow_grpo.shapes.grammar import all_metadata, balanced, split
 from flow_grpo.shapes.render import BACKGROUND, GAP, PALETTE, SHAPES, render, sample_scene
 
 
@@ -75,6 +75,11 @@ def test_detector_on_noise_blobs_and_fused_objects():
     draw.rectangle([14, 10, 23, 19], fill=PALETTE["blue"])
     objects = [o for group in detector.detect([fused])[0].values() for o in group]
     assert len(objects) == 1 and objects[0].score < 0.9
+
+
+def sample_metadata(rng: random.Random) -> dict:
+    """A uniformly random tag, then a uniformly random prompt of it."""
+    return rng.choice(all_metadata(rng.choice(TAGS)))
 
 
 def test_scenes_satisfy_their_metadata():

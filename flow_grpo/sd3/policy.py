@@ -5,6 +5,7 @@ copy for full fine-tuning)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 
@@ -27,35 +28,27 @@ def reference_model(unwrapped_transformer, frozen_reference=None):
         unwrapped_transformer.enable_adapters()
 
 
+@dataclasses.dataclass
 class SD3Policy(FlowPolicy):
-    """Velocities of an ``SD3Transformer2DModel`` at ``timestep = sigma * timestep_scale``.
+    """Velocities of an ``SD3Transformer2DModel`` at ``timestep = sigma * timestep_scale``."""
 
-    Args:
-        transformer: the trained transformer as prepared by accelerate (DDP-wrapped with several processes);
-            used when gradients are enabled, so that they are all-reduced.
-        unwrapped: the same module unwrapped; used without gradients (no DDP collectives) and for the reference.
-        frozen_reference: a frozen copy of the base (full fine-tuning), or None (LoRA: adapters disabled).
-        guidance: the training-time CFG (``config.train.cfg``: the sampling scale, or 1 for none).
-        sde: the step the rollouts were sampled with.
-        model_dtype: what latents are cast to before the transformer (the inference dtype).
-        timestep_scale: the scheduler's ``num_train_timesteps``.
-    """
+    transformer: torch.nn.Module  # as prepared by accelerate (DDP-wrapped with several processes): used with gradients
+    unwrapped: torch.nn.Module  # the same module unwrapped: used without gradients (no DDP collectives), and as reference
+    frozen_reference: torch.nn.Module | None  # a frozen copy of the base (full fine-tuning), or None (LoRA: adapters off)
+    guidance: Guidance  # the training-time CFG (config.train.cfg: the sampling scale, or 1 for none)
+    sde: SDEParams  # the step the rollouts were sampled with
+    model_dtype: torch.dtype  # what latents are cast to before the transformer (the inference dtype)
+    timestep_scale: float = 1000.0  # the scheduler's num_train_timesteps
 
-    def __init__(self, *, transformer, unwrapped, frozen_reference, guidance: Guidance, sde: SDEParams,
-                 model_dtype: torch.dtype, timestep_scale: float = 1000.0):
-        self.trained_module = transformer
-        self.unwrapped = unwrapped
-        self.frozen_reference = frozen_reference
-        self.guidance = guidance
-        self.sde = sde
-        self.model_dtype = model_dtype
-        self.timestep_scale = timestep_scale
+    @property
+    def trained_module(self) -> torch.nn.Module:
+        return self.transformer
 
     def _velocity(self, module, latents, sigmas, conditioning: SD3Conditioning) -> torch.Tensor:
         return predict_velocity(module, latents, sigmas * self.timestep_scale, conditioning, self.guidance, self.model_dtype)
 
     def velocity(self, latents, sigmas, conditioning: SD3Conditioning) -> torch.Tensor:
-        module = self.trained_module if torch.is_grad_enabled() else self.unwrapped
+        module = self.transformer if torch.is_grad_enabled() else self.unwrapped
         return self._velocity(module, latents, sigmas, conditioning)
 
     @torch.no_grad()

@@ -77,13 +77,3 @@ def balanced(items: list[dict], per_tag: int, seed: int = 0) -> list[dict]:
         rng.shuffle(pool)
         out += [pool[k % len(pool)] for k in range(per_tag)] if len(pool) < per_tag else pool[:per_tag]
     return out
-
-
-def sample_metadata(rng: random.Random, pool: list[dict] | None = None) -> dict:
-    """A uniformly random tag, then a uniformly random prompt of it (from ``pool`` when given)."""
-    if pool is not None:
-        by_tag = {}
-        for item in pool:
-            by_tag.setdefault(item["tag"], []).append(item)
-        return rng.choice(by_tag[rng.choice(sorted(by_tag))])
-    return rng.choice(all_metadata(rng.choice(TAGS)))

@@ -21,17 +21,21 @@ class ToyConditioning(Conditioning):
         return self.embedding
 
 
+@dataclasses.dataclass
 class ToyPolicy(FlowPolicy):
     """``model(x, sigma, cond)`` as the trained velocity; ``reference`` (a frozen copy of the base, or None
     when no objective needs one) as the reference's."""
 
-    def __init__(self, model: torch.nn.Module, reference: torch.nn.Module | None, sde: SDEParams):
-        self.trained_module = model
-        self.reference = reference
-        self.sde = sde
+    model: torch.nn.Module
+    reference: torch.nn.Module | None
+    sde: SDEParams
+
+    @property
+    def trained_module(self) -> torch.nn.Module:
+        return self.model
 
     def velocity(self, latents, sigmas, conditioning: ToyConditioning) -> torch.Tensor:
-        return self.trained_module(latents, sigmas, conditioning.embedding)
+        return self.model(latents, sigmas, conditioning.embedding)
 
     @torch.no_grad()
     def reference_velocity(self, latents, sigmas, conditioning: ToyConditioning) -> torch.Tensor:
