@@ -291,19 +291,21 @@ def test_grpo_guard_step_by_hand():
 
 def test_flowrl_step_by_hand():
     """At the start log Z = 0 (zero-initialised head), the policy equals the reference and w = 1, so
-    delta = -tb_coef A; the policy gets sum_t mean_i(2 delta_i / J d log p_it), log Z's bias mean_i(2 delta_i)."""
+    delta = -tb_coef A; the gradient of mean(w delta^2) is sum_t mean_i(2 delta_i / J d log p_it) for the
+    policy and mean_i(2 delta_i) for log Z's bias, averaged over the accumulated minibatches."""
     tb = 2.0
     rollout, (change, weight_change, bias_change), stats = one_update("flowrl", ADVANTAGES, tb_coef=tb, proj_layer=1)
     delta = -tb * ADVANTAGES.double().numpy()
     expected = np.zeros(D)
     for j in range(2):
         residual, std, coefficient, _ = per_step_terms(rollout, j)
-        expected += (2 * delta[:, None] / 2 * residual * coefficient / (D * std**2)).sum(0) / 4 / WINDOW
+        expected += (2 * delta[:, None] / 2 * residual * coefficient / (D * std**2)).sum(0) / 4 / 2  # 2 minibatches
     np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
-    # log Z's loss mean(w (z + delta - z)^2) enters once per minibatch (its first micro-step)
-    assert float(bias_change) == pytest.approx((2 * delta).sum() / 4 / WINDOW, rel=1e-5)
+    # log Z's loss mean(w (z + delta - z)^2) enters once per minibatch; the optimizer sees the gradient of
+    # the trajectory-balance loss itself, averaged over the 2 accumulated minibatches (not divided by J)
+    assert float(bias_change) == pytest.approx((2 * delta).sum() / 4 / 2, rel=1e-5)
     cond = rollout.conditioning.embedding.double().numpy()
-    np.testing.assert_allclose(weight_change.double().numpy().ravel(), (2 * delta[:, None] * cond).sum(0) / 4 / WINDOW, rtol=1e-5)
+    np.testing.assert_allclose(weight_change.double().numpy().ravel(), (2 * delta[:, None] * cond).sum(0) / 4 / 2, rtol=1e-5)
     assert stats["tb_loss"] == pytest.approx(np.mean(delta**2), rel=1e-5) and stats["importance_weight"] == 1.0
 
 

@@ -12,7 +12,9 @@ depends on all of a trajectory's trained timesteps through their mean, so :meth:
 ``delta`` and ``w`` without gradients first and each micro-step back-propagates its timestep's surrogate
 ``mean(2 w delta / J * log p_t)``: the surrogates' gradients sum to exactly the loss's gradient with respect to
 the policy while only one timestep's activations are alive at a time. log Z's own loss
-``mean(w (log Z + delta - log Z)^2)`` is added once per minibatch, at its first micro-step.
+``mean(w (log Z + delta - log Z)^2)`` is added once per minibatch, at its first micro-step. The shares are
+multiplied by J against the update loop's division by its window, so the optimizer sees the gradient of
+``mean(w delta^2)`` itself (averaged over the accumulated minibatches).
 """
 
 from __future__ import annotations
@@ -134,4 +136,7 @@ class FlowRL(Objective):
             loss = loss + 0.0 * z.sum()
         ratio = torch.exp((log_prob - batch.old_log_probs).detach())
         stats = {"policy_loss": loss.detach(), **ratio_diagnostics(log_prob, batch.old_log_probs, ratio, self.config.clip_range)}
-        return loss, stats
+        # the update divides every micro-step's loss by its window (accumulation x J micro-steps), which makes a
+        # per-timestep loss a mean over timesteps (GRPO); trajectory balance is one loss per trajectory whose J
+        # shares sum to it, so they are scaled back by J: the optimizer sees the gradient of mean(w delta^2)
+        return loss * minibatch.num_micro_steps, stats
