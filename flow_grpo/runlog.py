@@ -1,4 +1,4 @@
-"""The run folder of DESIGN.md section 4: config.json, metrics.jsonl, summary.json, samples/, plots/, checkpoints/."""
+"""The run folder (docs/architecture.md, "Contracts"): config.json, metrics.jsonl, summary.json, samples/, plots/, checkpoints/."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The shapes-world demo: Flow-GRPO on the shipped base, evaluated before and after on held-out prompts.
 
 It is meant to become the main demo once GRPO improves this base within a CPU budget; it does not yet (the
-README's "Why GRPO does not improve this base yet" has the runs and the measured reason).
+docs/shapes_world.md, "Why GRPO does not improve this base yet", has the runs and the measured reason).
 
     python scripts/shapes_demo.py                          # config/shapes.py:shapes_grpo
     python scripts/shapes_demo.py --experiment shapes_fast  # Flow-GRPO-Fast
