@@ -1,9 +1,9 @@
 """Defaults of scripts/train_sd3.py, close to the original Flow-GRPO's. Experiments in grpo.py, count.py,
-tiny.py start from ``default()`` and change what they need."""
+tiny.py, shapes.py start from ``default()`` and change what they need; toy.py takes ``train_config()``. This
+file holds no experiment of its own (no ``get_config``)."""
 
 import ml_collections
 
-from flow_grpo.config_cli import config_by_name
 from flow_grpo.lora import SD3_LORA_TARGET_MODULES
 
 
@@ -94,11 +94,13 @@ def train_config():
     train.clip_range = 1e-4
     train.timestep_fraction = 1.0  # trained steps = int(stored steps * fraction)
     train.timestep_strategy = "first"  # "first" (high-noise steps) or "random" per sample
-    # KL to the reference (the model with the LoRA disabled): exact Gaussian KL of the step means, averaged
-    # over elements, with the transition std including sqrt(-dt) (flow_grpo.objectives.grpo.gaussian_kl).
-    # Versions of the original divide by std_t^2 without the dt factor; for a 10-step run the exact KL is
-    # 1/|dt|, about 7 to 30 times, larger, so the original's betas (kept in grpo.py) regularise more strongly here.
+    # KL to the reference (the model with the LoRA disabled), averaged over elements (flow_grpo.objectives.grpo):
+    # kl_form "exact" is the Gaussian KL of the two steps (std including sqrt(-dt)); "paper" is the original
+    # flow_grpo's scale, (mean - mean_ref)^2 / (2 std_t^2) without the step's sqrt(-dt): -dt times the exact
+    # KL for the sde step (1/7 to 1/30 of it over 10 steps), equal for cps. The paper's betas (config/grpo.py,
+    # count.py) were tuned with "paper", so those configs use it.
     train.beta = 0.0
+    train.kl_form = "exact"
     train.ema = True
     train.ema_decay = 0.9
     train.ema_update_interval = 8  # optimizer steps
@@ -109,6 +111,3 @@ def train_config():
     train.proj_dropout = 0.1
     return train
 
-
-def get_config(name):
-    return config_by_name(name, globals())

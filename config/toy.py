@@ -90,8 +90,8 @@ def moons_unlearn():
     config = _moons("unlearn")
     config.run_name = "moons_unlearn"
     # Without the KL the policy walks off the moons into the classifier's "upper" region (reward hacking).
-    # Measured (seed 42, 60 epochs): beta 0 -> off-moon share 0.33, mean arc distance 0.29;
-    # beta 0.1 -> off-moon share 0.006, arc distance 0.052 (base: 0.032, 0.090), lower-moon share 0.002.
+    # Measured (seed 42, 60 epochs): beta 0 -> off-moon share 0.49, mean arc distance 0.31;
+    # beta 0.1 -> off-moon share 0.007, arc distance 0.056 (base: 0.032, 0.090), lower-moon share 0.000.
     config.train.beta = 0.1
     return config
 

@@ -278,6 +278,44 @@ def test_grpo_kl_step_by_hand():
     assert stats["first_microstep_kl"] == pytest.approx(kl_first, rel=1e-4)
 
 
+@pytest.mark.parametrize("sde_type", ["sde", "cps"])
+def test_kl_forms_differ_by_exactly_the_step_size(sde_type):
+    """kl_form "paper" (the original's (mean - mean_ref)^2 / (2 std_t^2)) is -dt times the exact Gaussian KL of
+    an `sde` step, whose std is std_t sqrt(-dt); the `cps` step's std has no dt factor: the forms agree."""
+    from flow_grpo.objectives.grpo import step_kl
+    from flow_grpo.sde import sde_step_with_logprob
+
+    g = torch.Generator().manual_seed(0)
+    sigmas = sigma_schedule(10, shift=3.0)
+    for i in range(9):
+        x, v, v_ref = (torch.randn(3, 4, 8, 8, generator=g) for _ in range(3))
+        s, s_next = sigmas[i].expand(3), sigmas[i + 1].expand(3)
+        _, _, mean, std = sde_step_with_logprob(v, s, s_next, x, 0.7, sde_type=sde_type, generator=g)
+        _, _, mean_ref, _ = sde_step_with_logprob(v_ref, s, s_next, x, 0.7, sde_type=sde_type, generator=g)
+        exact = step_kl(mean, mean_ref, std, s_next - s, "exact", sde_type)
+        paper = step_kl(mean, mean_ref, std, s_next - s, "paper", sde_type)
+        if sde_type == "sde":
+            std_t = 0.7 * math.sqrt(float(sigmas[i]) / (1 - float(sigmas[i + 1] if i == 0 else sigmas[i])))  # the original's std_t
+            by_hand = ((mean - mean_ref) ** 2).mean(dim=(1, 2, 3)) / (2 * std_t**2)
+            torch.testing.assert_close(paper, by_hand, rtol=1e-5, atol=0)
+            torch.testing.assert_close(exact / paper, (1 / (sigmas[i] - sigmas[i + 1])).expand(3), rtol=1e-5, atol=0)
+        else:
+            assert torch.equal(exact, paper)
+    with pytest.raises(ValueError, match="kl_form"):
+        step_kl(mean, mean_ref, std, s_next - s, "original", "sde")
+
+
+def test_grpo_paper_kl_step_by_hand():
+    """The same step as test_grpo_kl_step_by_hand with kl_form "paper": each step's KL gradient times -dt."""
+    shift = torch.tensor([0.1, -0.2, 0.05])
+    rollout, (change,), _ = one_update("grpo", torch.zeros(N), reference_shift=shift, beta=0.5, kl_form="paper")
+    expected = np.zeros(D)
+    for j in range(2):
+        _, std, coefficient, dt = per_step_terms(rollout, j)
+        expected += 0.5 * coefficient**2 * shift.double().numpy() / (D * std**2) * (-dt) * 2 / WINDOW
+    np.testing.assert_allclose(change.double().numpy(), expected, rtol=1e-4)
+
+
 def test_grpo_guard_step_by_hand():
     """On-policy GRPO-Guard's ratio is 1 and its gradient is std times the log-prob's, the loss divided by -dt."""
     rollout, (change,), stats = one_update("grpo_guard", ADVANTAGES)

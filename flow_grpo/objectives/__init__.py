@@ -11,17 +11,25 @@ from __future__ import annotations
 
 from flow_grpo.objectives.base import Minibatch, Objective
 from flow_grpo.objectives.flowrl import FlowRL
-from flow_grpo.objectives.grpo import GRPO
+from flow_grpo.objectives.grpo import GRPO, KL_FORMS
 from flow_grpo.objectives.grpo_guard import GRPOGuard
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (GRPO, GRPOGuard, FlowRL)}
 
 
-def build_objective(config, pooled_dim: int = 0) -> Objective:
-    """The objective ``config.objective`` names (``config`` is ``config.train``)."""
+def check_train_config(config) -> None:
+    """Refuse an unknown ``config.train.objective`` or ``kl_form`` (``config`` is ``config.train``) before any
+    model is loaded."""
     if config.objective not in OBJECTIVES:
         raise ValueError(f"unknown config.train.objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}")
+    if config.kl_form not in KL_FORMS:
+        raise ValueError(f"unknown config.train.kl_form {config.kl_form!r}; valid: {', '.join(KL_FORMS)}")
+
+
+def build_objective(config, pooled_dim: int = 0) -> Objective:
+    """The objective ``config.objective`` names (``config`` is ``config.train``)."""
+    check_train_config(config)
     return OBJECTIVES[config.objective](config, pooled_dim=pooled_dim)
 
 
-__all__ = ["OBJECTIVES", "Minibatch", "Objective", "build_objective"]
+__all__ = ["OBJECTIVES", "Minibatch", "Objective", "build_objective", "check_train_config"]

@@ -9,9 +9,16 @@ Per micro-step, for n stored transitions ``x_t -> x_{t+1}`` with group advantage
     loss = policy_loss + beta mean(KL)
 
 ``log p`` is the step's log-density averaged over the latent's elements (``flow_grpo.sde``), so ratios stay
-near 1 and the clip ranges are small (1e-4 for ``sde``, 1e-5 for ``cps``). ``std`` is the transition's
-standard deviation including ``sqrt(-dt)``; some versions of the original divide by ``std_t^2`` without it,
-which is ``-dt`` times this KL: the betas in ``config/`` say which one they were tuned for.
+near 1 and the clip ranges are small (1e-4 for ``sde``, 1e-5 for ``cps``).
+
+The KL's scale, ``config.train.kl_form``:
+
+- ``"exact"``: ``std`` is the transition's standard deviation, ``std_t sqrt(-dt)`` for the ``sde`` step: the
+  KL between the two Gaussian steps.
+- ``"paper"``: the original flow_grpo's ``mean((mean_theta - mean_ref)^2) / (2 std_t^2)`` with
+  ``std_t = a sqrt(s / (1 - s))``, without the step's ``sqrt(-dt)``: ``-dt`` times the exact KL for ``sde``
+  (1/7 to 1/30 of it over 10 steps), the same for ``cps`` (whose ``std_t`` is the transition's std). The
+  published betas (0.04 GenEval and OCR, 0.01 PickScore) were tuned with this form.
 """
 
 from __future__ import annotations
@@ -47,6 +54,20 @@ def gaussian_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std_dev: torch.Tenso
     return per_element.mean(dim=tuple(range(1, per_element.ndim)))
 
 
+KL_FORMS = ("exact", "paper")
+
+
+def step_kl(mean: torch.Tensor, mean_ref: torch.Tensor, std_dev: torch.Tensor, dt: torch.Tensor, form: str, sde_type: str) -> torch.Tensor:
+    """The per-step KL of ``kl_form`` ``form``, shape [n]: :func:`gaussian_kl`, times ``-dt`` [n] for the
+    ``paper`` form of an ``sde`` step (the original divides by ``std_t^2 = std_dev^2 / -dt``)."""
+    if form not in KL_FORMS:
+        raise ValueError(f"unknown config.train.kl_form {form!r}; valid: {', '.join(KL_FORMS)}")
+    kl = gaussian_kl(mean, mean_ref, std_dev)
+    if form == "paper" and sde_type == "sde":
+        kl = kl * (-dt.float().reshape(-1))
+    return kl
+
+
 @torch.no_grad()
 def ratio_diagnostics(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ratio: torch.Tensor, clip_range: float) -> Stats:
     """``approx_kl = 0.5 mean((logp - logp_old)^2)``, ``clipfrac`` (share of ratios outside the clip range) and
@@ -60,9 +81,15 @@ def ratio_diagnostics(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ratio:
 
 
 class GRPO(Objective):
-    """The clipped surrogate with beta times the KL to the reference (``config.train``: ``clip_range``, ``beta``)."""
+    """The clipped surrogate with beta times the KL to the reference (``config.train``: ``clip_range``, ``beta``,
+    ``kl_form``)."""
 
     name = "grpo"
+
+    def __init__(self, config, pooled_dim: int = 0):
+        super().__init__(config)
+        if config.kl_form not in KL_FORMS:
+            raise ValueError(f"unknown config.train.kl_form {config.kl_form!r}; valid: {', '.join(KL_FORMS)}")
 
     def policy_loss(self, score: StepScore, batch: TransitionBatch, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, ratio [n]) of one micro-step; GRPO-Guard replaces the ratio."""
@@ -76,7 +103,9 @@ class GRPO(Objective):
                  **ratio_diagnostics(score.log_prob, batch.old_log_probs, ratio, self.config.clip_range)}
         loss = policy_loss
         if self.config.beta > 0:
-            kl = gaussian_kl(score.mean, policy.reference_score(batch).mean, score.std_dev).mean()
+            mean_ref = policy.reference_score(batch).mean
+            kl = step_kl(score.mean, mean_ref, score.std_dev, batch.sigmas_next - batch.sigmas, self.config.kl_form,
+                         policy.sde.sde_type).mean()
             loss = loss + self.config.beta * kl
             stats["kl_loss"] = kl.detach()
         return loss, stats
