@@ -22,10 +22,11 @@ setup(
         "scipy>=1.10",  # transformers' Mask2Former (the GenEval detector backend) needs it
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18"],
+        "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18", "datasets>=3.0"],
         "wandb": ["wandb>=0.17"],
         "tensorboard": ["tensorboard>=2.15"],
         "deepspeed": ["deepspeed>=0.15"],
         "ocr": ["rapidocr>=3.0", "onnxruntime>=1.18"],
+        "pickapic": ["datasets>=3.0"],  # dataset/make_pickscore_prompts.py --source pickapic
     },
 )
