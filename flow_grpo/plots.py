@@ -26,7 +26,8 @@ def plot_curves(rows: list[dict], panels: list[tuple[str, list[str]]], path: str
                 ax.plot(xs, ys, marker="o" if len(points) < 12 else None, ms=3, label=key)
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel(x_key)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

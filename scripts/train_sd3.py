@@ -34,7 +34,7 @@ from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.ema import EMA
 from flow_grpo.images import image_grid, to_pil
 from flow_grpo.lora import LoraLoadError
-from flow_grpo.objectives import OBJECTIVES, build_objective
+from flow_grpo.objectives import OBJECTIVES, build_objective, check_train_config
 from flow_grpo.plots import plot_training_curves
 from flow_grpo.rewards import RewardError, multi_score
 from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
@@ -54,8 +54,9 @@ USER_ERRORS = (ConfigError, ModelLoadError, LoraLoadError, RewardError, Checkpoi
 
 def check_config(config) -> None:
     """Fail before any heavy work on settings that cannot run."""
+    check_train_config(config.train)
     choices = {"mixed_precision": ("fp16", "bf16", "no"), "sample.sde_type": ("sde", "cps"),
-               "train.timestep_strategy": ("first", "random"), "train.objective": tuple(OBJECTIVES)}
+               "train.timestep_strategy": ("first", "random")}
     for key, valid in choices.items():
         section, _, name = key.rpartition(".")
         value = (config[section] if section else config)[name]
@@ -116,9 +117,9 @@ def main(argv=None) -> int:
     try:
         config = parse_args(argv)
         check_config(config)
-        # cheap checks first: rewards by name and prompts, before loading any model
-        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+        # cheap checks first: the prompts, then the rewards (which may load a model), before the SD3 model
         train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
+        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
         trackers = available_trackers(config)
         # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
         sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available()).num_processes)
@@ -137,13 +138,13 @@ def main(argv=None) -> int:
 
     # ---- the model: frozen SD3 + trainable LoRA (or every weight), and the objective's own heads ----
     try:
-        logger = RunLogger(run_dir, config) if accelerator.is_main_process else None
         pipeline = load_sd3_pipeline(config.pretrained.model, config.pretrained.revision)
         pipeline.set_progress_bar_config(disable=True)
         model = prepare_transformer(pipeline, config, accelerator.device, OBJECTIVES[config.train.objective].needs_reference(config.train))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    logger = RunLogger(run_dir, config) if accelerator.is_main_process else None  # the run folder, once the model is in
     torch.manual_seed(config.seed)  # objective heads (FlowRL's log Z) start from the seed
     objective = build_objective(config.train, pooled_dim=pipeline.transformer.config.pooled_projection_dim)
     for name, module in objective.trained_modules.items():

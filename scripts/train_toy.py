@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
 from flow_grpo.ema import EMA
-from flow_grpo.objectives import OBJECTIVES, build_objective
+from flow_grpo.objectives import OBJECTIVES, build_objective, check_train_config
 from flow_grpo.plots import plot_histogram, plot_training_curves
 from flow_grpo.runlog import RunLogger, unique_run_dir
 from flow_grpo.sampling import sample_with_logprob
@@ -90,8 +90,7 @@ def main(argv=None) -> int:
     try:
         config = parse_args(argv)
         world = build_world(config.world)
-        if config.train.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown config.train.objective {config.train.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        check_train_config(config.train)
         sizes = run_sizes(config, processes=1, group_size=group_size(world, config.sample))
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,6 +5,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the tests never download: a hub model that is not here fails at once instead of after the hub client's retries
+# (set before anything imports huggingface_hub, which reads it once)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load_script(relative_path: str):

@@ -171,6 +171,27 @@ def test_unknown_config_and_reward_and_missing_model(tmp_path, capsys):
     assert "no train prompts" in capsys.readouterr().err
 
 
+GRPO = os.path.join(REPO, "config", "grpo.py")
+
+
+def test_the_papers_tasks_get_past_their_prompts(tmp_path, monkeypatch, capsys):
+    """OCR, PickScore and GenEval read their prompt sets from the repository and stop only at what cannot be
+    here: the SD3.5-M weights or the reward model, named in the message."""
+    cpu = "--config.mixed_precision=no"  # (the tests' accelerate state is float32 already)
+    assert train_sd3.main(["--config", f"{GRPO}:general_ocr_sd3_1gpu", f"--config.logdir={tmp_path}", cpu]) == 2
+    err = capsys.readouterr().err  # the OCR model ships in the rapidocr wheel: it stops at the SD3.5-M weights
+    assert "cannot load config.pretrained.model 'stabilityai/stable-diffusion-3.5-medium'" in err, err
+    for name, reward in (("pickscore_sd3_1gpu", "pickscore"), ("geneval_sd3_1gpu", "geneval")):
+        assert train_sd3.main(["--config", f"{GRPO}:{name}", f"--config.logdir={tmp_path}", cpu]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot build reward {reward!r}" in err and "config.reward_options" in err, err
+    # the plain names are sized for 32 processes: on one, the group arithmetic says so before any model loads
+    assert train_sd3.main(["--config", f"{GRPO}:general_ocr_sd3", f"--config.logdir={tmp_path}", cpu]) == 2
+    err = capsys.readouterr().err
+    assert "do not hold whole groups of sample.num_image_per_prompt = 24" in err and "_1gpu" in err, err
+    assert not os.listdir(tmp_path)  # nothing written for runs that never started
+
+
 CALLS = {"n": 0}
 
 
@@ -256,6 +277,18 @@ def test_variants_run(tmp_path, name, overrides):
     final = resolve_resume("latest", str(run_dir / "checkpoints"))
     expected = "transformer" if name == "tiny_full_finetune" else "lora"
     assert os.path.isdir(os.path.join(final, expected))
+
+
+def test_both_kl_forms_run_and_the_paper_form_is_smaller(tmp_path):
+    """kl_form "paper" (what the published betas were tuned with) is -dt times the exact KL for the sde step."""
+    kl = {}
+    for form in ("exact", "paper"):
+        assert run(tmp_path / form, f"--config.train.kl_form={form}", "--config.num_epochs=2", "--config.eval_freq=100") == 0
+        rows = [r for r in metrics(tmp_path / form / "tiny") if "reward_mean" in r]
+        assert rows[0]["first_microstep_kl"] == 0.0 and all(np.isfinite(r["kl_loss"]) for r in rows)
+        kl[form] = rows[0]["kl_loss"]  # epoch 1: the second optimizer step's micro-steps see the same weights
+    assert 0 < kl["paper"] < kl["exact"] / 2, kl
+    assert run(tmp_path / "bad", "--config.train.kl_form=original") == 2
 
 
 def test_lora_path_and_merge_lora_path(tmp_path, tiny_run):

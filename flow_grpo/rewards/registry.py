@@ -48,7 +48,11 @@ def build_reward(name: str, **options) -> Callable:
     except RewardError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure to build is reported with the reward's name
-        raise RewardError(f"cannot build reward {name!r}: {type(error).__name__}: {error}") from error
+        hint = ""
+        if isinstance(error, OSError):  # a model that cannot be downloaded or found
+            hint = (f" (a reward's models are hub ids or local folders: point its model options at local copies with "
+                    f"config.reward_options = {{{name!r}: {{...}}}}; docs/rewards.md lists each reward's options)")
+        raise RewardError(f"cannot build reward {name!r}: {type(error).__name__}: {str(error).splitlines()[0]}{hint}") from error
 
 
 def _import_builtin_rewards() -> None:

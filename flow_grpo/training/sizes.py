@@ -71,6 +71,12 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
         trained_steps=max(1, int(stored * train.timestep_fraction)), minibatch=train.batch_size,
         accumulation=train.gradient_accumulation_steps, inner_epochs=train.num_inner_epochs,
     )
+    if (processes * sizes.images_per_batch) % sizes.group_size:
+        raise ConfigError(
+            f"{processes} process(es) x sample.train_batch_size {sizes.images_per_batch} images per sampling batch do not "
+            f"hold whole groups of sample.num_image_per_prompt = {sizes.group_size}: launch the number of processes "
+            f"the config is sized for (e.g. 32 for config/grpo.py's plain names) or use its _1gpu / _4gpu variant"
+        )
     window = sizes.minibatch * sizes.accumulation
     if sizes.images_per_process % window:
         raise ConfigError(
