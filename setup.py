@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="Online RL (Flow-GRPO and relatives) for flow-matching text-to-image models",
     packages=find_packages(include=["flow_grpo", "flow_grpo.*"]),
+    package_data={"flow_grpo.shapes": ["decoded_exemplars.npz"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

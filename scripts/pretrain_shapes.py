@@ -284,6 +284,11 @@ def main():
     with open(os.path.join(args.out, "pretraining.json"), "w") as handle:
         json.dump(info, handle, indent=2)
     print(f"saved {args.out} after {total / 60:.1f} min", flush=True)
+    # the detector's exemplars as this VAE decodes shapes (flow_grpo/shapes/detector.py); the shipped ones are the
+    # shipped base's: point the shapes backend at these with reward_options {"geneval": {"exemplars": PATH}}
+    from flow_grpo.shapes.exemplars import decoded_exemplars
+
+    np.savez_compressed(os.path.join(args.out, "decoded_exemplars.npz"), **decoded_exemplars(vae))
 
 
 if __name__ == "__main__":

@@ -151,3 +151,44 @@ def test_shapes_evaluation_on_ground_truth():
     # one layout repeated for every image of a prompt: spread 0
     repeated = [images[2 * i] for i, _ in jobs]
     assert evaluate_images(repeated, jobs, test)["layout_spread"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def shipped_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(os.path.join(REPO, "models", "shapes-sd3", "vae")).eval()
+
+
+def test_the_worlds_ceiling_through_the_shipped_vae_is_at_least_097_on_every_tag(shipped_vae):
+    """Scenes that satisfy every held-out prompt, decoded by the shipped VAE and scored like generated images:
+    what a perfect model of this world can reach (the demo prints it beside base and trained)."""
+    from flow_grpo.shapes.evaluation import vae_ceiling
+
+    test = read_metadata(os.path.join(REPO, "dataset", "shapes", "test_metadata.jsonl"))
+    ceiling = vae_ceiling(shipped_vae, test, n=16, seed=1)
+    assert ceiling["images"] == 16 * len(test)
+    assert min(ceiling["by_tag"].values()) >= 0.97, ceiling["by_tag"]
+    assert ceiling["detector_confidence"] > 0.98 and ceiling["noise_share"] < 0.01
+
+
+def test_shipped_decoded_exemplars_are_the_generators_output(shipped_vae):
+    from flow_grpo.shapes.detector import DECODED_EXEMPLARS
+    from flow_grpo.shapes.exemplars import decoded_exemplars
+    from flow_grpo.shapes.render import SHAPES
+
+    fresh = decoded_exemplars(shipped_vae)
+    with np.load(DECODED_EXEMPLARS, allow_pickle=False) as shipped:
+        for shape in SHAPES:
+            assert shipped[shape].shape == fresh[shape].shape and shipped[shape].shape[1:] == (8, 8)
+            assert np.abs(shipped[shape].astype(np.float32) - fresh[shape].astype(np.float32)).max() < 0.01
+            np.testing.assert_allclose(shipped[f"{shape}_aspect"], fresh[f"{shape}_aspect"], atol=1e-6)
+
+
+def test_detector_uses_the_decoded_exemplars_and_names_a_missing_file(tmp_path):
+    from flow_grpo.shapes.detector import crisp_exemplars
+
+    crisp, _ = crisp_exemplars()
+    assert all(len(ShapesDetector().exemplars[shape]) > len(crisp[shape]) for shape in SHAPES)
+    with pytest.raises(FileNotFoundError, match="exemplars"):
+        ShapesDetector(exemplars=str(tmp_path / "missing.npz"))

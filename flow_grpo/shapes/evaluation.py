@@ -77,3 +77,26 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
         "layout_spread": float(np.mean(spreads)) if spreads else 0.0,
         "images": len(images),
     }
+
+
+def ground_truth_images(metadata, n: int, seed: int) -> tuple[list, list[tuple[int, int]]]:
+    """``n`` rendered scenes satisfying each prompt (image k of prompt i from (seed, i, k)), and their jobs."""
+    import random
+
+    from flow_grpo.seeding import derive_seed
+    from flow_grpo.shapes.render import render, sample_scene
+
+    jobs = [(i, k) for i in range(len(metadata)) for k in range(n)]
+    return [render(sample_scene(metadata[i], random.Random(derive_seed(seed, "scene", i, k)))) for i, k in jobs], jobs
+
+
+def vae_ceiling(vae, metadata, n: int = 8, seed: int = 0) -> dict:
+    """The best a model decoding with ``vae`` can score: rendered scenes that satisfy every prompt, sent through
+    the VAE (encode, posterior mode, decode), scored as generated images are (:func:`evaluate_images`)."""
+    from PIL import Image
+
+    from flow_grpo.shapes.exemplars import decode_through
+
+    images, jobs = ground_truth_images(metadata, n, seed)
+    decoded = decode_through(vae, np.stack([np.asarray(image) for image in images]))
+    return evaluate_images([Image.fromarray(image) for image in decoded], jobs, metadata)
