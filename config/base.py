@@ -93,7 +93,8 @@ def train_config():
     train.adv_clip_max = 5.0
     train.clip_range = 1e-4
     train.timestep_fraction = 1.0  # trained steps = int(stored steps * fraction)
-    train.timestep_strategy = "first"  # "first" (high-noise steps) or "random" per sample
+    train.timestep_strategy = "first"  # "first" (high-noise steps), "random" per sample, or "stratified" (AWM)
+    train.timestep_count = 0  # "stratified": this many strata over steps 1 .. int(steps * fraction)
     # KL to the reference (the model with the LoRA disabled), averaged over elements (flow_grpo.objectives.grpo):
     # kl_form "exact" is the Gaussian KL of the two steps (std including sqrt(-dt)); "paper" is the original
     # flow_grpo's scale, (mean - mean_ref)^2 / (2 std_t^2) without the step's sqrt(-dt): -dt times the exact
@@ -109,5 +110,15 @@ def train_config():
     train.proj_layer = 3  # FlowRL: layers of the log Z head on the pooled prompt embedding
     train.proj_hidden = 512
     train.proj_dropout = 0.1
+    # the forward-process objectives (ODE rollouts; flow_grpo/objectives/<name>.py has the formulas)
+    train.nft_beta = 1.0  # DiffusionNFT: v+- mix strength (0.1 for OCR and several rewards)
+    train.old_policy_decay = (0.0, 0.001, 0.5)  # DiffusionNFT: (flat, rate, cap) of the old policy's EMA decay
+    train.awm_power = 0.25  # AWM: the generalised Huber power of the surrogate log-likelihood
+    train.awm_ema_beta = 1.0  # AWM: weight of the velocity penalty to the KL-EMA snapshot
+    train.awm_ema_decay = (0.001, 0.3)  # AWM: (rate, cap) of the KL-EMA snapshot's decay
+    train.dpo_beta = 100.0  # online DPO
+    train.ref_update_step = 0  # DPO / SFT: refresh the sampling reference every this many steps (0: never)
+    train.time_shift = 3.0  # DPO / SFT: logit-normal flow times shifted as SD3's schedule (shift 3)
+    train.ema_warmup = False  # the evaluation EMA's decay min(ema_decay, (1 + n) / (10 + n)) (DiffusionNFT)
     return train
 

@@ -90,5 +90,48 @@ def tiny_flowrl():
     return config
 
 
+def _tiny_forward(objective):
+    """The forward-process objectives on the tiny pipeline: ODE rollouts without CFG (as their papers sample)."""
+    config = tiny()
+    config.run_name = f"tiny_{objective}"
+    config.train.objective = objective
+    config.sample.guidance_scale = 1.0
+    config.sample.eval_guidance_scale = 1.0
+    config.train.cfg = False
+    config.train.beta = 0.0
+    return config
+
+
+def tiny_nft():
+    config = _tiny_forward("nft")
+    config.train.timestep_fraction = 0.9  # 5 of the 6 schedule steps, at random (the paper: 9 of 10)
+    config.train.timestep_strategy = "random"
+    config.train.old_policy_decay = (0.0, 0.05, 0.5)  # the paper's schedule, faster: a run here is 48 steps
+    return config
+
+
+def tiny_awm():
+    config = _tiny_forward("awm")
+    config.train.timestep_strategy = "stratified"
+    config.train.timestep_fraction = 0.9
+    config.train.timestep_count = 2
+    config.train.clip_range = 1.0
+    config.train.beta = 0.001
+    return config
+
+
+def tiny_dpo():
+    config = _tiny_forward("dpo")
+    config.train.ref_update_step = 4  # online: the reference (and sampler) follows the policy every 4 steps
+    return config
+
+
+def tiny_sft():
+    config = _tiny_forward("sft")
+    config.train.ref_update_step = 4
+    config.train.beta = 0.01
+    return config
+
+
 def get_config(name):
     return config_by_name(name, globals())

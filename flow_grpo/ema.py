@@ -1,4 +1,5 @@
-"""Exponential moving average of the trained parameters; eval and checkpoints use it."""
+"""Exponential moving averages of the trained parameters: the one evaluation and exported checkpoints use, and
+the snapshots objectives keep (DiffusionNFT's old policy, AWM's KL-EMA, DPO's reference: ``blend``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ class EMA:
     The shadow starts at the initial parameters and is kept in float32.
     """
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.9, update_interval: int = 8, names=None):
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.9, update_interval: int = 8, names=None,
+                 warmup: bool = False):
+        """``warmup``: the decay is ``min(decay, (1 + n) / (10 + n))`` at the n-th update (DiffusionNFT's), so
+        the first updates follow the weights closely."""
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.warmup = warmup
         self.parameters = list(parameters)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.parameters))]
         if len(self.names) != len(self.parameters):
@@ -31,10 +36,16 @@ class EMA:
         """Update after optimizer step number ``global_step`` (1-based) when it is a multiple of the interval."""
         if global_step % self.update_interval:
             return False
-        for shadow, param in zip(self.shadow, self.parameters):
-            shadow.mul_(self.decay).add_(param.detach().float(), alpha=1.0 - self.decay)
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
+        self.blend(decay)
         self.num_updates += 1
         return True
+
+    @torch.no_grad()
+    def blend(self, decay: float) -> None:
+        """``shadow = decay * shadow + (1 - decay) * param`` now; ``blend(0)`` copies the parameters."""
+        for shadow, param in zip(self.shadow, self.parameters):
+            shadow.mul_(decay).add_(param.detach().float(), alpha=1.0 - decay)
 
     @contextlib.contextmanager
     def swapped_in(self):

@@ -108,7 +108,9 @@ class TransitionBatch(TensorFields):
 
 @dataclasses.dataclass
 class Rollout(TensorFields):
-    """One epoch of this process's on-policy samples, rewards included."""
+    """One epoch of this process's samples, rewards included. SDE rollouts (the GRPO family) store every
+    stochastic step's latents and log-probs; ODE rollouts (the forward-process objectives) only the clean
+    ``final_latents`` and the sampling schedule (``sigmas``)."""
 
     prompts: list[str]  # [N]
     metadata: list[dict]  # [N] the prompt's metadata (GenEval: tag, objects, ...)
@@ -116,10 +118,10 @@ class Rollout(TensorFields):
     conditioning: Conditioning  # [N, ...]
     final_latents: torch.Tensor  # [N, *latent] the clean sample x0 of each trajectory
     rewards: dict[str, np.ndarray]  # column -> [N]; "avg" is the weighted sum the advantages use
-    latents: torch.Tensor | None = None  # [N, K + 1, *latent]: [:, j] enters stored step j, [:, j + 1] leaves it
-    log_probs: torch.Tensor | None = None  # [N, K] log-prob of each stored step under the sampling policy
-    sigmas: torch.Tensor | None = None  # [N, K] flow time at the start of each stored step
+    sigmas: torch.Tensor | None = None  # [N, K] flow time at the start of each stored step (ODE rollouts: each step)
     sigmas_next: torch.Tensor | None = None  # [N, K] and at its end
+    latents: torch.Tensor | None = None  # [N, K + 1, *latent]: [:, j] enters stored step j, [:, j + 1] leaves it (SDE)
+    log_probs: torch.Tensor | None = None  # [N, K] log-prob of each stored step under the sampling policy (SDE)
     prev_sample_means: torch.Tensor | None = None  # [N, K, *latent] each stored step's Gaussian mean (GRPO-Guard)
     images: torch.Tensor | None = None  # [N, 3, H, W] in [0, 1]
     reward_info: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # numeric per-sample info
@@ -129,10 +131,9 @@ class Rollout(TensorFields):
         return len(self.prompts)
 
     @property
-    def num_stored_steps(self) -> int:
-        if self.log_probs is None:
-            raise ValueError("this rollout stored no denoising steps (an ODE rollout)")
-        return self.log_probs.shape[1]
+    def num_steps(self) -> int:
+        """K: the stored steps of an SDE rollout, or the sampling schedule's steps of an ODE rollout."""
+        return self.sigmas.shape[1]
 
     def transitions(self, rows: torch.Tensor, steps: torch.Tensor, device) -> TransitionBatch:
         """The stored step ``steps[i]`` of sample ``rows[i]`` for every i, on ``device``."""

@@ -25,7 +25,7 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (latents [B, 
 class Trajectory:
     """What :func:`sample_with_logprob` returns. ``K`` is the number of stored (stochastic) steps."""
 
-    latents: torch.Tensor  # [B, K + 1, *latent] float32: [:, j] enters stored step j, [:, j + 1] leaves it
+    latents: torch.Tensor | None  # [B, K + 1, *latent] float32: [:, j] enters stored step j, [:, j + 1] leaves it
     log_probs: torch.Tensor  # [B, K] float32
     std_devs: torch.Tensor  # [B, K] standard deviation of each stored transition
     sigmas: torch.Tensor  # [K]
@@ -62,12 +62,15 @@ def sample_with_logprob(
     window: tuple[int, int] | None = None,
     generator=None,
     store_means: bool = False,
+    store_latents: bool = True,
     progress: bool = False,
 ) -> Trajectory:
     """Integrate from ``latents`` (noise at ``sigmas[0]``) down the ``T + 1`` ``sigmas``.
 
     ``sde.noise_level = 0`` gives the ODE (log-probs 0). ``window``: only those steps are stochastic and
     stored (default: all). ``generator``: one generator, or one per sample, for the step noise.
+    ``store_latents=False`` keeps only the final latents (``Trajectory.latents`` is None): an ODE rollout for
+    the forward-process objectives needs no more.
     """
     num_steps = len(sigmas) - 1
     start, end = window if window is not None else (0, num_steps)
@@ -81,7 +84,7 @@ def sample_with_logprob(
         steps = tqdm(steps, desc="sampling", leave=False)
     for i in steps:
         in_window = start <= i < end
-        if i == start:
+        if i == start and store_latents:
             stored_latents.append(latents)
         noise_level = sde.noise_level if in_window else 0.0
         latents, log_prob, prev_sample_mean, std_dev = sde_step_with_logprob(
@@ -89,13 +92,14 @@ def sample_with_logprob(
             sde_type=sde.sde_type, generator=generator,
         )
         if in_window:
-            stored_latents.append(latents)
+            if store_latents:
+                stored_latents.append(latents)
             log_probs.append(log_prob)
             stds.append(std_dev.reshape(batch_size))
             if store_means:
                 means.append(prev_sample_mean)
     return Trajectory(
-        latents=torch.stack(stored_latents, dim=1),
+        latents=torch.stack(stored_latents, dim=1) if store_latents else None,
         log_probs=torch.stack(log_probs, dim=1),
         std_devs=torch.stack(stds, dim=1),
         sigmas=sigmas[start:end],

@@ -47,8 +47,10 @@ def policy_gradient(policy, objective, rollout, advantages: torch.Tensor, config
         param.requires_grad_(True)
         param.grad = None
     n, device = len(rollout), rollout.latents.device
-    steps = select_train_timesteps(rollout.num_stored_steps, config.train.timestep_fraction, config.train.timestep_strategy, n, generator)
-    minibatches = [Minibatch(rollout=rollout, rows=rows, steps=steps[rows], advantages=advantages[rows].to(device), device=device)
+    steps = select_train_timesteps(rollout.num_steps, config.train.timestep_fraction, config.train.timestep_strategy, n, generator,
+                                   config.train.timestep_count)
+    minibatches = [Minibatch(rollout=rollout, rows=rows, steps=steps[rows], advantages=advantages[rows].to(device), device=device,
+                             noise_seed=int(rows[0]))
                    for rows in torch.arange(n).split(config.train.batch_size)]
     prepared = [objective.prepare(policy, minibatch)[0] for minibatch in minibatches]
     per_step = []

@@ -56,7 +56,7 @@ def check_config(config) -> None:
     """Fail before any heavy work on settings that cannot run."""
     check_train_config(config.train)
     choices = {"mixed_precision": ("fp16", "bf16", "no"), "sample.sde_type": ("sde", "cps"),
-               "train.timestep_strategy": ("first", "random")}
+               "train.timestep_strategy": ("first", "random", "stratified")}
     for key, valid in choices.items():
         section, _, name = key.rpartition(".")
         value = (config[section] if section else config)[name]
@@ -64,8 +64,6 @@ def check_config(config) -> None:
             raise ConfigError(f"config.{key} {value!r}; valid: {', '.join(valid)}")
     if not config.dataset:
         raise ConfigError("config.dataset is empty: give a folder with train/test prompts")
-    if not OBJECTIVES[config.train.objective].needs_log_probs:
-        raise ConfigError(f"objective {config.train.objective!r} trains on ODE rollouts, which this trainer does not sample yet")
 
 
 def run_folder(config) -> tuple[str, str]:
@@ -165,7 +163,9 @@ def main(argv=None) -> int:
     prepared, optimizer = accelerator.prepare(model.transformer, optimizer)
     unwrapped = accelerator.unwrap_model(prepared)
     objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
-    ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable)) if config.train.ema else None
+    ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable),
+              warmup=config.train.ema_warmup) if config.train.ema else None
+    objective.attach(list(model.trainable.values()), list(model.trainable))  # snapshots of the policy's weights, if any
     negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
     policy = SD3Policy(
         transformer=prepared, unwrapped=unwrapped, frozen_reference=model.frozen_reference,
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     sampler = DistributedKRepeatSampler(len(train_set), config.sample.train_batch_size, config.sample.num_image_per_prompt,
                                         accelerator.num_processes, accelerator.process_index, seed=config.seed)
     state = TrainingState(accelerator=accelerator, unwrapped=unwrapped, prepared=prepared, use_lora=config.use_lora,
-                          trainable=trainable, optimizer=optimizer, ema=ema, sampler=sampler)
+                          trainable=trainable, optimizer=optimizer, ema=ema, sampler=sampler, objective=objective)
     checkpoints_dir = os.path.join(run_dir, "checkpoints")
 
     first_epoch, global_step = 0, 0
@@ -214,12 +214,16 @@ def main(argv=None) -> int:
                 logger.log({"epoch": 0, "global_step": 0, **eval_metrics})
         for epoch in range(first_epoch, config.num_epochs):
             epoch_start = time.time()
-            # 1. rollouts: k images per prompt with the SDE, log-probs kept, rewards in the background
-            rollout = collector.collect(epoch, store_means=objective.needs_step_means)
+            # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
+            #    objectives) from the weights the objective samples with; rewards in the background
+            with objective.rollout_weights(global_step):
+                rollout = collector.collect(epoch, stochastic=objective.needs_log_probs, store_means=objective.needs_step_means)
             # 2. advantages over the rewards of all processes, grouped by prompt; zero-advantage samples dropped
             advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
+            advantages = objective.training_advantages(rollout, advantages)  # DPO / SFT: their chosen samples
             update_generator = generator_for(config.seed, "update", epoch, accelerator.process_index)
-            keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation)
+            keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation,
+                                                       objective.skips_zero_advantages)
             # 3. the update: the objective per (minibatch, trained timestep) micro-step
             train_stats, global_step = update(learner, rollout, advantages, keep, config, update_generator, global_step)
 

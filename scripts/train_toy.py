@@ -124,7 +124,8 @@ def main(argv=None) -> int:
         parameters, lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
         weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
     ))
-    ema = EMA(parameters, config.train.ema_decay, config.train.ema_update_interval) if config.train.ema else None
+    ema = EMA(parameters, config.train.ema_decay, config.train.ema_update_interval, warmup=config.train.ema_warmup) if config.train.ema else None
+    objective.attach(list(model.parameters()), [name for name, _ in model.named_parameters()])
     learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer, parameters=parameters, ema=ema)
     # a one-prompt world fills each batch with its one prompt
     k = config.sample.train_batch_size if len(world.train_prompts) == 1 else config.sample.num_image_per_prompt
@@ -138,11 +139,15 @@ def main(argv=None) -> int:
     progress = tqdm(range(1, config.num_epochs + 1), desc=f"{objective.name} epochs", disable=not config.progress)
     for epoch in progress:
         epoch_start = time.time()
-        rollout = collect_toy_rollout(model, world, sampler, config.sample, generator_for(config.seed, "rollout", epoch))
+        with objective.rollout_weights(global_step):
+            rollout = collect_toy_rollout(model, world, sampler, config.sample, generator_for(config.seed, "rollout", epoch),
+                                          stochastic=objective.needs_log_probs)
         advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
         all_advantages.append(advantages.numpy())
+        advantages = objective.training_advantages(rollout, advantages)
         update_generator = generator_for(config.seed, "update", epoch)
-        keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation)
+        keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation,
+                                                   objective.skips_zero_advantages)
         train_stats, global_step = update(learner, rollout, advantages, keep, config, update_generator, global_step)
         rewards = rollout.rewards["avg"]
         row = {"epoch": epoch, "global_step": global_step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),

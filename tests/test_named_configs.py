@@ -35,7 +35,7 @@ def sized_for(file: str, name: str) -> int:
 def test_every_config_file_and_name_is_covered():
     files = {file for file, _ in CASES}
     assert files == {"count.py", "grpo.py", "shapes.py", "tiny.py", "toy.py"}
-    assert len(CASES) == 37  # a new named config is picked up by the tests below; update this count
+    assert len(CASES) == 41  # a new named config is picked up by the tests below; update this count
     assert not os.path.exists(os.path.join(REPO, "config", "base.py")) or "def get_config" not in open(os.path.join(REPO, "config", "base.py")).read()
 
 
@@ -84,7 +84,7 @@ def test_sd3_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
     assert train_sd3.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out
     stored = config.sample.sde_window_size or config.sample.num_steps
-    trained = max(1, int(stored * config.train.timestep_fraction))
+    trained = run_sizes(config, sized_for(file, name)).trained_steps  # int(stored * fraction), or the stratified count
     assert re.search(rf"denoising steps stored / trained\s+{stored} / {trained} per image", out), out
     assert f"objective {config.train.objective}" in out
     rows = [line for line in open(tmp_path / config.run_name / "metrics.jsonl")]

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO
 from flow_grpo.config_cli import ConfigError, load_module, parse_args
-from flow_grpo.objectives import OBJECTIVES, build_objective
+from flow_grpo.objectives import OBJECTIVES, Minibatch, build_objective
 from flow_grpo.rollout import Rollout, concatenate
 from flow_grpo.sampling import sample_with_logprob
 from flow_grpo.sde import SDEParams
@@ -348,4 +348,162 @@ def test_flowrl_step_by_hand():
 
 
 def test_every_objective_is_covered_by_a_hand_computation():
-    assert set(OBJECTIVES) == {"grpo", "grpo_guard", "flowrl"}
+    assert set(OBJECTIVES) == {"grpo", "grpo_guard", "flowrl", "nft", "awm", "dpo", "sft"}
+
+
+# ---- the forward-process objectives: loss and gradient of one micro-step, by hand --------------------------
+
+
+def forward_setup(name, theta, old=None, reference=None, **train):
+    """A constant-velocity policy (v = theta), its objective attached, and a minibatch of 6 rows of an ODE
+    rollout with 5 schedule steps."""
+    config = base.train_config()
+    config.update(objective=name, **train)
+    model = ConstantVelocity(theta)
+    ref = ConstantVelocity(reference if reference is not None else theta).requires_grad_(False)
+    policy = ToyPolicy(model, ref, SDEParams(0.0))
+    objective = build_objective(config, pooled_dim=2)
+    objective.attach(list(model.parameters()), ["theta"])
+    for snapshot in objective.snapshots.values():  # the old policy / reference / KL-EMA snapshots
+        snapshot.shadow[0].copy_(torch.as_tensor(old if old is not None else theta))
+    g = torch.Generator().manual_seed(3)
+    n = 6
+    rollout = Rollout(
+        prompts=[str(i // 3) for i in range(n)], metadata=[{}] * n, group_ids=torch.arange(n) // 3,
+        conditioning=ToyConditioning(torch.randn(n, 2, generator=g)), final_latents=torch.randn(n, D, generator=g),
+        rewards={"avg": np.array([0.1, 0.9, 0.5, 0.3, 0.3, 0.8])},
+        sigmas=sigma_schedule(5)[:-1].expand(n, -1), sigmas_next=sigma_schedule(5)[1:].expand(n, -1),
+    )
+    minibatch = Minibatch(rollout=rollout, rows=torch.arange(n), steps=torch.tensor([[1, 3]] * n),
+                          advantages=torch.tensor([1.5, -2.0, 0.5, 0.0, -6.0, 3.0]), device="cpu", noise_seed=11)
+    return policy, objective, minibatch, config
+
+
+def grad_of(objective, policy, minibatch, j=1):
+    loss, stats = objective.loss(policy, minibatch, j, None)
+    (grad,) = torch.autograd.grad(loss, policy.trained_module.theta)
+    return float(loss.detach()), grad.double().numpy(), stats
+
+
+def np_inputs(minibatch, j, times=None):
+    x0 = minibatch.rollout.final_latents.double().numpy()
+    eps = minibatch.noise(j).double().numpy()
+    t = (times if times is not None else minibatch.schedule_sigmas(j)).double().numpy()
+    return x0, eps, t, (1 - t[:, None]) * x0 + t[:, None] * eps
+
+
+def test_nft_loss_and_gradient_by_hand():
+    theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.1, 0.0, 0.4]), np.array([0.0, 0.1, 0.2])
+    beta, kl_beta, m = 0.7, 0.05, 5.0
+    policy, objective, minibatch, _ = forward_setup("nft", theta, old, reference, nft_beta=beta, beta=kl_beta)
+    loss, grad, stats = grad_of(objective, policy, minibatch)
+    x0, eps, t, x_t = np_inputs(minibatch, 1)
+    A = np.clip(minibatch.advantages.double().numpy(), -m, m)
+    r = np.clip(A / (2 * m) + 0.5, 0, 1)
+    total, expected = 0.0, np.zeros(D)
+    for sign, v in ((+1, beta * theta + (1 - beta) * old), (-1, (1 + beta) * old - beta * theta)):
+        x0_pred = x_t - t[:, None] * v
+        w = np.maximum(np.abs(x0_pred - x0).mean(1), 1e-5)
+        part = ((x0_pred - x0) ** 2).mean(1) / w
+        share = r if sign > 0 else 1 - r
+        total += m * np.mean(share * part / beta)
+        # d x0_pred / d theta = -t beta for the positive policy, +t beta for the negative one
+        expected += m * np.mean((share / beta / w)[:, None] * 2 / D * (x0_pred - x0) * (-sign * beta * t)[:, None], axis=0)
+    total += kl_beta * np.mean((theta - reference) ** 2)
+    expected += kl_beta * 2 * (theta - reference) / D
+    assert loss == pytest.approx(total, rel=1e-5)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+    assert float(stats["old_deviation"]) == pytest.approx(np.mean((theta - old) ** 2), rel=1e-5)
+
+
+def test_nft_old_policy_schedule_and_sampling_weights():
+    from flow_grpo.objectives.nft import old_policy_decay
+
+    assert old_policy_decay(100, 0, 0.001, 0.5) == pytest.approx(0.1) and old_policy_decay(900, 0, 0.001, 0.5) == 0.5
+    assert old_policy_decay(70, 75, 0.0075, 0.999) == 0.0 and old_policy_decay(95, 75, 0.0075, 0.999) == pytest.approx(0.15)
+    policy, objective, _, _ = forward_setup("nft", [1.0, 1.0, 1.0], old=[0.0, 0.0, 0.0], old_policy_decay=(0.0, 0.001, 0.5))
+    with objective.rollout_weights(0):  # the old policy samples
+        assert torch.equal(policy.trained_module.theta.detach(), torch.zeros(3))
+    assert torch.equal(policy.trained_module.theta.detach(), torch.ones(3))
+    assert objective.end_update(global_step=300)["old_policy_decay"] == pytest.approx(0.3)
+    np.testing.assert_allclose(objective.snapshots["old"].shadow[0].numpy(), [0.7] * 3, rtol=1e-6)  # 0.3 old + 0.7 theta
+
+
+def test_awm_loss_and_gradient_by_hand():
+    theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.25, -0.1, 0.45]), np.array([0.0, 0.1, 0.2])
+    p, kl_beta, ema_beta, m = 0.25, 0.01, 1.0, 5.0
+    policy, objective, minibatch, _ = forward_setup("awm", theta, old, reference, awm_power=p, beta=kl_beta,
+                                                    awm_ema_beta=ema_beta, clip_range=1.0)
+    loss, grad, stats = grad_of(objective, policy, minibatch)
+    x0, eps, t, _ = np_inputs(minibatch, 1)
+    target = eps - x0
+    A = np.clip(minibatch.advantages.double().numpy(), -m, m) / m
+
+    def log_p(v):
+        mse = ((v - target) ** 2).mean(1)
+        return -((mse + 1e-10) ** p - 1e-10**p) / p * t, mse
+
+    logp, mse = log_p(theta)
+    logp_old, _ = log_p(old)
+    ratio = np.exp(logp - logp_old)
+    clipped = np.clip(ratio, 0.0, 2.0)
+    policy_terms = np.maximum(-A * ratio, -A * clipped)
+    ema = old  # the KL-EMA snapshot also holds `old` here
+    total = policy_terms.mean() + kl_beta * np.mean((theta - reference) ** 2) + ema_beta * np.mean((theta - ema) ** 2)
+    dlogp = -((mse + 1e-10) ** (p - 1) * t)[:, None] * 2 / D * (theta - target)
+    expected = np.mean((-A * ratio)[:, None] * dlogp, axis=0) + kl_beta * 2 * (theta - reference) / D + ema_beta * 2 * (theta - ema) / D
+    assert loss == pytest.approx(total, rel=1e-5)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+    assert float(stats["ratio_mean"]) == pytest.approx(ratio.mean(), rel=1e-5)
+
+
+def test_dpo_pairs_and_loss_and_gradient_by_hand():
+    from flow_grpo.objectives.dpo import group_extremes
+
+    theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
+    dpo_beta = 3.0
+    policy, objective, minibatch, _ = forward_setup("dpo", theta, old=reference, dpo_beta=dpo_beta, time_shift=3.0)
+    values = objective.training_advantages(minibatch.rollout, torch.zeros(6))
+    # groups {0, 1, 2} (rewards 0.1, 0.9, 0.5) and {3, 4, 5} (0.3, 0.3, 0.8): winners 1 and 5, losers 0 and 3
+    assert values.tolist() == [0, 1, 0, 0, 0, 1] and objective.partner[[1, 5]].tolist() == [0, 3]
+    assert group_extremes(minibatch.rollout)[0].sum() == 2
+    winners = Minibatch(rollout=minibatch.rollout, rows=torch.tensor([1, 5, 2]), steps=torch.tensor([[0, 1]] * 3),
+                        advantages=torch.tensor([1.0, 1.0, 0.0]), device="cpu", noise_seed=5)  # row 2: a refill, weight 0
+    loss, grad, stats = grad_of(objective, policy, winners)
+    from flow_grpo.objectives.dpo import logit_normal_times
+
+    t = logit_normal_times(winners.uniform(1, "t_a"), winners.uniform(1, "t_b"), 3.0).double().numpy()
+    eps = winners.noise(1).double().numpy()
+    x0 = minibatch.rollout.final_latents.double().numpy()
+    total, expected = 0.0, np.zeros(D)
+    for i, (w, l, weight) in enumerate(((1, 0, 1.0), (5, 3, 1.0), (2, 2, 0.0))):
+        def err(v, row):
+            return np.mean((v - (eps[i] - x0[row])) ** 2)
+        z = -0.5 * dpo_beta * ((err(theta, w) - err(reference, w)) - (err(theta, l) - err(reference, l)))
+        total += weight * -np.log(1 / (1 + np.exp(-z)))
+        dz = -0.5 * dpo_beta * (2 / D * (theta - (eps[i] - x0[w])) - 2 / D * (theta - (eps[i] - x0[l])))
+        expected += weight * -(1 - 1 / (1 + np.exp(-z))) * dz
+    assert 0 < t.min() and t.max() < 1
+    assert loss == pytest.approx(total / 2, rel=1e-5)
+    np.testing.assert_allclose(grad, expected / 2, rtol=1e-4)
+    assert 0 <= float(stats["dpo_accuracy"]) <= 1
+
+
+def test_sft_chooses_each_groups_best_and_its_loss_and_gradient_by_hand():
+    theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
+    policy, objective, minibatch, _ = forward_setup("sft", theta, reference=reference, beta=0.5, time_shift=1.0)
+    values = objective.training_advantages(minibatch.rollout, torch.zeros(6))
+    assert values.tolist() == [0, 1, 0, 0, 0, 1]
+    minibatch.advantages = values
+    loss, grad, _ = grad_of(objective, policy, minibatch)
+    from flow_grpo.objectives.dpo import logit_normal_times
+
+    t = logit_normal_times(minibatch.uniform(1, "t_a"), minibatch.uniform(1, "t_b"), 1.0)
+    assert t.min() > 0 and t.max() < 1
+    x0, eps, _, _ = np_inputs(minibatch, 1, times=t)
+    chosen = values.numpy().astype(bool)
+    residual = theta - (eps - x0)
+    total = np.mean((residual[chosen] ** 2).mean(1)) + 0.5 * np.mean((theta - reference) ** 2)
+    expected = np.mean(2 / D * residual[chosen], axis=0) + 0.5 * 2 * (theta - reference) / D
+    assert loss == pytest.approx(total, rel=1e-5)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)

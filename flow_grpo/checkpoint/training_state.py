@@ -5,6 +5,8 @@
   ``transformer/``               the EMA transformer in diffusers layout for full fine-tuning
   ``state/trainable.safetensors`` the current (non-EMA) trained weights, objective heads included (``log_z.*``)
   ``state/ema.safetensors``      the EMA shadow
+  ``state/objective.safetensors`` the objective's snapshots and counters (DiffusionNFT's old policy, AWM's
+                                 KL-EMA, DPO's reference), when it keeps any
   ``state/optimizer.safetensors`` + ``optimizer.json``   optimizer state without pickle (DDP / one process)
   ``state/accelerate/``          under DeepSpeed or FSDP, whose optimizer states are sharded over processes:
                                  accelerate's own ``save_state`` (every process writes its shard)
@@ -39,6 +41,7 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     ema: EMA | None
     sampler: DistributedKRepeatSampler
+    objective: object = None  # flow_grpo.objectives.Objective: its state_dict() is saved, when not empty
 
 
 def sharded_state(accelerator) -> bool:
@@ -84,6 +87,9 @@ def save_training_checkpoint(state: TrainingState, checkpoints_dir: str, epoch: 
         folders.save_tensors(os.path.join(tmp, "state", "trainable.safetensors"), state.trainable)
         if state.ema is not None:
             folders.save_tensors(os.path.join(tmp, "state", "ema.safetensors"), state.ema.state_dict())
+        objective_state = state.objective.state_dict() if state.objective is not None else {}
+        if objective_state:
+            folders.save_tensors(os.path.join(tmp, "state", "objective.safetensors"), objective_state)
         if not sharded_state(accelerator):
             tensors, meta = folders.split_optimizer_state(state.optimizer.state_dict())
             folders.save_tensors(os.path.join(tmp, "state", "optimizer.safetensors"), tensors)
@@ -118,6 +124,8 @@ def load_training_checkpoint(state: TrainingState, path: str) -> dict:
             param.copy_(saved[name].to(param.dtype))
     if state.ema is not None:
         state.ema.load_state_dict(folders.load_tensors(os.path.join(path, "state", "ema.safetensors")))
+    if state.objective is not None and state.objective.state_dict():
+        state.objective.load_state_dict(folders.load_tensors(os.path.join(path, "state", "objective.safetensors")))
     if sharded_state(accelerator):
         accelerator.load_state(os.path.join(path, "state", "accelerate"))
     else:

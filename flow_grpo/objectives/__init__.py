@@ -2,19 +2,32 @@
 
 One file per objective, its formulas in the module docstring:
 
-- ``grpo``: Flow-GRPO's clipped surrogate per denoising step, plus beta times the exact Gaussian KL;
+- ``grpo``: Flow-GRPO's clipped surrogate per denoising step, plus beta times the Gaussian KL;
 - ``grpo_guard``: the same on GRPO-Guard's re-centred, std-scaled ratio, divided by ``-dt``;
-- ``flowrl``: FlowRL's trajectory balance with a learned log Z head.
+- ``flowrl``: FlowRL's trajectory balance with a learned log Z head;
+
+and the forward-process objectives, trained on ODE rollouts' clean samples re-noised:
+
+- ``nft``: DiffusionNFT's implicit positive and negative policies around an old-policy snapshot;
+- ``awm``: Advantage Weighted Matching, a PPO ratio on a flow-matching surrogate log-likelihood;
+- ``dpo``: online Diffusion-DPO between each group's best and worst image;
+- ``sft``: flow matching on each group's best images.
 """
 
 from __future__ import annotations
 
+from flow_grpo.objectives.awm import AWM
 from flow_grpo.objectives.base import Minibatch, Objective
+from flow_grpo.objectives.dpo import OnlineDPO
 from flow_grpo.objectives.flowrl import FlowRL
 from flow_grpo.objectives.grpo import GRPO, KL_FORMS
 from flow_grpo.objectives.grpo_guard import GRPOGuard
+from flow_grpo.objectives.nft import DiffusionNFT
+from flow_grpo.objectives.sft import RewardFilteredSFT
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (GRPO, GRPOGuard, FlowRL)}
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (GRPO, GRPOGuard, FlowRL, DiffusionNFT, AWM, OnlineDPO, RewardFilteredSFT)
+}
 
 
 def check_train_config(config) -> None:

@@ -1,22 +1,35 @@
-"""What an objective is to the update loop (docs/architecture.md, "Objectives").
+"""What an objective is to the trainers and the update loop (docs/architecture.md, "Objectives").
 
 The loop (``flow_grpo.training.update``) cuts this process's kept samples into minibatches and gives each
 minibatch ``J`` micro-steps (``J`` = trained timesteps per sample); an optimizer step follows every
 ``gradient_accumulation_steps x J`` micro-steps. For each minibatch it calls :meth:`Objective.prepare` once
 (without gradients), then :meth:`Objective.loss` for micro-step ``j = 0 .. J-1`` and back-propagates the
-loss. Everything objective-specific (which tensors to re-score, references, extra heads) lives in the
-objective; the loop holds no objective branch.
+loss. Everything objective-specific (which tensors to score, references and snapshots, extra heads) lives in
+the objective; the loop holds no objective branch.
+
+An epoch, as the trainers run it::
+
+    objective.attach(trained_parameters)             # once: snapshots of the policy's weights, if any
+    with objective.rollout_weights(global_step):     # the weights that sample (NFT's old policy, DPO's reference)
+        rollout = collect(...)                       # SDE with log-probs if needs_log_probs, else the ODE
+    advantages = compute_advantages(...)
+    values = objective.training_advantages(rollout, advantages)   # what the update trains with
+    keep = select_training_samples(values) if objective.skips_zero_advantages else every sample
+    update(...)                                      # prepare / loss per minibatch, then objective.end_update()
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ContextManager
 
 import torch
 
+from flow_grpo.ema import EMA
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout, TransitionBatch
+from flow_grpo.seeding import generator_for
 
 Stats = dict[str, torch.Tensor]  # name -> 0-d tensor; the loop averages each name over the epoch's update
 
@@ -27,9 +40,10 @@ class Minibatch:
 
     rollout: Rollout
     rows: torch.Tensor  # [n] indices into the rollout
-    steps: torch.Tensor  # [n, J] stored-step indices of each row; micro-step j trains steps[:, j]
-    advantages: torch.Tensor  # [n] float32 on the training device
+    steps: torch.Tensor  # [n, J] step indices of each row; micro-step j trains steps[:, j]
+    advantages: torch.Tensor  # [n] float32 on the training device (what training_advantages returned)
     device: torch.device
+    noise_seed: int = 0  # seeds the fresh noise of forward-process objectives (:meth:`noise`)
 
     @property
     def num_micro_steps(self) -> int:
@@ -39,14 +53,36 @@ class Minibatch:
         """The stored transitions of micro-step ``j``: step ``steps[i, j]`` of row ``rows[i]``."""
         return self.rollout.transitions(self.rows, self.steps[:, j], self.device)
 
+    def clean_latents(self) -> torch.Tensor:
+        """x0 of each row [n, *latent]: the rollouts' final latents."""
+        return self.rollout.final_latents[self.rows.to(self.rollout.final_latents.device)].to(self.device).float()
+
+    def schedule_sigmas(self, j: int) -> torch.Tensor:
+        """The flow time of step ``steps[:, j]`` in each row's sampling schedule [n]."""
+        return self.rollout.sigmas[self.rows, self.steps[:, j]].to(self.device).float()
+
+    def noise(self, j: int, name: str = "noise") -> torch.Tensor:
+        """Standard normal noise shaped like the clean latents [n, *latent], the same for the same minibatch,
+        micro-step and ``name`` (seeded, so a resumed run draws it again)."""
+        shape = (len(self.rows), *self.rollout.final_latents.shape[1:])
+        return torch.randn(shape, generator=generator_for(self.noise_seed, name, j)).to(self.device)
+
+    def uniform(self, j: int, name: str) -> torch.Tensor:
+        """Seeded uniform numbers in [0, 1), one per row [n]."""
+        return torch.rand(len(self.rows), generator=generator_for(self.noise_seed, name, j)).to(self.device)
+
+    def conditioning(self):
+        return self.rollout.conditioning.select(self.rows).to(self.device)
+
 
 class Objective:
     """A training objective: what it needs from a rollout, and the loss of one micro-step.
 
-    Subclasses set ``name`` and the ``needs_*`` flags, and implement :meth:`loss` (and :meth:`prepare` when a
-    minibatch needs work across its micro-steps). ``trained_modules`` are extra modules the optimizer trains
-    beside the policy (FlowRL's log Z head); the trainer prepares them with accelerate, saves them in
-    checkpoints as ``<name>.<parameter>`` and hands them back in this dict.
+    Subclasses set ``name`` and the class flags, and implement :meth:`loss` (and the hooks they need). Extra
+    modules trained beside the policy (FlowRL's log Z head) go in ``trained_modules``: the trainer prepares
+    them with accelerate, saves them in checkpoints as ``<name>.<parameter>`` and hands them back in this dict.
+    Snapshots of the policy's own weights (an old policy, a reference that moves) are :class:`EMA` objects
+    made in :meth:`attach` and saved by :meth:`state_dict`.
 
     Args:
         config: ``config.train`` (``beta``, ``clip_range`` and the objective's own keys).
@@ -54,17 +90,30 @@ class Objective:
     """
 
     name: ClassVar[str]
-    needs_log_probs: ClassVar[bool] = True  # SDE rollouts storing every stochastic step's latents and log-probs
+    needs_log_probs: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
     needs_step_means: ClassVar[bool] = False  # also each stored step's Gaussian mean
+    skips_zero_advantages: ClassVar[bool] = True  # samples whose training advantage is 0 are left out of the update
 
     def __init__(self, config, pooled_dim: int = 0):
         self.config = config
         self.trained_modules: dict[str, torch.nn.Module] = {}
+        self.snapshots: dict[str, EMA] = {}
 
     @classmethod
     def needs_reference(cls, config) -> bool:
         """Whether the loss calls ``policy.reference_velocity`` (the trainer then keeps a reference model)."""
         return config.beta > 0
+
+    def attach(self, parameters: list[torch.nn.Parameter], names: list[str]) -> None:
+        """Called once with the policy's trained parameters (and their names), before the first epoch."""
+
+    def rollout_weights(self, global_step: int) -> ContextManager:
+        """Entered around an epoch's rollouts: the weights that sample (default: the current ones)."""
+        return contextlib.nullcontext()
+
+    def training_advantages(self, rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:
+        """The per-sample values [N] the update trains with (default: the group advantages)."""
+        return advantages
 
     def prepare(self, policy: FlowPolicy, minibatch: Minibatch) -> tuple[Any, Stats]:
         """Called once per minibatch before its micro-steps, without gradients; returns a state handed to
@@ -74,3 +123,37 @@ class Objective:
     def loss(self, policy: FlowPolicy, minibatch: Minibatch, j: int, prepared: Any) -> tuple[torch.Tensor, Stats]:
         """The loss of micro-step ``j`` (a 0-d tensor to back-propagate) and statistics to log."""
         raise NotImplementedError
+
+    def end_update(self, global_step: int) -> dict[str, float]:
+        """Called after the epoch's update; returns statistics to log (e.g. a snapshot's decay)."""
+        return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors a checkpoint keeps for an exact resume: every snapshot's shadow, and the objective's counters."""
+        state = {}
+        for name, snapshot in self.snapshots.items():
+            state.update({f"{name}.{key}": value for key, value in snapshot.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, snapshot in self.snapshots.items():
+            prefix = f"{name}."
+            snapshot.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+
+
+@contextlib.contextmanager
+def snapshot_weights(snapshot: EMA | None):
+    """The policy's trained parameters replaced by ``snapshot``'s values inside the block (no gradients: call it
+    before any forward whose graph is kept, since the parameters are written in place)."""
+    if snapshot is None:
+        yield
+        return
+    with torch.no_grad(), snapshot.swapped_in():
+        yield
+
+
+def snapshot_velocity(policy: FlowPolicy, snapshot: EMA, latents, sigmas, conditioning) -> torch.Tensor:
+    """The policy's velocity with ``snapshot``'s weights (float32, detached, its own memory). Call it before
+    the micro-step's forward with gradients: the weights are swapped in place."""
+    with snapshot_weights(snapshot):
+        return policy.velocity(latents, sigmas, conditioning).float().clone()

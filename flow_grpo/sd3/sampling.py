@@ -143,6 +143,7 @@ def sd3_sample_with_logprob(
     decode: bool = True,
     decode_batch_size: int | None = None,
     store_means: bool = False,
+    store_latents: bool = True,
     transformer=None,
     progress: bool = False,
     batched_cfg: bool = True,
@@ -159,7 +160,8 @@ def sd3_sample_with_logprob(
         generator: one generator or one per image, for the initial noise and then every SDE step.
         latents: initial noise instead of drawing it. same_latent_groups: one key per image; images with
             equal keys start from the same noise.
-        store_means: also keep each stored step's Gaussian mean (GRPO-Guard).
+        store_means: also keep each stored step's Gaussian mean (GRPO-Guard). store_latents: False keeps
+            only the final latents (``latents`` is None), for ODE rollouts.
         transformer: use this module instead of ``pipeline.transformer`` (e.g. an EMA or wrapped copy).
         batched_cfg: one transformer call on the doubled batch for CFG (False: two calls, less memory).
     """
@@ -182,7 +184,7 @@ def sd3_sample_with_logprob(
 
     trajectory = sample_with_logprob(
         velocity, latents, sigmas, SDEParams(0.0 if deterministic else noise_level, sde_type),
-        window=window, generator=generator, store_means=store_means, progress=progress,
+        window=window, generator=generator, store_means=store_means, store_latents=store_latents, progress=progress,
     )
     images = decode_latents(pipeline.vae, trajectory.final_latents, decode_batch_size) if decode else None
     return SD3Trajectory(**vars(trajectory), images=images, timesteps=timesteps[window[0] : window[1]])

@@ -13,14 +13,15 @@ from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
 
 
 @torch.no_grad()
-def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.Generator) -> Rollout:
-    """``sample_config.num_batches_per_epoch`` batches of ``model``'s SDE trajectories in ``world``.
+def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.Generator, stochastic: bool = True) -> Rollout:
+    """``sample_config.num_batches_per_epoch`` batches of ``model``'s trajectories in ``world``: the SDE with every
+    step stored, or (``stochastic=False``, the forward-process objectives) the ODE keeping the clean samples.
 
     Groups: samples of one prompt, or, with ``sample_config.same_latent``, the k trajectories that start from
     one initial noise (the grouping of an unconditional world such as the moons).
     """
     sigmas = sigma_schedule(sample_config.num_steps)
-    sde = SDEParams(sample_config.noise_level, sample_config.sde_type)
+    sde = SDEParams(sample_config.noise_level if stochastic else 0.0, sample_config.sde_type)
     k = sample_config.num_image_per_prompt
     parts = []
     for b in range(sample_config.num_batches_per_epoch):
@@ -33,12 +34,13 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
             noise = torch.randn(len(prompts), world.data_dim, generator=generator)
             group_ids = [world.train_prompts.index(p) for p in prompts]
         cond = world.encode(prompts)
-        trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, generator=generator, store_means=True)
+        trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, generator=generator,
+                                         store_means=stochastic, store_latents=stochastic)
         parts.append(Rollout(
             prompts=prompts, metadata=[{} for _ in prompts], group_ids=torch.tensor(group_ids),
             conditioning=ToyConditioning(cond), final_latents=trajectory.final_latents,
             rewards={"avg": world.reward(trajectory.final_latents, prompts)},
-            latents=trajectory.latents, log_probs=trajectory.log_probs,
+            latents=trajectory.latents, log_probs=trajectory.log_probs if stochastic else None,
             sigmas=trajectory.sigmas.expand(len(prompts), -1), sigmas_next=trajectory.sigmas_next.expand(len(prompts), -1),
             prev_sample_means=trajectory.prev_sample_means,
         ))

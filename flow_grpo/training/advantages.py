@@ -57,16 +57,21 @@ def compute_advantages(accelerator, rollout: Rollout, train_config) -> tuple[tor
     return torch.as_tensor(advantages[start : start + n_local], dtype=torch.float32), stats
 
 
-def select_training_samples(accelerator, advantages: torch.Tensor, generator: torch.Generator, multiple_of: int = 1) -> tuple[torch.Tensor, dict]:
+def select_training_samples(accelerator, advantages: torch.Tensor, generator: torch.Generator, multiple_of: int = 1,
+                            skip_zero: bool = True) -> tuple[torch.Tensor, dict]:
     """Indices of this process's samples to train on.
 
     Samples with advantage exactly 0 (a group whose rewards are all equal, or a NaN reward) carry no policy
-    gradient and are dropped. Every process must run the same number of micro-steps (DDP), and that number
-    must fill whole accumulation windows, so each process keeps ``target`` samples: the largest non-zero
-    count over processes rounded up to a multiple of ``multiple_of`` (train batch size x accumulation
-    steps), at most all of them, refilled with zero-advantage samples picked at random.
+    gradient and are dropped (``skip_zero``, the objective's ``skips_zero_advantages``; else every sample is
+    kept). Every process must run the same number of micro-steps (DDP), and that number must fill whole
+    accumulation windows, so each process keeps ``target`` samples: the largest non-zero count over processes
+    rounded up to a multiple of ``multiple_of`` (train batch size x accumulation steps), at most all of them,
+    refilled with zero-advantage samples picked at random.
     """
     nonzero = torch.nonzero(advantages != 0).flatten()
+    if not skip_zero:
+        return torch.arange(len(advantages)), {"kept_fraction": len(nonzero) / max(1, len(advantages)),
+                                               "trained_samples": float(len(advantages))}
     zero = torch.nonzero(advantages == 0).flatten()
     counts = accelerator.gather(torch.tensor([len(nonzero)], device=accelerator.device)).cpu()
     target = min(len(advantages), -(-int(counts.max()) // multiple_of) * multiple_of)

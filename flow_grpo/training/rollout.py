@@ -43,19 +43,21 @@ class SD3RolloutCollector:
     config: object
     timer: Timer = no_timer  # phases: prompt_encoding, sampling, vae_decode, reward_wait
 
-    def collect(self, epoch: int, store_means: bool = False) -> Rollout:
+    def collect(self, epoch: int, stochastic: bool = True, store_means: bool = False) -> Rollout:
         """Sample ``num_batches_per_epoch`` batches on this process; their rollouts joined, rewards included.
 
         Random draws are seeded by (seed, epoch, batch, process, sample), so a resumed run repeats them exactly;
         with ``same_latent`` the initial noise is seeded by the prompt instead of the process, so a group spread
-        over several processes still starts from one noise. ``store_means``: keep each step's Gaussian mean.
+        over several processes still starts from one noise. ``stochastic``: the SDE with every stochastic step
+        stored (the GRPO family), else the ODE keeping only the clean latents (the forward-process objectives).
+        ``store_means``: also keep each stored step's Gaussian mean.
         """
         config, accelerator = self.config, self.accelerator
         started, pending = time.time(), []
         show = config.progress and accelerator.is_main_process
         for b in tqdm(range(config.sample.num_batches_per_epoch), desc=f"epoch {epoch}: sampling", disable=not show, leave=False):
             prompt_ids = self.sampler.next_indices()
-            rollout = self._sample(epoch, b, prompt_ids, store_means)
+            rollout = self._sample(epoch, b, prompt_ids, stochastic, store_means)
             # the reward of this batch runs while the next batch is sampled
             pending.append((rollout, self.executor.submit(self.reward_fn, rollout.images, rollout.prompts, rollout.metadata)))
         sample_time = time.time() - started
@@ -74,7 +76,7 @@ class SD3RolloutCollector:
         joined.timing = {"sample_time_s": sample_time, "reward_wait_s": time.time() - waited}
         return joined
 
-    def _sample(self, epoch: int, b: int, prompt_ids: list[int], store_means: bool) -> Rollout:
+    def _sample(self, epoch: int, b: int, prompt_ids: list[int], stochastic: bool, store_means: bool) -> Rollout:
         config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device
         prompts = [self.dataset.prompts[i] for i in prompt_ids]
         n = len(prompts)
@@ -91,19 +93,22 @@ class SD3RolloutCollector:
                 self.pipeline, conditioning, self.negative,
                 num_inference_steps=config.sample.num_steps, guidance_scale=config.sample.guidance_scale,
                 height=config.resolution, width=config.resolution, noise_level=config.sample.noise_level,
-                sde_type=config.sample.sde_type, sde_window_size=config.sample.sde_window_size,
+                sde_type=config.sample.sde_type, deterministic=not stochastic,
+                sde_window_size=config.sample.sde_window_size if stochastic else 0,
                 sde_window_range=tuple(config.sample.sde_window_range),
                 window_generator=generator_for(config.seed, "window", epoch, b, rank),
                 generator=[generator_for(config.seed, "noise", epoch, b, rank, i) for i in range(n)],
                 latents=initial_latents(shape, latent_generators, device),
-                decode=False, store_means=store_means, transformer=self.transformer, batched_cfg=config.batched_cfg,
+                decode=False, store_means=store_means, store_latents=stochastic, transformer=self.transformer,
+                batched_cfg=config.batched_cfg,
             )
         with self.accelerator.autocast(), self.timer("vae_decode"):
             images = decode_latents(self.pipeline.vae, trajectory.final_latents, config.sample.decode_batch_size or None).cpu()
         return Rollout(
             prompts=prompts, metadata=[self.dataset.metadata[i] for i in prompt_ids],
             group_ids=torch.tensor([self.dataset.group_ids[i] for i in prompt_ids]), conditioning=conditioning,
-            final_latents=trajectory.final_latents, rewards={}, latents=trajectory.latents, log_probs=trajectory.log_probs,
+            final_latents=trajectory.final_latents, rewards={}, latents=trajectory.latents,
+            log_probs=trajectory.log_probs if stochastic else None,
             sigmas=trajectory.sigmas.expand(n, -1), sigmas_next=trajectory.sigmas_next.expand(n, -1),
             prev_sample_means=trajectory.prev_sample_means, images=images,
         )

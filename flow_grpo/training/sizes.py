@@ -13,8 +13,9 @@ class RunSizes:
     images_per_batch: int  # per process and sampling batch (sample.train_batch_size)
     batches_per_epoch: int  # sampling batches per epoch (sample.num_batches_per_epoch)
     group_size: int  # images per group (sample.num_image_per_prompt)
-    stored_steps: int  # stochastic steps stored per image: all sampling steps, or the SDE window
+    stored_steps: int  # stochastic steps stored per image: all sampling steps, or the SDE window (ODE: the schedule)
     trained_steps: int  # of those, trained per image: int(stored_steps * train.timestep_fraction), at least 1
+    #                     (stratified: train.timestep_count)
     minibatch: int  # images per micro-step and process (train.batch_size)
     accumulation: int  # minibatches per optimizer step (train.gradient_accumulation_steps)
     inner_epochs: int  # passes over an epoch's samples (train.num_inner_epochs)
@@ -65,10 +66,11 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
     """
     sample, train = config.sample, config.train
     stored = sample.get("sde_window_size", 0) or sample.num_steps  # the toy worlds have no window
+    trained = train.timestep_count if train.timestep_strategy == "stratified" else max(1, int(stored * train.timestep_fraction))
     sizes = RunSizes(
         processes=processes, images_per_batch=sample.train_batch_size, batches_per_epoch=sample.num_batches_per_epoch,
         group_size=group_size or sample.num_image_per_prompt, stored_steps=stored,
-        trained_steps=max(1, int(stored * train.timestep_fraction)), minibatch=train.batch_size,
+        trained_steps=trained, minibatch=train.batch_size,
         accumulation=train.gradient_accumulation_steps, inner_epochs=train.num_inner_epochs,
     )
     if (processes * sizes.images_per_batch) % sizes.group_size:

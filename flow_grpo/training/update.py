@@ -20,6 +20,7 @@ from flow_grpo.ema import EMA
 from flow_grpo.objectives import Minibatch, Objective
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
+from flow_grpo.seeding import derive_seed
 from flow_grpo.training.phases import Timer, no_timer
 
 # the first micro-step of an epoch re-scores samples of the current policy: ratio 1, and KL 0 before any update
@@ -46,11 +47,13 @@ class Learner:
 
 
 def select_train_timesteps(num_steps: int, timestep_fraction: float, strategy: str, batch_size: int,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Indices of the stored steps to train, shape [batch_size, num_train_timesteps].
+                           generator: torch.Generator | None = None, count: int = 0) -> torch.Tensor:
+    """Indices of the stored steps to train, shape [batch_size, J].
 
-    ``num_train_timesteps = int(num_steps * timestep_fraction)`` (at least 1). ``first``: the first (high
-    noise) steps for every sample; ``random``: an independent random subset per sample, in step order.
+    ``first``: the first (high-noise) ``J = int(num_steps * timestep_fraction)`` steps (at least 1) for every
+    sample; ``random``: an independent random subset of J per sample, in step order; ``stratified`` (AWM's
+    discrete times): J = ``count`` strata spanning steps 1 to ``int(num_steps * timestep_fraction)`` (the
+    pure-noise step 0 left out), one step drawn uniformly in each stratum, per sample.
     """
     num_train = max(1, int(num_steps * timestep_fraction))
     if num_train > num_steps:
@@ -60,19 +63,26 @@ def select_train_timesteps(num_steps: int, timestep_fraction: float, strategy: s
     if strategy == "random":
         scores = torch.rand(batch_size, num_steps, generator=generator)
         return torch.sort(torch.argsort(scores, dim=1)[:, :num_train], dim=1).values
-    raise ValueError(f"unknown timestep strategy {strategy!r}; valid: first, random")
+    if strategy == "stratified":
+        if not 1 <= count < num_train:
+            raise ValueError(f"stratified timesteps need 1 <= train.timestep_count < {num_train}, got {count}")
+        bounds = torch.linspace(1, num_train, count + 1).long()
+        lower, upper = bounds[:-1], bounds[1:]
+        return lower + (torch.rand(batch_size, count, generator=generator) * (upper - lower)).long()
+    raise ValueError(f"unknown timestep strategy {strategy!r}; valid: first, random, stratified")
 
 
 def make_minibatches(rollout: Rollout, advantages: torch.Tensor, keep: torch.Tensor, train_config,
                      generator: torch.Generator, device) -> list[Minibatch]:
     """``keep`` shuffled into minibatches of ``train_config.batch_size``, each row with its trained steps."""
     order = keep[torch.randperm(len(keep), generator=generator)]
-    steps = select_train_timesteps(rollout.num_stored_steps, train_config.timestep_fraction, train_config.timestep_strategy,
-                                   len(order), generator)
-    size = train_config.batch_size
+    steps = select_train_timesteps(rollout.num_steps, train_config.timestep_fraction, train_config.timestep_strategy,
+                                   len(order), generator, train_config.timestep_count)
+    size, base_seed = train_config.batch_size, generator.initial_seed()  # the seed: no draw, GRPO's stream unchanged
     return [
         Minibatch(rollout=rollout, rows=order[s : s + size], steps=steps[s : s + size],
-                  advantages=advantages[order[s : s + size]].to(device), device=device)
+                  advantages=advantages[order[s : s + size]].to(device), device=device,
+                  noise_seed=derive_seed(base_seed, tuple(order[s : s + size].tolist())))
         for s in range(0, len(order), size)
     ]
 
@@ -82,7 +92,8 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
     """Train on this process's samples ``keep`` of ``rollout`` with their ``advantages`` [N].
 
     Returns the epoch's update statistics (each the mean over micro-steps, or over minibatches for what
-    ``objective.prepare`` reports) and the new global step (optimizer steps so far).
+    ``objective.prepare`` reports, plus what ``objective.end_update`` reports after the update) and the new
+    global step (optimizer steps so far).
     """
     accelerator, policy, objective, timer = learner.accelerator, learner.policy, learner.objective, learner.timer
     stats = defaultdict(list)
@@ -123,7 +134,7 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
         bar.close()
     for module in learner.modules:
         module.eval()
-    return summarise(stats), global_step
+    return {**summarise(stats), **objective.end_update(global_step)}, global_step
 
 
 def summarise(stats: dict[str, list[torch.Tensor]]) -> dict[str, float]:
