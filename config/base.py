@@ -15,6 +15,7 @@ def default():
     config.logdir = "logs"
     config.seed = 42
     config.num_epochs = 100000  # stop by hand, or set a number
+    config.max_minutes = 0.0  # stop after the epoch that reaches this much training time (0: no limit)
     config.save_freq = 20  # epochs between checkpoints (a final one is always written)
     config.eval_freq = 20  # epochs between evaluations (epoch 0, the base model, included)
     config.num_checkpoint_limit = 5  # newest complete checkpoints kept; 0 keeps all
@@ -54,12 +55,13 @@ def default():
     config.sample.num_batches_per_epoch = 2
     config.sample.test_batch_size = 1
     config.sample.eval_max_prompts = 0  # 0: the whole test split
+    config.sample.eval_images_per_prompt = 1
     config.sample.noise_level = 0.7
     config.sample.sde_type = "sde"  # "sde" (Flow-GRPO) or "cps"
     config.sample.same_latent = False  # one initial noise per prompt (shared across processes)
     config.sample.sde_window_size = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic
     config.sample.sde_window_range = (0, 10)
-    config.sample.decode_batch_size = 0  # VAE decode chunk; 0: whole batch
+    config.sample.decode_batch_size = 0  # VAE decode chunk; 0: whole batch (SD3.5-M at 512 px: 16 or less, see benchmark.py)
 
     # ---- training: train_config() below, the keys the toy worlds' trainer shares ----
     config.train = train_config()

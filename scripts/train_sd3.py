@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from flow_grpo.checkpoint import CheckpointError, resolve_resume
 from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
@@ -160,15 +161,22 @@ def main(argv=None) -> int:
         if config.train.ema:
             print("warning: EMA is off under FSDP (the sharded weights have no full copy to average)", file=sys.stderr)
             config.train.ema = False
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed sizes its engine by a micro-batch and cannot read one from a dataloader here: ours is the
+        # training minibatch (measured: accelerate.prepare raises without it)
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.train.batch_size
     prepared, optimizer = accelerator.prepare(model.transformer, optimizer)
     unwrapped = accelerator.unwrap_model(prepared)
+    # the module that samples and evaluates: FSDP's inner blocks run only under its root (measured: "Non-root
+    # FSDP instance's _is_root should not have been set yet"), so under FSDP it is the prepared module
+    sampling_transformer = prepared if accelerator.distributed_type == DistributedType.FSDP else unwrapped
     objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
     ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable),
               warmup=config.train.ema_warmup) if config.train.ema else None
     objective.attach(list(model.trainable.values()), list(model.trainable))  # snapshots of the policy's weights, if any
     negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
     policy = SD3Policy(
-        transformer=prepared, unwrapped=unwrapped, frozen_reference=model.frozen_reference,
+        transformer=prepared, unwrapped=sampling_transformer, frozen_reference=model.frozen_reference,
         guidance=Guidance(config.sample.guidance_scale if config.train.cfg else 1.0, negative, config.batched_cfg),
         sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=inference_dtype(config.mixed_precision),
         timestep_scale=pipeline.scheduler.config.num_train_timesteps,
@@ -199,20 +207,31 @@ def main(argv=None) -> int:
     def run_eval(epoch):
         context = ema.swapped_in() if ema is not None else torch.no_grad()
         with context:
-            return evaluate(pipeline=pipeline, transformer=unwrapped, dataset=test_set, reward_fn=reward_fn, config=config,
+            return evaluate(pipeline=pipeline, transformer=sampling_transformer, dataset=test_set, reward_fn=reward_fn, config=config,
                             accelerator=accelerator, negative=negative,
                             grid_path=os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png"))
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
-    collector = SD3RolloutCollector(pipeline=pipeline, transformer=unwrapped, negative=negative, dataset=train_set,
+    collector = SD3RolloutCollector(pipeline=pipeline, transformer=sampling_transformer, negative=negative, dataset=train_set,
                                     sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
-    last_checkpoint = None
+    last_checkpoint, train_seconds = None, 0.0
+
+    def out_of_time(seconds: float) -> bool:
+        """config.max_minutes of training (epochs, without evaluation) spent, decided on the main process."""
+        from accelerate.utils import broadcast_object_list
+
+        flag = [bool(config.max_minutes) and seconds >= 60 * config.max_minutes]
+        broadcast_object_list(flag)
+        return flag[0]
+
     try:
         if first_epoch == 0:  # the base model
             eval_metrics = run_eval(0)
             if accelerator.is_main_process:
                 logger.log({"epoch": 0, "global_step": 0, **eval_metrics})
-        for epoch in range(first_epoch, config.num_epochs):
+        epochs = tqdm(range(first_epoch, config.num_epochs), desc=f"{objective.name} epochs", initial=first_epoch,
+                      total=config.num_epochs, disable=not (config.progress and accelerator.is_main_process))
+        for epoch in epochs:
             epoch_start = time.time()
             # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
             #    objectives) from the weights the objective samples with; rewards in the background
@@ -230,14 +249,16 @@ def main(argv=None) -> int:
             done = epoch + 1  # completed epochs: the row's "epoch"
             row = {"epoch": done, "global_step": global_step, **reward_metrics(accelerator, rollout), **train_stats,
                    **advantage_stats, **keep_stats, **rollout.timing, "epoch_time_s": time.time() - epoch_start}
+            train_seconds += row["epoch_time_s"]
+            last = done == config.num_epochs or out_of_time(train_seconds)
             # 4. evaluation with the EMA weights, and checkpoints
-            if done % config.eval_freq == 0 or done == config.num_epochs:
+            if done % config.eval_freq == 0 or last:
                 row.update(run_eval(done))
                 if accelerator.is_main_process:
                     image_grid(to_pil(rollout.images[:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
             if accelerator.is_main_process:
                 logger.log(row)
-                print(
+                tqdm.write(
                     f"epoch {done}/{config.num_epochs} step {global_step} reward {row['reward_mean']:.4f} "
                     f"approx_kl {row['approx_kl']:.2e} clipfrac {row['clipfrac']:.3f} kl {row['kl_loss']:.2e} "
                     + (f"eval {row['eval_reward_avg']:.4f} " if "eval_reward_avg" in row else "")
@@ -245,8 +266,10 @@ def main(argv=None) -> int:
                 )
             if trackers:
                 accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=global_step)
-            if done % config.save_freq == 0 or done == config.num_epochs:
+            if done % config.save_freq == 0 or last:
                 last_checkpoint = save_training_checkpoint(state, checkpoints_dir, done, global_step, config.num_checkpoint_limit)
+            if last:
+                break
     except RewardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -262,12 +285,13 @@ def main(argv=None) -> int:
                 "run_name": config.run_name,
                 "run_dir": run_dir,
                 "objective": objective.name,
-                "epochs": max(first_epoch, config.num_epochs),
+                "epochs": max(first_epoch, done if first_epoch < config.num_epochs else first_epoch),
                 "global_step": global_step,
                 "eval_reward_first": evals[0]["eval_reward_avg"] if evals else None,
                 "eval_reward_last": evals[-1]["eval_reward_avg"] if evals else None,
                 "last_checkpoint": last_checkpoint,
                 "num_processes": accelerator.num_processes,
+                "train_seconds": train_seconds,
                 "wall_clock_s": time.time() - started,
             }
         )

@@ -279,6 +279,17 @@ def test_variants_run(tmp_path, name, overrides):
     assert os.path.isdir(os.path.join(final, expected))
 
 
+def test_max_minutes_stops_after_the_epoch_that_spends_them_with_an_eval_and_a_checkpoint(tmp_path):
+    assert run(tmp_path, "--config.max_minutes=1e-6", "--config.num_epochs=50", "--config.eval_freq=100",
+               "--config.save_freq=100") == 0
+    rows = metrics(tmp_path / "tiny")
+    trained = [r for r in rows if "reward_mean" in r]
+    assert len(trained) == 1 and "eval_reward_avg" in trained[0]  # epoch 1 was the last: evaluated
+    assert [s for s, _ in list_checkpoints(str(tmp_path / "tiny" / "checkpoints"))] == [trained[0]["global_step"]]
+    summary = json.loads((tmp_path / "tiny" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["train_seconds"] == pytest.approx(trained[0]["epoch_time_s"])
+
+
 def test_both_kl_forms_run_and_the_paper_form_is_smaller(tmp_path):
     """kl_form "paper" (what the published betas were tuned with) is -dt times the exact KL for the sde step."""
     kl = {}

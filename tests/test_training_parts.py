@@ -178,6 +178,39 @@ def test_sd3_rollout_collector(accelerator):
         assert len(rows) > 1 and all(torch.equal(rollout.latents[r, 0], rollout.latents[rows[0], 0]) for r in rows)
 
 
+def test_evaluation_with_several_images_per_prompt_adds_images_and_keeps_the_first(accelerator):
+    """Image 0 of every prompt is the image a one-image evaluation makes (same seed); the others differ."""
+    from flow_grpo.data import PromptDataset
+    from flow_grpo.sd3 import encode_prompt
+    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.training.evaluate import evaluate
+
+    pipeline = build_tiny_sd3_pipeline(seed=0)
+    dataset = PromptDataset.from_prompts(["a red circle", "a cat", "a dog"])
+    seen = {}
+
+    def run(per_prompt):
+        config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", "--config.progress=false",
+                             f"--config.sample.eval_images_per_prompt={per_prompt}", "--config.sample.test_batch_size=2"])
+        images = seen.setdefault(per_prompt, [])
+
+        def reward(batch, prompts, metadata):
+            images.extend(zip(prompts, batch))
+            return {"avg": batch.mean(dim=(1, 2, 3)).double().numpy()}, {}
+
+        return evaluate(pipeline=pipeline, transformer=pipeline.transformer, dataset=dataset, reward_fn=reward,
+                        config=config, accelerator=accelerator, negative=encode_prompt(pipeline, [""], 32))
+
+    one, three = run(1), run(3)
+    assert one["eval_num_images"] == 3 and three["eval_num_images"] == 9
+    assert [p for p, _ in seen[3]] == [p for p in dataset.prompts for _ in range(3)]
+    for i, (prompt, image) in enumerate(seen[1]):
+        torch.testing.assert_close(seen[3][3 * i][1], image, atol=1e-4, rtol=0)  # image 0: the same seed (other batches)
+        assert (seen[3][3 * i + 1][1] - image).abs().max() > 0.01
+    expected = np.mean([float(image.mean()) for _, image in seen[3]])
+    assert three["eval_reward_avg"] == pytest.approx(expected, rel=1e-6)
+
+
 # ---- one update step per objective, checked by hand ------------------------------------------------------------
 
 
