@@ -43,6 +43,7 @@ def _base():
     config.sample.num_image_per_prompt = 16  # group size k
     config.sample.num_batches_per_epoch = 1
     config.sample.same_latent = False  # one initial noise per group
+    config.sample.groups_of_k = False  # one-prompt worlds: groups of k own-noise samples, not the whole batch
     config.sample.eval_samples_per_prompt = 512
 
     # the same update keys as scripts/train_sd3.py (config/base.py), with the toy worlds' values
@@ -153,6 +154,43 @@ def four_modes_flowrl():
 def four_modes_grpo_guard():
     config = _four_modes("grpo_guard")
     config.run_name = "four_modes_grpo_guard"
+    return config
+
+
+def _four_modes_forward(objective):
+    """The forward-process objectives on four modes: ODE rollouts, groups of 16 (DPO takes one pair and SFT
+    the best of each group: with the whole batch as the group they would train on 1 sample an epoch)."""
+    config = _four_modes(objective)
+    config.run_name = f"four_modes_{objective}"
+    config.sample.groups_of_k = True
+    config.train.beta = 0.0
+    return config
+
+
+def four_modes_nft():
+    config = _four_modes_forward("nft")
+    config.train.timestep_fraction = 0.9  # 9 of the 10 steps at random, as the paper
+    config.train.timestep_strategy = "random"
+    return config
+
+
+def four_modes_awm():
+    config = _four_modes_forward("awm")
+    config.train.timestep_strategy = "stratified"
+    config.train.timestep_count = 5
+    config.train.clip_range = 1.0
+    return config
+
+
+def four_modes_dpo():
+    config = _four_modes_forward("dpo")
+    config.train.ref_update_step = 4
+    return config
+
+
+def four_modes_sft():
+    config = _four_modes_forward("sft")
+    config.train.ref_update_step = 4
     return config
 
 

@@ -26,16 +26,19 @@ CASES = [(os.path.basename(path), name) for path in CONFIG_FILES for name in exp
 
 def sized_for(file: str, name: str) -> int:
     """The number of processes a config is sized for: config/grpo.py and count.py keep the 32-GPU original's
-    groups per epoch, with _4gpu / _1gpu variants; the CPU configs run in one process."""
+    groups per epoch, with _4gpu / _1gpu variants; config/forward.py runs NFT and AWM on one node of 8 GPUs, DPO
+    and SFT on 1 (as their sources); the CPU configs run in one process."""
     if file in ("grpo.py", "count.py"):
         return 1 if name.endswith("_1gpu") else 4 if name.endswith("_4gpu") else 32
+    if file == "forward.py":
+        return 8 if name.endswith(("_nft", "_awm")) else 1
     return 1
 
 
 def test_every_config_file_and_name_is_covered():
     files = {file for file, _ in CASES}
-    assert files == {"count.py", "grpo.py", "shapes.py", "tiny.py", "toy.py"}
-    assert len(CASES) == 41  # a new named config is picked up by the tests below; update this count
+    assert files == {"count.py", "forward.py", "grpo.py", "shapes.py", "tiny.py", "toy.py"}
+    assert len(CASES) == 59  # a new named config is picked up by the tests below; update this count
     assert not os.path.exists(os.path.join(REPO, "config", "base.py")) or "def get_config" not in open(os.path.join(REPO, "config", "base.py")).read()
 
 

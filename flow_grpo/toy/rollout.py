@@ -18,7 +18,9 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     step stored, or (``stochastic=False``, the forward-process objectives) the ODE keeping the clean samples.
 
     Groups: samples of one prompt, or, with ``sample_config.same_latent``, the k trajectories that start from
-    one initial noise (the grouping of an unconditional world such as the moons).
+    one initial noise (the grouping of an unconditional world such as the moons), or, with
+    ``sample_config.groups_of_k``, runs of k samples of one prompt with their own noises (a one-prompt world
+    split into groups the size SD3's are, for objectives that take one pair or the best of a group).
     """
     sigmas = sigma_schedule(sample_config.num_steps)
     sde = SDEParams(sample_config.noise_level if stochastic else 0.0, sample_config.sde_type)
@@ -26,9 +28,12 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     parts = []
     for b in range(sample_config.num_batches_per_epoch):
         prompts = [world.train_prompts[i] for i in sampler.next_indices()]
-        if sample_config.same_latent:
-            prompts = sorted(prompts)  # equal prompts side by side: each run of k shares one noise
-            noise = torch.randn(len(prompts) // k, world.data_dim, generator=generator).repeat_interleave(k, dim=0)
+        if sample_config.same_latent or sample_config.get("groups_of_k", False):
+            prompts = sorted(prompts)  # equal prompts side by side: each run of k is a group
+            if sample_config.same_latent:  # ... and shares one noise
+                noise = torch.randn(len(prompts) // k, world.data_dim, generator=generator).repeat_interleave(k, dim=0)
+            else:
+                noise = torch.randn(len(prompts), world.data_dim, generator=generator)
             group_ids = [b * (len(prompts) // k) + i // k for i in range(len(prompts))]
         else:
             noise = torch.randn(len(prompts), world.data_dim, generator=generator)
