@@ -11,19 +11,20 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(script: str, args: list[str], processes: int = 1, threads: int = 0) -> int:
+def run_script(script: str, args: list[str], processes: int = 1, threads: int = 0, stdout=None) -> int:
     """Run ``scripts/<script>`` with ``args``; returns its exit code.
 
     One process: ``python scripts/<script>``. Several: ``accelerate launch --multi_gpu`` (without a GPU the
     trainer runs its processes on the CPU with gloo) on a free loopback port. ``threads``: torch threads per
-    process (OMP_NUM_THREADS), 0 to leave the default.
+    process (OMP_NUM_THREADS), 0 to leave the default. ``stdout``: a file for its output and errors (default:
+    this process's).
     """
     path = os.path.join(REPO, "scripts", script)
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if processes <= 1:
-        return subprocess.run([sys.executable, path, *args], env=env).returncode
+        return subprocess.run([sys.executable, path, *args], env=env, stdout=stdout, stderr=stdout).returncode
     with socket.socket() as probe:  # a free loopback port for the processes' rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -32,4 +33,4 @@ def run_script(script: str, args: list[str], processes: int = 1, threads: int = 
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         path, *args,
     ]
-    return subprocess.run(command, env=env).returncode
+    return subprocess.run(command, env=env, stdout=stdout, stderr=stdout).returncode

@@ -1,8 +1,11 @@
-"""GRPO vs FlowRL (and GRPO-Guard) on the four-modes toy world, over several seeds, at matched compute.
+"""Every objective on the four-modes toy world, over several seeds: GRPO, GRPO-Guard, FlowRL (reward
+maximisation vs reward-distribution matching) and the forward-process objectives NFT, AWM, DPO and SFT
+(whose known risk is a loss of diversity).
 
-Every run has the same base, epochs, samples per epoch, trained timesteps and optimizer; only
-``config.train.objective`` (and FlowRL's ``tb_coef``) differ. Reports the held-out mean reward and the
-number of modes holding at least 10% of the samples, and writes a table and a plot:
+Every run has the same base, epochs, samples per epoch and optimizer; ``config.train.objective`` (and its own
+keys, config/toy.py) differ: the policy-gradient objectives train on SDE rollouts, the forward-process ones
+on ODE rollouts in groups of 16. Reports the held-out mean reward and the number of modes holding at least 10%
+of the samples, and writes a table and a plot:
 
     python scripts/compare_objectives.py [--seeds 0 1 2] [--out docs]
 """
@@ -27,6 +30,10 @@ VARIANTS = [
     ("FlowRL, tb_coef 3", "four_modes_flowrl", ["--config.train.tb_coef=3"]),
     ("FlowRL, tb_coef 1", "four_modes_flowrl", ["--config.train.tb_coef=1"]),
     ("FlowRL, tb_coef 0.1", "four_modes_flowrl", ["--config.train.tb_coef=0.1"]),
+    ("NFT", "four_modes_nft", []),
+    ("AWM", "four_modes_awm", []),
+    ("DPO", "four_modes_dpo", []),
+    ("SFT", "four_modes_sft", []),
 ]
 
 
@@ -65,9 +72,10 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(args.out, "objectives_comparison.md"), "w") as handle:
-        handle.write("# GRPO vs FlowRL vs GRPO-Guard on four equally good modes\n\n")
+        handle.write("# Every objective on four equally good modes\n\n")
         handle.write(f"`python scripts/compare_objectives.py --seeds {' '.join(map(str, args.seeds))}`: the four-modes toy world "
-                     "(config/toy.py:four_modes_*), 60 epochs of 256 samples x 10 SDE steps each, same base and optimizer; "
+                     "(config/toy.py:four_modes_*), 60 epochs of 256 samples x 10 steps each (SDE for GRPO, GRPO-Guard and FlowRL, "
+                     "ODE for NFT, AWM, DPO and SFT), same base and optimizer; "
                      "a mode is covered when it holds at least 10% of 4,096 held-out ODE samples.\n\n")
         handle.write(table + "\n\n![comparison](objectives_comparison.png)\n\n![samples](objectives_samples.png)\n")
     plot(results, args, os.path.join(args.out, "objectives_comparison.png"))
@@ -90,8 +98,11 @@ def scatter(args, path):
         if not panels:
             panels.append(("base", samples["before"]))
         panels.append((label, samples["after"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), layout="constrained")
-    for ax, (label, points) in zip(axes, panels):
+    columns = -(-len(panels) // 2)
+    fig, axes = plt.subplots(2, columns, figsize=(2.6 * columns, 5.6), layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (label, points) in zip(axes.flat, panels):
         ax.scatter(points[:1024, 0], points[:1024, 1], s=1, alpha=0.5)
         for x in (-1.5, 1.5):
             for y in (-1.5, 1.5):

@@ -9,7 +9,8 @@ Each estimate is one epoch of the config's sampling (``sample.train_batch_size x
 images in groups of ``num_image_per_prompt``, seeded as the trainer seeds epoch ``10_000 + r``), its
 per-prompt advantages, and the gradient of the config's objective (the trainer's own ``objective.loss``) at
 the sampling policy, over the timesteps the config trains; for ``grpo`` that is the on-policy gradient
-``-mean_i A_i sum_t grad log p(x_t+1 | x_t)``. It is taken for every transformer weight (a LoRA's gradient is a random projection of
+``-mean_i A_i sum_t grad log p(x_t+1 | x_t)``; for the forward-process objectives (``nft``, ``awm``, ...: ODE
+rollouts, their snapshots equal to the sampling weights) the gradient of their loss there. It is taken for every transformer weight (a LoRA's gradient is a random projection of
 this one: its expected cosines are the same). By default every estimate uses the same prompts, so the
 cosines measure the sampling noise alone; ``--fresh-prompts`` draws new prompts each time (what successive
 epochs of training see). ``flow_grpo.snr`` turns the cosines into a signal-to-noise ratio and the samples per
@@ -46,7 +47,7 @@ def policy_gradient(policy, objective, rollout, advantages: torch.Tensor, config
     for param in params:
         param.requires_grad_(True)
         param.grad = None
-    n, device = len(rollout), rollout.latents.device
+    n, device = len(rollout), rollout.final_latents.device
     steps = select_train_timesteps(rollout.num_steps, config.train.timestep_fraction, config.train.timestep_strategy, n, generator,
                                    config.train.timestep_count)
     minibatches = [Minibatch(rollout=rollout, rows=rows, steps=steps[rows], advantages=advantages[rows].to(device), device=device,
@@ -72,14 +73,14 @@ def estimate(collector, policy, objective, config, epoch: int) -> tuple[torch.Te
     from flow_grpo.seeding import generator_for
     from flow_grpo.training.advantages import compute_advantages
 
-    rollout = collector.collect(epoch, store_means=objective.needs_step_means)
+    rollout = collector.collect(epoch, stochastic=objective.needs_log_probs, store_means=objective.needs_step_means)
     rewards = rollout.rewards["avg"]
     # the trainer's advantages (per-prompt or batch statistics as configured, clipped)
     advantages, _ = compute_advantages(collector.accelerator, rollout, config.train)
     per_step = policy_gradient(policy, objective, rollout, advantages, config, generator_for(config.seed, "snr", epoch))
     gradient = per_step.sum(0)
     stats = {"epoch": epoch, "reward_mean": float(rewards.mean()), "gradient_norm": float(gradient.norm()),
-             "latent_dims": int(rollout.latents[0, 0].numel()), "trained_steps": int(per_step.shape[0]),
+             "latent_dims": int(rollout.final_latents[0].numel()), "trained_steps": int(per_step.shape[0]),
              "zero_advantage_share": float((advantages == 0).float().mean()), "samples": len(rewards)}
     return per_step, stats
 
@@ -98,6 +99,8 @@ def build_parts(pipeline, dataset, reward_fn, config, accelerator, executor):
     negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
     objective = build_objective(config.train, pooled_dim=transformer.config.pooled_projection_dim)
     reference = copy.deepcopy(transformer).requires_grad_(False) if objective.needs_reference(config.train) else None
+    named = list(transformer.named_parameters())
+    objective.attach([p for _, p in named], [n for n, _ in named])  # old-policy / reference snapshots: the current weights
     policy = SD3Policy(
         transformer=transformer, unwrapped=transformer, frozen_reference=reference,
         guidance=Guidance(config.sample.guidance_scale if config.train.cfg else 1.0, negative, config.batched_cfg),
@@ -192,8 +195,9 @@ def main(argv=None) -> dict | int:
         print(f"  {name:4s} pairwise cosine {result[f'{name}_cosine_mean']:+.4f} +- {result[f'{name}_cosine_sem']:.4f}; "
               f"samples per step for cosine {args.target}: {result[f'{name}_samples_for_target']:.3g} "
               f"(at mean + 2 s.e.: {result[f'{name}_samples_for_target_at_upper']:.3g})")
-    print(f"  the floor for any reward (isotropic Jacobian): {noise_dims} noise dimensions ({rows[0]['latent_dims']} latent x "
-          f"{rows[0]['trained_steps']} trained steps) need {result['ideal_samples_for_target']:.3g} samples for cosine {args.target}")
+    if objective.needs_log_probs:
+        print(f"  the floor for any reward (isotropic Jacobian): {noise_dims} noise dimensions ({rows[0]['latent_dims']} latent x "
+              f"{rows[0]['trained_steps']} trained steps) need {result['ideal_samples_for_target']:.3g} samples for cosine {args.target}")
     if args.breakdown:
         named = [(name, p.numel()) for name, p in pipeline.transformer.named_parameters()]
         result["breakdown"] = snr.breakdown(per_step, snr.parameter_groups(named), rows[0]["samples"], args.target)

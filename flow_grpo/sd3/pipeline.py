@@ -125,3 +125,17 @@ def prepare_transformer(pipeline, config, device, needs_reference: bool) -> Trai
     if config.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     return TrainableTransformer(transformer=transformer, trainable=trainable, frozen_reference=reference)
+
+
+def load_trained_weights(pipeline, checkpoint: str):
+    """Put a train_sd3.py checkpoint's exported (EMA) weights into ``pipeline``: its ``transformer/`` (full
+    fine-tuning) or its ``lora/``. Returns the pipeline."""
+    from flow_grpo.lora import load_lora
+
+    if os.path.isdir(os.path.join(checkpoint, "transformer")):
+        from diffusers import SD3Transformer2DModel
+
+        pipeline.transformer = SD3Transformer2DModel.from_pretrained(os.path.join(checkpoint, "transformer"))
+    else:
+        load_lora(pipeline, checkpoint)
+    return pipeline

@@ -79,6 +79,49 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
     }
 
 
+@torch.no_grad()
+def velocity_norm(pipeline, metadata, steps: int, guidance_scale: float, seed: int, resolution: int,
+                  max_sequence_length: int = 16) -> float:
+    """The mean RMS of the velocity a pipeline integrates (CFG included) along its ODE from fixed noise, one
+    image per prompt: reported to grow under NFT, AWM and DPO training, a hacking check beside the others."""
+    from flow_grpo.sampling import sample_with_logprob
+    from flow_grpo.sd3 import Guidance, encode_prompt, initial_latents, predict_velocity, sd3_schedule
+    from flow_grpo.sde import SDEParams
+
+    transformer, device = pipeline.transformer, pipeline.transformer.device
+    conditioning = encode_prompt(pipeline, [m["prompt"] for m in metadata], max_sequence_length, device)
+    guidance = Guidance(guidance_scale, encode_prompt(pipeline, [""], max_sequence_length, device))
+    size = resolution // pipeline.vae_scale_factor
+    latents = initial_latents((len(metadata), transformer.config.in_channels, size, size),
+                              [generator_for(seed, "velocity-norm", i) for i in range(len(metadata))], device)
+    _, sigmas = sd3_schedule(pipeline.scheduler, steps, size, size, transformer.config.patch_size, device)
+    norms = []
+
+    def velocity(x, sigma):
+        v = predict_velocity(transformer, x, sigma * pipeline.scheduler.config.num_train_timesteps, conditioning, guidance)
+        norms.append(float(v.float().pow(2).mean().sqrt()))
+        return v
+
+    sample_with_logprob(velocity, latents, sigmas, SDEParams(0.0), store_latents=False)
+    return float(np.mean(norms))
+
+
+def held_out_report(pipeline, metadata, images_per_prompt: int, config) -> tuple[dict, list, list]:
+    """Accuracy by tag and the hacking checks (:func:`evaluate_images`) of ``images_per_prompt`` ODE images per
+    prompt, with the run config's eval steps, guidance, seed, resolution and GenEval thresholds, plus the
+    velocity norm; returns (report, images, jobs)."""
+    images, jobs = sample_images(
+        pipeline, metadata, images_per_prompt, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
+        seed=config.seed, resolution=config.resolution, max_sequence_length=config.max_sequence_length,
+    )
+    options = dict(config.reward_options).get("geneval", {})
+    report = evaluate_images(images, jobs, metadata, options.get("confidence", CONFIDENCE_THRESHOLD),
+                             options.get("counting_confidence", COUNTING_THRESHOLD))
+    report["velocity_norm"] = velocity_norm(pipeline, metadata, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
+                                            config.seed, config.resolution, config.max_sequence_length)
+    return report, images, jobs
+
+
 def ground_truth_images(metadata, n: int, seed: int) -> tuple[list, list[tuple[int, int]]]:
     """``n`` rendered scenes satisfying each prompt (image k of prompt i from (seed, i, k)), and their jobs."""
     import random
