@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - the main job (CPU): Flow-GRPO on the toy worlds, before/after table and plots under logs/
+#   make demo      - the main job (CPU, ~15 min): DiffusionNFT on the shapes world, before/after under logs/
+#   make toy-demo  - Flow-GRPO on the toy worlds (~2 min)
 #   make test   - the test suite (CPU)
 # Both create .venv (override with VENV=...), install torch 2.13.0 (CPU wheel) when the venv has no torch,
 # then this package with the versions pinned in constraints.txt.
@@ -9,7 +10,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flow_grpo-installed
 
-.PHONY: demo test install clean
+.PHONY: demo toy-demo test install clean
 
 install: $(STAMP)
 
@@ -20,6 +21,9 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(PY) scripts/shapes_demo.py
+
+toy-demo: $(STAMP)
 	$(PY) scripts/toy_demo.py
 
 test: $(STAMP)

@@ -1,23 +1,22 @@
-"""The shapes-world demo: Flow-GRPO on the shipped base, evaluated before and after on held-out prompts.
+"""The main demo: the shapes world (GenEval on a laptop CPU) trained by RL from the shipped base, evaluated on
+held-out prompts before and after, beside the world's ceiling.
 
-It is meant to become the main demo once GRPO improves this base within a CPU budget; it does not yet (the
-docs/shapes_world.md, "Why GRPO does not improve this base yet", has the runs and the measured reason).
+    python scripts/shapes_demo.py                               # make demo: the best objective, ~15 min on 2 cores
+    python scripts/shapes_demo.py --experiment shapes_grpo      # any config/shapes.py experiment
+    python scripts/shapes_demo.py --minutes 30                  # train longer
+    python scripts/shapes_demo.py --config.train.learning_rate=3e-4   # any config override
 
-    python scripts/shapes_demo.py                          # config/shapes.py:shapes_grpo
-    python scripts/shapes_demo.py --experiment shapes_fast  # Flow-GRPO-Fast
-    python scripts/shapes_demo.py --config.num_epochs=10    # any config override
-    python scripts/shapes_demo.py --processes 1             # one training process (default: one per core)
-
-1. evaluates the base model on the 60 held-out test prompts (``--eval-images`` per prompt, ODE, fixed seeds);
-2. trains with ``scripts/train_sd3.py`` (the same trainer and code path as SD3.5 runs), by default under
-   ``accelerate launch`` with one single-threaded process per core: this model is too small for a matmul
-   to use two threads well (2 processes x 1 thread: 10.8 s per shapes_grpo epoch; 1 process x 2 threads:
-   13.9 s, on 2 cores). The per-epoch totals of the config stay the same (the per-process batch sizes are
-   divided);
-3. evaluates the final EMA weights (LoRA or full fine-tune) on the same prompts and seeds;
-4. prints the per-tag table and the reward-hacking checks, and writes ``plots/before_after.png`` (the same
-   prompts and seeds, base left, fine-tuned right), the trainer's curves and ``demo_summary.json`` into the run
-   folder.
+1. the ceiling: scenes that satisfy every held-out prompt, decoded by the base's VAE and scored like generated
+   images (what a perfect model of this world reaches), and the base model on the 60 held-out prompts
+   (``--eval-images`` per prompt, ODE, fixed seeds);
+2. training with ``scripts/train_sd3.py`` (the trainer SD3.5 runs use), ``--minutes`` of training, by default
+   under ``accelerate launch`` with one single-threaded process per core (this model is too small for a matmul
+   to use two threads well), the config's per-epoch totals kept (per-process batches divided);
+3. the trained (EMA) weights on the same prompts and seeds;
+4. the per-tag table (ceiling, base, trained), the reward-hacking checks (detector confidence, noise share,
+   objects per image, layout spread, velocity norm), ``plots/demo_curves.png`` (held-out accuracy and batch
+   reward against training minutes), ``plots/before_after.png`` (the same prompts and seeds, base left, trained
+   right) and ``demo_summary.json`` in the run folder.
 """
 
 from __future__ import annotations
@@ -28,9 +27,12 @@ import os
 import sys
 import time
 
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_EXPERIMENT = "shapes_nft"
+CHECKS = (("detector_confidence", "detector confidence"), ("noise_share", "noise pixel share"),
+          ("objects_per_image", "objects per image"), ("layout_spread", "layout spread (px)"),
+          ("velocity_norm", "velocity RMS along the ODE"))
 
 
 def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
@@ -50,16 +52,47 @@ def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
     image_grid(cells, cols=2 * per_prompt, row_labels=labels, col_labels=columns, cell=64).save(path)
 
 
-def table(before: dict, after: dict) -> str:
-    lines = ["| tag | base | fine-tuned |", "|---|---|---|"]
+def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) -> str:
+    """Per tag and hacking check: the ceiling, the base, the trained model; ``guided``: the base at CFG 4.5 when
+    the run samples without guidance (the level CFG-free training has to reach)."""
+    extra = [("base, CFG 4.5", guided)] if guided else []
+    columns = [("ceiling", ceiling), ("base", before), *extra, ("trained", after)]
+    lines = ["| tag | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for tag in before["by_tag"]:
-        lines.append(f"| {tag} | {before['by_tag'][tag]:.3f} | {after['by_tag'][tag]:.3f} |")
-    lines.append(f"| **overall** | **{before['overall']:.3f}** | **{after['overall']:.3f}** |")
-    lines.append("| | | |")
-    for key, label in (("detector_confidence", "detector confidence"), ("noise_share", "noise pixel share"),
-                       ("objects_per_image", "objects per image"), ("layout_spread", "layout spread (px)")):
-        lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} |")
+        lines.append(f"| {tag} | " + " | ".join(f"{report['by_tag'][tag]:.3f}" for _, report in columns) + " |")
+    lines.append("| **overall** | " + " | ".join(f"**{report['overall']:.3f}**" for _, report in columns) + " |")
+    lines.append("|" + " |" * (len(columns) + 1))
+    for key, label in CHECKS:
+        lines.append(f"| {label} | " + " | ".join(f"{report.get(key, float('nan')):.3f}" for _, report in columns) + " |")
     return "\n".join(lines)
+
+
+def curves(run_dir: str, before: dict, after: dict, path: str) -> None:
+    """Held-out accuracy (the trainer's evaluations) and batch reward against training minutes."""
+    from flow_grpo.plots import _pyplot
+    from flow_grpo.runlog import read_metrics
+
+    plt = _pyplot()
+    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    minutes, elapsed, reward, evals = [], 0.0, [], []
+    for row in rows:
+        elapsed += row.get("epoch_time_s", 0.0) / 60
+        if "reward_mean" in row:
+            minutes.append(elapsed)
+            reward.append(row["reward_mean"])
+        if "eval_geneval_correct" in row:
+            evals.append((elapsed, row["eval_geneval_correct"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    if evals:
+        axes[0].plot(*zip(*evals), marker="o", ms=3, label="trainer's eval (EMA weights)")
+    axes[0].axhline(before["overall"], color="grey", ls="--", lw=1, label=f"base {before['overall']:.3f}")
+    axes[0].axhline(after["overall"], color="tab:green", ls="--", lw=1, label=f"trained {after['overall']:.3f}")
+    axes[0].set(title="held-out GenEval accuracy", xlabel="training minutes")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(minutes, reward, lw=1)
+    axes[1].set(title="batch reward (partial score)", xlabel="training minutes")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def per_process_batches(config, processes: int) -> list[str]:
@@ -75,22 +108,23 @@ def per_process_batches(config, processes: int) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="shapes_grpo")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     parser.add_argument("--logdir", default=os.path.join(REPO, "logs", "shapes_demo"))
-    parser.add_argument("--eval-images", type=int, default=8, help="images per test prompt")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training time (the trainer's max_minutes)")
+    parser.add_argument("--eval-images", type=int, default=8, help="images per held-out prompt")
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
                         help="training processes (accelerate launch, one thread each); 1: plain python")
     args, overrides = parser.parse_known_args(argv)
 
+    from diffusers import AutoencoderKL
+
     from flow_grpo.checkpoint import resolve_resume
     from flow_grpo.config_cli import ConfigError, parse_args
     from flow_grpo.geneval.metadata import read_metadata
-    from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD
     from flow_grpo.launch import run_script
-    from flow_grpo.lora import load_lora
     from flow_grpo.runlog import unique_run_dir
-    from flow_grpo.sd3.pipeline import load_sd3_pipeline
-    from flow_grpo.shapes.evaluation import evaluate_images, sample_images
+    from flow_grpo.sd3.pipeline import load_sd3_pipeline, load_trained_weights
+    from flow_grpo.shapes.evaluation import held_out_report, vae_ceiling
 
     spec = os.path.join(REPO, "config", "shapes.py") + f":{args.experiment}"
     try:
@@ -105,28 +139,25 @@ def main(argv=None) -> int:
     test = read_metadata(os.path.join(config.dataset, "test_metadata.jsonl"))
     started = time.time()
 
-    def evaluate(pipeline):
-        images, jobs = sample_images(
-            pipeline, test, args.eval_images, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
-            seed=config.seed, resolution=config.resolution, max_sequence_length=config.max_sequence_length,
-        )
-        options = dict(config.reward_options).get("geneval", {})
-        result = evaluate_images(images, jobs, test, options.get("confidence", CONFIDENCE_THRESHOLD),
-                                 options.get("counting_confidence", COUNTING_THRESHOLD))
-        return result, images, jobs
-
-    print(f"[1/3] evaluating the base model: {len(test)} held-out prompts x {args.eval_images} images")
+    print(f"[1/3] the ceiling and the base model: {len(test)} held-out prompts x {args.eval_images} images")
     pipeline = load_sd3_pipeline(config.pretrained.model)
     pipeline.set_progress_bar_config(disable=True)
-    before, before_images, jobs = evaluate(pipeline)
-    print(f"      base overall {before['overall']:.3f} ({time.time() - started:.0f}s)")
+    ceiling = vae_ceiling(AutoencoderKL.from_pretrained(os.path.join(config.pretrained.model, "vae")).eval(), test,
+                          n=args.eval_images, seed=config.seed)
+    before, before_images, jobs = held_out_report(pipeline, test, args.eval_images, config)
+    guided = None
+    if config.sample.eval_guidance_scale <= 1:  # a CFG-free run: the base with guidance is the level to reach
+        guided_config = parse_args(["--config", spec, *overrides, "--config.sample.eval_guidance_scale=4.5"])
+        guided, _, _ = held_out_report(pipeline, test, args.eval_images, guided_config)
+    at_cfg = f" (at CFG 4.5: {guided['overall']:.3f})" if guided else ""
+    print(f"      ceiling {ceiling['overall']:.3f}, base {before['overall']:.3f}{at_cfg} ({time.time() - started:.0f}s)")
 
-    print(f"[2/3] training: {spec} ({args.processes} process{'es' if args.processes > 1 else ''})")
+    print(f"[2/3] training {args.minutes:g} min: {spec} ({args.processes} process{'es' if args.processes > 1 else ''})")
     train_started = time.time()
     # a folder that holds no run yet: the trainer takes it as it is, so the demo reads this run's results
     run_dir = unique_run_dir(args.logdir, config.run_name)
-    train_args = ["--config", spec, f"--config.logdir={args.logdir}", *overrides, *split,
-                  f"--config.run_name={os.path.basename(run_dir)}"]
+    train_args = ["--config", spec, f"--config.logdir={args.logdir}", f"--config.max_minutes={args.minutes}", *overrides,
+                  *split, f"--config.run_name={os.path.basename(run_dir)}"]
     # several processes: one thread each (this model is too small for a matmul to use two threads well)
     if run_script("train_sd3.py", train_args, processes=args.processes, threads=1 if args.processes > 1 else 0):
         return 1
@@ -135,37 +166,35 @@ def main(argv=None) -> int:
         trainer_summary = json.load(handle)
     assert os.path.abspath(trainer_summary["run_dir"]) == os.path.abspath(run_dir), (trainer_summary["run_dir"], run_dir)
 
-    print("[3/3] evaluating the fine-tuned model (EMA weights) on the same prompts and seeds")
+    print("[3/3] the trained model (EMA weights) on the same prompts and seeds")
     checkpoint = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
-    if os.path.isdir(os.path.join(checkpoint, "transformer")):  # a full fine-tune
-        from diffusers import SD3Transformer2DModel
-
-        pipeline.transformer = SD3Transformer2DModel.from_pretrained(os.path.join(checkpoint, "transformer"))
-    else:
-        load_lora(pipeline, checkpoint)
-    after, after_images, _ = evaluate(pipeline)
+    after, after_images, _ = held_out_report(load_trained_weights(pipeline, checkpoint), test, args.eval_images, config)
     os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
     grid(before_images, after_images, jobs, test, min(4, args.eval_images), os.path.join(run_dir, "plots", "before_after.png"))
+    curves(run_dir, before, after, os.path.join(run_dir, "plots", "demo_curves.png"))
     summary = {
         "experiment": args.experiment,
+        "ceiling": ceiling,
         "before": before,
+        "base_cfg_4.5": guided,
         "after": after,
+        "train_minutes": trainer_summary.get("train_seconds", 0.0) / 60,
         "train_wall_clock_s": train_time,
         "total_wall_clock_s": time.time() - started,
         "optimizer_steps": trainer_summary["global_step"],
         "epochs": trainer_summary["epochs"],
+        "images_sampled": trainer_summary["epochs"] * config.sample.train_batch_size * config.sample.num_batches_per_epoch,
         "checkpoint": checkpoint,
-        "threads": torch.get_num_threads(),
         "train_processes": args.processes,
     }
     with open(os.path.join(run_dir, "demo_summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     print()
-    print(table(before, after))
-    print(f"\ntraining {train_time / 60:.1f} min ({trainer_summary['global_step']} optimizer steps, {trainer_summary['epochs']} epochs); "
-          f"total {summary['total_wall_clock_s'] / 60:.1f} min; trained in {args.processes} process(es), "
-          f"evaluated on {torch.get_num_threads()} threads")
-    print(f"run folder: {run_dir} (plots/before_after.png, plots/curves.png, demo_summary.json)")
+    print(table(ceiling, before, after, guided))
+    print(f"\n{args.experiment}: {summary['train_minutes']:.1f} min of training ({summary['epochs']} epochs, "
+          f"{summary['images_sampled']} images sampled, {trainer_summary['global_step']} optimizer steps) in "
+          f"{args.processes} process(es); {summary['total_wall_clock_s'] / 60:.1f} min in all")
+    print(f"run folder: {run_dir} (plots/before_after.png, plots/demo_curves.png, plots/curves.png, demo_summary.json)")
     return 0
 
 

@@ -24,7 +24,7 @@ def test_demo_with_two_processes_and_full_fine_tuning(tmp_path, capsys):
 
     code = shapes_demo.main(["--logdir", str(tmp_path), "--processes", "2", "--config.use_lora=false", *SMALL])
     assert code == 0
-    run_dir = tmp_path / "shapes_grpo"
+    run_dir = tmp_path / "shapes_nft"
     summary = json.loads((run_dir / "demo_summary.json").read_text())
     assert summary["train_processes"] == 2
     tags = {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
@@ -54,4 +54,4 @@ def test_batches_that_do_not_split_over_the_processes_are_refused(tmp_path, caps
     code = shapes_demo.main(["--logdir", str(tmp_path), "--processes", "3", *SMALL])
     assert code == 2
     assert "does not split over 3 processes" in capsys.readouterr().err
-    assert not (tmp_path / "shapes_grpo").exists()
+    assert not (tmp_path / "shapes_nft").exists()
