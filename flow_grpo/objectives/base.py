@@ -157,3 +157,31 @@ def snapshot_velocity(policy: FlowPolicy, snapshot: EMA, latents, sigmas, condit
     the micro-step's forward with gradients: the weights are swapped in place."""
     with snapshot_weights(snapshot):
         return policy.velocity(latents, sigmas, conditioning).float().clone()
+
+
+class RefreshedSnapshotObjective(Objective):
+    """An objective that samples from a snapshot of the policy, replaced by the current weights every
+    ``config.ref_update_step`` optimizer steps (0: never): online DPO's reference, SFT's sampler. The
+    snapshot is kept under ``snapshot_name``; the refresh count travels with the checkpoint."""
+
+    snapshot_name: ClassVar[str] = "ref"
+
+    def attach(self, parameters, names):
+        self.snapshots[self.snapshot_name] = EMA(parameters, names=names)
+        self.refreshes = 0
+
+    @contextlib.contextmanager
+    def rollout_weights(self, global_step: int):
+        every = self.config.ref_update_step
+        if every and global_step // every > self.refreshes:
+            self.snapshots[self.snapshot_name].blend(0.0)  # online: the snapshot becomes the current policy
+            self.refreshes = global_step // every
+        with snapshot_weights(self.snapshots[self.snapshot_name]):
+            yield
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**super().state_dict(), "refreshes": torch.tensor(self.refreshes)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict(state)
+        self.refreshes = int(state["refreshes"])

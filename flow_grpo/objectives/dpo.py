@@ -18,13 +18,10 @@ several processes a group is spread over them (the k-repeat sampler), so each pr
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
-from flow_grpo.ema import EMA
-from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity, snapshot_weights
+from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, snapshot_velocity
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
 
@@ -63,7 +60,7 @@ def dpo_loss(error_w, error_l, ref_error_w, ref_error_l, beta: float) -> torch.T
     return -F.logsigmoid(-0.5 * beta * ((error_w - ref_error_w) - (error_l - ref_error_l)))
 
 
-class OnlineDPO(Objective):
+class OnlineDPO(RefreshedSnapshotObjective):
     """``config.train``: ``dpo_beta``, ``ref_update_step``, ``time_shift``."""
 
     name = "dpo"
@@ -74,18 +71,8 @@ class OnlineDPO(Objective):
         return False  # its reference is its own snapshot
 
     def attach(self, parameters, names):
-        self.snapshots["ref"] = EMA(parameters, names=names)
-        self.refreshes = 0
+        super().attach(parameters, names)  # the reference, which is also the sampler
         self.partner = None
-
-    @contextlib.contextmanager
-    def rollout_weights(self, global_step: int):
-        every = self.config.ref_update_step
-        if every and global_step // every > self.refreshes:
-            self.snapshots["ref"].blend(0.0)  # online: the reference (and sampler) becomes the current policy
-            self.refreshes = global_step // every
-        with snapshot_weights(self.snapshots["ref"]):
-            yield
 
     def training_advantages(self, rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:
         best, self.partner = group_extremes(rollout)
@@ -113,10 +100,3 @@ class OnlineDPO(Objective):
         stats = {"policy_loss": loss.detach(), "dpo_accuracy": ((margin > 0).float() * weight).sum() / torch.clamp(weight.sum(), min=1.0),
                  "dpo_margin": (margin * weight).sum() / torch.clamp(weight.sum(), min=1.0)}
         return loss, stats
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**super().state_dict(), "refreshes": torch.tensor(self.refreshes)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        super().load_state_dict(state)
-        self.refreshes = int(state["refreshes"])

@@ -15,12 +15,9 @@ within minutes; ``beta > 0`` (a velocity penalty to the base) or a large ``ref_u
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
-from flow_grpo.ema import EMA
-from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_weights
+from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats
 from flow_grpo.objectives.dpo import flow_matching_error, logit_normal_times
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
@@ -37,24 +34,12 @@ def best_of_groups(rollout: Rollout) -> torch.Tensor:
     return best
 
 
-class RewardFilteredSFT(Objective):
+class RewardFilteredSFT(RefreshedSnapshotObjective):
     """``config.train``: ``beta`` (velocity penalty to the base), ``ref_update_step``, ``time_shift``."""
 
     name = "sft"
     needs_log_probs = False
-
-    def attach(self, parameters, names):
-        self.snapshots["sampler"] = EMA(parameters, names=names)
-        self.refreshes = 0
-
-    @contextlib.contextmanager
-    def rollout_weights(self, global_step: int):
-        every = self.config.ref_update_step
-        if every and global_step // every > self.refreshes:
-            self.snapshots["sampler"].blend(0.0)
-            self.refreshes = global_step // every
-        with snapshot_weights(self.snapshots["sampler"]):
-            yield
+    snapshot_name = "sampler"
 
     def training_advantages(self, rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:
         return best_of_groups(rollout)
@@ -75,10 +60,3 @@ class RewardFilteredSFT(Objective):
             loss = loss + self.config.beta * kl
             stats["kl_loss"] = kl.detach()
         return loss, stats
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**super().state_dict(), "refreshes": torch.tensor(self.refreshes)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        super().load_state_dict(state)
-        self.refreshes = int(state["refreshes"])
