@@ -1,7 +1,7 @@
 """Every objective on the shapes world at equal training time: held-out GenEval accuracy against training
 minutes and against sampled images, the reward-hacking checks, several seeds where it matters.
 
-    python scripts/compare_shapes.py                                   # all six, 12 min each, ~1.5 h on 2 cores
+    python scripts/compare_shapes.py                                   # all six (NFT, AWM, GRPO x 3 seeds), 12 min each, ~1.5 h on 2 cores
     python scripts/compare_shapes.py --objectives NFT GRPO --minutes 5 --seeds 0
 
 Each run is ``scripts/train_sd3.py`` on a ``config/shapes.py`` experiment with ``config.max_minutes`` of
@@ -146,7 +146,7 @@ def plot(bases: dict[str, dict], results: dict[str, list[dict]], path: str) -> N
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objectives", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
-    parser.add_argument("--repeated", nargs="*", default=["NFT", "GRPO"], help="objectives run with every seed")
+    parser.add_argument("--repeated", nargs="*", default=["NFT", "AWM", "GRPO"], help="objectives run with every seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the others run with the first")
     parser.add_argument("--minutes", type=float, default=12.0, help="training minutes per run (one core)")
     parser.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1), help="runs side by side")
@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--logdir", default=os.path.join(REPO, "logs", "compare_shapes"))
     parser.add_argument("--out", default=os.path.join(REPO, "docs"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--extra", default="", help='config overrides for every run, e.g. "--config.sample.num_batches_per_epoch=8"')
+    parser.add_argument("--extra", default="", help='config overrides for every run, given with "=" (argparse takes a lone "--config..." for an option): '
+                        '--extra="--config.eval_freq=50"')
     parser.add_argument("--reuse", action="store_true", help="keep runs (and reports) already in --logdir")
     args = parser.parse_args(argv)
     os.makedirs(args.logdir, exist_ok=True)
