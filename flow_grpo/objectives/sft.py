@@ -9,8 +9,10 @@ are all equal give none), a fresh ``eps`` and a flow time ``t`` ~ logit-normal s
 
 As in the original the rollouts come from a snapshot (the base at first, replaced by the current weights every
 ``ref_update_step`` optimizer steps: 0 is RAFT-style training on the base's samples, a small value "online SFT").
-Measured here: plain flow matching on the current model's best samples, without a reference penalty, collapses
-within minutes; ``beta > 0`` (a velocity penalty to the base) or a large ``ref_update_step`` keeps it anchored.
+Measured on the shapes world (docs/shapes_world.md): plain flow matching on the current model's best samples,
+without a reference penalty, collapses within minutes, and so does ``beta = 0.01`` with a reference refreshed
+every 10 steps (``shapes_sft``: held-out 0.142 -> 0.072 in 8 minutes, stray-pixel share 0.001 -> 0.143). A
+larger ``beta`` or a reference that stays the base (``ref_update_step = 0``) anchors it harder (not measured).
 """
 
 from __future__ import annotations
