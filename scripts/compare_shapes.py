@@ -103,7 +103,7 @@ def final_report(label: str, seed: int, pipeline, test, args) -> dict:
 def table(bases: dict[str, dict], results: dict[str, list[dict]]) -> str:
     lines = ["| objective | CFG | seeds | held-out overall | " + " | ".join(TAGS) + " | epochs | images | optimizer steps | "
              "detector conf. | noise share | objects / image | layout spread | velocity RMS |",
-             "|---" * (11 + len(TAGS)) + "|"]
+             "|---" * (4 + len(TAGS) + 3 + len(CHECKS)) + "|"]  # name, CFG, seeds, overall; tags; sizes; checks
 
     def row(name, runs, seeds):
         overall = [r["overall"] for r in runs]

@@ -192,3 +192,31 @@ def test_detector_uses_the_decoded_exemplars_and_names_a_missing_file(tmp_path):
     assert all(len(ShapesDetector().exemplars[shape]) > len(crisp[shape]) for shape in SHAPES)
     with pytest.raises(FileNotFoundError, match="exemplars"):
         ShapesDetector(exemplars=str(tmp_path / "missing.npz"))
+
+
+def test_compare_shapes_curve_and_table(tmp_path):
+    """The comparison's curve sums the epochs' training minutes up to each evaluation and averages GenEval's six
+    tags; its table gives the mean and spread over seeds and each run's sizes and checks."""
+    import json
+
+    from conftest import load_script
+
+    compare = load_script("scripts/compare_shapes.py")
+    tags = compare.TAGS
+    rows = [{"epoch": 0, **{f"eval_geneval_tag_{t}": 0.0 for t in tags}},
+            {"epoch": 1, "epoch_time_s": 30.0}, {"epoch": 2, "epoch_time_s": 90.0,
+                                                 **{f"eval_geneval_tag_{t}": v for t, v in zip(tags, (0.6, 0.0, 0.0, 0.6, 0.0, 0.0))}}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = compare.curve(str(tmp_path))
+    assert curve["minutes"] == [0.0, 2.0] and curve["epochs"] == [0, 2]
+    assert curve["accuracy"] == pytest.approx([0.0, 0.2])
+
+    def report(overall, guidance=1.0):
+        return {"overall": overall, "guidance": guidance, "by_tag": {t: overall for t in tags}, "epochs_trained": 10,
+                "images_sampled": 1280, "optimizer_steps": 40, **{k: 0.5 for k in compare.CHECKS}}
+
+    text = compare.table({"base (CFG 1)": report(0.1)}, {"NFT": [report(0.2), report(0.4)]})
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[3].count("|")
+    assert "| NFT | 1 | 2 | **0.300** +- 0.100 |" in lines[3] and "| 10 | 1280 | 40 |" in lines[3]
+    assert lines[2].startswith("| base (CFG 1) | 1 | - | **0.100** |")
