@@ -108,6 +108,10 @@ def reward_metrics(accelerator, rollout) -> dict:
     return row
 
 
+# (label, metrics key, format) of the per-epoch line
+PRINTED_METRICS = (("loss", "policy_loss", ".3e"), ("approx_kl", "approx_kl", ".2e"), ("clipfrac", "clipfrac", ".3f"), ("kl", "kl_loss", ".2e"))
+
+
 def main(argv=None) -> int:
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedType, ProjectConfiguration
@@ -258,9 +262,11 @@ def main(argv=None) -> int:
                     image_grid(to_pil(rollout.images[:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
             if accelerator.is_main_process:
                 logger.log(row)
+                # the objective's measured quantities only (the forward-process ones have no ratio: no approx_kl)
+                measured = "".join(f"{name} {row[key]:{form}} " for name, key, form in PRINTED_METRICS
+                                   if np.isfinite(row.get(key, float("nan"))))
                 tqdm.write(
-                    f"epoch {done}/{config.num_epochs} step {global_step} reward {row['reward_mean']:.4f} "
-                    f"approx_kl {row['approx_kl']:.2e} clipfrac {row['clipfrac']:.3f} kl {row['kl_loss']:.2e} "
+                    f"epoch {done}/{config.num_epochs} step {global_step} reward {row['reward_mean']:.4f} {measured}"
                     + (f"eval {row['eval_reward_avg']:.4f} " if "eval_reward_avg" in row else "")
                     + f"({row['epoch_time_s']:.1f}s)"
                 )
