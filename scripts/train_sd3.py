@@ -233,8 +233,11 @@ def main(argv=None) -> int:
             eval_metrics = run_eval(0)
             if accelerator.is_main_process:
                 logger.log({"epoch": 0, "global_step": 0, **eval_metrics})
-        epochs = tqdm(range(first_epoch, config.num_epochs), desc=f"{objective.name} epochs", initial=first_epoch,
-                      total=config.num_epochs, disable=not (config.progress and accelerator.is_main_process))
+        # a time-bounded run has no meaningful epoch total: count epochs and say when it stops instead of a bogus ETA
+        timed = {"desc": f"{objective.name} epochs (stops after {config.max_minutes:g} min of training)",
+                 "bar_format": "{desc}: {n_fmt} [{elapsed}, {rate_fmt}]"} if config.max_minutes else {"desc": f"{objective.name} epochs"}
+        epochs = tqdm(range(first_epoch, config.num_epochs), initial=first_epoch, total=config.num_epochs,
+                      disable=not (config.progress and accelerator.is_main_process), **timed)
         for epoch in epochs:
             epoch_start = time.time()
             # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
