@@ -64,7 +64,7 @@ def build_world(world_config):
 def group_size(world, sample_config) -> int:
     """A group is k samples of one prompt; in a one-prompt world it is k trajectories from one initial noise
     (same_latent), or k samples with their own noises (groups_of_k), or else the whole batch."""
-    if len(world.train_prompts) == 1 and not (sample_config.same_latent or getattr(sample_config, "groups_of_k", False)):
+    if len(world.train_prompts) == 1 and not (sample_config.same_latent or sample_config.groups_of_k):
         return sample_config.train_batch_size
     return sample_config.num_image_per_prompt
 

@@ -28,7 +28,7 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     parts = []
     for b in range(sample_config.num_batches_per_epoch):
         prompts = [world.train_prompts[i] for i in sampler.next_indices()]
-        if sample_config.same_latent or getattr(sample_config, "groups_of_k", False):
+        if sample_config.same_latent or sample_config.groups_of_k:
             prompts = sorted(prompts)  # equal prompts side by side: each run of k is a group
             if sample_config.same_latent:  # ... and shares one noise
                 noise = torch.randn(len(prompts) // k, world.data_dim, generator=generator).repeat_interleave(k, dim=0)
