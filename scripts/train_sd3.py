@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
     collector = SD3RolloutCollector(pipeline=pipeline, transformer=sampling_transformer, negative=negative, dataset=train_set,
                                     sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
-    last_checkpoint, train_seconds = None, 0.0
+    last_checkpoint, train_seconds, done = None, 0.0, first_epoch  # done: completed epochs
 
     def out_of_time(seconds: float) -> bool:
         """config.max_minutes of training (epochs, without evaluation) spent, decided on the main process."""
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
                 "run_name": config.run_name,
                 "run_dir": run_dir,
                 "objective": objective.name,
-                "epochs": max(first_epoch, done if first_epoch < config.num_epochs else first_epoch),
+                "epochs": done,
                 "global_step": global_step,
                 "eval_reward_first": evals[0]["eval_reward_avg"] if evals else None,
                 "eval_reward_last": evals[-1]["eval_reward_avg"] if evals else None,
