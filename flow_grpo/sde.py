@@ -27,7 +27,8 @@ Two step types:
 
     Its log-probability is, as in the original implementation, the *unnormalised* ``-mean((prev - mean)^2)``
     (no ``1 / (2 std^2)`` and no normaliser). The clip ranges of the CPS configs (1e-5) were tuned for that
-    scale, so it stays the default; pass ``cps_log_prob="gaussian"`` for the exact Gaussian density.
+    scale, so it stays the step's score; :func:`gaussian_log_prob` of the step's outputs gives the exact
+    Gaussian density.
 
 Log-probabilities are averaged over every non-batch element (C x H x W for images), not summed, so
 probability ratios stay close to 1. With ``noise_level = 0`` both types reduce exactly to the Euler step
@@ -45,7 +46,6 @@ from typing import Sequence
 import torch
 
 SDE_TYPES = ("sde", "cps")
-CPS_LOG_PROB_KINDS = ("unnormalized", "gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,6 @@ def sde_step_with_logprob(
     prev_sample: torch.Tensor | None = None,
     sde_type: str = "sde",
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
-    cps_log_prob: str = "unnormalized",
 ):
     """Take (or score) one stochastic step from ``sigma`` to ``sigma_next``.
 
@@ -117,7 +116,6 @@ def sde_step_with_logprob(
         prev_sample: if given, this sample is scored instead of drawing a new one (training time).
         sde_type: ``"sde"`` or ``"cps"``.
         generator: a generator, or one per sample, for the noise.
-        cps_log_prob: ``"unnormalized"`` (default, as the original) or ``"gaussian"``; only for ``cps``.
 
     Returns:
         ``(prev_sample, log_prob, prev_sample_mean, std_dev)``: the next latent (float32), its log-prob of
@@ -125,8 +123,6 @@ def sde_step_with_logprob(
     """
     if sde_type not in SDE_TYPES:
         raise ValueError(f"unknown sde_type {sde_type!r}; valid: {', '.join(SDE_TYPES)}")
-    if cps_log_prob not in CPS_LOG_PROB_KINDS:
-        raise ValueError(f"unknown cps_log_prob {cps_log_prob!r}; valid: {', '.join(CPS_LOG_PROB_KINDS)}")
     if model_output.shape != sample.shape:
         raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} differ")
 
@@ -165,16 +161,20 @@ def sde_step_with_logprob(
             raise ValueError(f"prev_sample {tuple(prev_sample.shape)} and sample {tuple(x.shape)} differ")
         prev_sample = prev_sample.float()
 
-    reduce_dims = tuple(range(1, ndim))
-    stochastic = std_dev > 0
-    if sde_type == "cps" and cps_log_prob == "unnormalized":
+    if sde_type == "cps":  # the original's unnormalised score (module docstring)
+        stochastic = std_dev > 0
         log_prob = -((prev_sample.detach() - prev_sample_mean) ** 2)
+        log_prob = torch.where(stochastic, log_prob, torch.zeros_like(log_prob)).mean(dim=tuple(range(1, ndim)))
     else:
-        safe_std = torch.where(stochastic, std_dev, torch.ones_like(std_dev))
-        log_prob = (
-            -((prev_sample.detach() - prev_sample_mean) ** 2) / (2 * safe_std**2)
-            - torch.log(safe_std)
-            - _LOG_SQRT_2PI
-        )
-    log_prob = torch.where(stochastic, log_prob, torch.zeros_like(log_prob)).mean(dim=reduce_dims)
+        log_prob = gaussian_log_prob(prev_sample, prev_sample_mean, std_dev)
     return prev_sample, log_prob, prev_sample_mean, std_dev
+
+
+def gaussian_log_prob(prev_sample: torch.Tensor, mean: torch.Tensor, std_dev: torch.Tensor) -> torch.Tensor:
+    """The Gaussian log-density of ``prev_sample`` under ``N(mean, std_dev^2)``, averaged over every non-batch
+    element: shape [B]; 0 for samples whose step is deterministic (``std_dev == 0``). The ``sde`` step's score,
+    and the exact density of a ``cps`` step from its outputs."""
+    stochastic = std_dev > 0
+    safe_std = torch.where(stochastic, std_dev, torch.ones_like(std_dev))
+    log_prob = -((prev_sample.detach() - mean) ** 2) / (2 * safe_std**2) - torch.log(safe_std) - _LOG_SQRT_2PI
+    return torch.where(stochastic, log_prob, torch.zeros_like(log_prob)).mean(dim=tuple(range(1, prev_sample.ndim)))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flow_grpo.sde import sde_step_with_logprob
+from flow_grpo.sde import gaussian_log_prob, sde_step_with_logprob
 
 
 def _inputs(batch=4, shape=(3, 5, 5), seed=0):
@@ -101,7 +101,7 @@ def test_cps_matches_its_definition_term_by_term():
     # the original's unnormalised score: -mean((prev - mean)^2) = -std^2 mean(eps^2)
     torch.testing.assert_close(log_prob, -(std_t**2) * (noise**2).mean(dim=(1, 2, 3)), rtol=1e-5, atol=1e-7)
     # optional exact Gaussian density
-    _, gaussian, _, _ = sde_step_with_logprob(v, s, s_next, x, a, prev_sample=prev, sde_type="cps", cps_log_prob="gaussian")
+    gaussian = gaussian_log_prob(prev, mean, std)
     expected = torch.distributions.Normal(expected_mean.double(), std_t).log_prob(prev.double()).mean(dim=(1, 2, 3))
     torch.testing.assert_close(gaussian.double(), expected, rtol=1e-5, atol=1e-5)
 

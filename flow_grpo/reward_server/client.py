@@ -8,6 +8,7 @@ is raised at once, never retried; so is a 200 whose body is not a valid answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -23,29 +24,33 @@ class RewardServerError(RuntimeError):
     """The reward server could not give the scores; the message names the URL and what failed."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientSettings:
+    """How a :class:`RewardClient` talks to its server."""
+
+    chunk_size: int = 64  # images per request
+    image_format: str = "png"  # or "jpeg"
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+    deadline: float = 900.0  # seconds of retrying a request before giving up
+    backoff: float = 0.5  # first wait between retries (doubled each time, up to max_backoff)
+    max_backoff: float = 15.0
+    max_in_flight: int = 4  # requests of one call in parallel
+
+
 class RewardClient:
-    def __init__(
-        self,
-        url: str,
-        token: str | None = None,
-        chunk_size: int = 64,
-        image_format: str = "png",
-        connect_timeout: float = 5.0,
-        read_timeout: float = 300.0,
-        deadline: float = 900.0,
-        backoff: float = 0.5,
-        max_backoff: float = 15.0,
-        max_in_flight: int = 4,
-    ):
+    def __init__(self, url: str, token: str | None = None, settings: ClientSettings | None = None, **overrides):
+        """``overrides``: fields of :class:`ClientSettings` to change, e.g. ``RewardClient(url, chunk_size=8)``."""
+        settings = dataclasses.replace(settings or ClientSettings(), **overrides)
         self.url = url.rstrip("/")
         self.token = token
-        self.chunk_size = int(chunk_size)
-        self.image_format = image_format
-        self.timeout = (connect_timeout, read_timeout)
-        self.deadline = deadline
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.max_in_flight = max(1, int(max_in_flight))
+        self.chunk_size = int(settings.chunk_size)
+        self.image_format = settings.image_format
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.deadline = settings.deadline
+        self.backoff = settings.backoff
+        self.max_backoff = settings.max_backoff
+        self.max_in_flight = max(1, int(settings.max_in_flight))
         self.session = requests.Session()
         self.retries = 0  # requests retried so far (for logs and tests)
 

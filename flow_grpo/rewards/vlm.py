@@ -16,6 +16,7 @@ Options: ``base_url`` (e.g. http://127.0.0.1:17140/v1, required), ``model`` (the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -50,27 +51,65 @@ def _data_url(image, size: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def chat_scorer(question: str, pattern: str, low: float, high: float, base_url: str = "", model: str = "",
-                api_key: str | None = None, timeout: float = 120.0, max_concurrency: int = 16, image_size: int = 512,
-                temperature: float = 0.0, name: str = "vlm"):
-    if not base_url:
+@dataclasses.dataclass(frozen=True)
+class ChatQuestion:
+    """What a VLM reward asks and how its answer is read: the last match of ``pattern`` in ``[low, high]``,
+    divided by ``high``."""
+
+    name: str
+    question: str  # formatted with the image's prompt
+    pattern: str
+    low: float
+    high: float
+
+
+@dataclasses.dataclass
+class ChatEndpoint:
+    """The reward's ``reward_options``: where the VLM is served and how it is called."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str | None = None
+    timeout: float = 120.0
+    max_concurrency: int = 16
+    image_size: int = 512
+    temperature: float = 0.0
+
+
+QWENVL = ChatQuestion("qwenvl", QWENVL_QUESTION, r"score\s*[:=]\s*(\d+(?:\.\d+)?)", 0.0, 10.0)
+UNIFIEDREWARD = ChatQuestion("unifiedreward", UNIFIEDREWARD_QUESTION, r"final score\s*:\s*(\d+(?:\.\d+)?)", 1.0, 5.0)
+
+
+def endpoint_from_options(ask: ChatQuestion, options: dict) -> ChatEndpoint:
+    options = {k: v for k, v in options.items() if k != "device"}
+    known = {f.name for f in dataclasses.fields(ChatEndpoint)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise RewardError(f"{ask.name}: unknown reward_options {unknown}; valid: {', '.join(sorted(known))}")
+    return ChatEndpoint(**options)
+
+
+def chat_scorer(ask_spec: ChatQuestion, endpoint: ChatEndpoint):
+    """``fn(images, prompts, metadata)`` asking ``endpoint`` the question of ``ask_spec`` about each image."""
+    name, low, high = ask_spec.name, ask_spec.low, ask_spec.high
+    if not endpoint.base_url:
         raise RewardError(f"the {name} reward needs reward_options.{name}.base_url, an OpenAI-compatible endpoint such as http://127.0.0.1:17140/v1")
-    url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key or os.environ.get('OPENAI_API_KEY', 'EMPTY')}"}
-    score_re = re.compile(pattern, re.IGNORECASE)
+    url = endpoint.base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {endpoint.api_key or os.environ.get('OPENAI_API_KEY', 'EMPTY')}"}
+    score_re = re.compile(ask_spec.pattern, re.IGNORECASE)
     session = requests.Session()
 
     def ask(prompt: str, image) -> float:
         body = {
-            "model": model,
-            "temperature": temperature,
+            "model": endpoint.model,
+            "temperature": endpoint.temperature,
             "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": _data_url(image, image_size)}},
-                {"type": "text", "text": question.format(prompt=prompt)},
+                {"type": "image_url", "image_url": {"url": _data_url(image, endpoint.image_size)}},
+                {"type": "text", "text": ask_spec.question.format(prompt=prompt)},
             ]}],
         }
         try:
-            response = session.post(url, json=body, headers=headers, timeout=timeout)
+            response = session.post(url, json=body, headers=headers, timeout=endpoint.timeout)
         except requests.RequestException as error:
             raise RewardError(f"{name}: endpoint {url} unreachable: {type(error).__name__}: {error}") from None
         if response.status_code != 200:
@@ -89,7 +128,7 @@ def chat_scorer(question: str, pattern: str, low: float, high: float, base_url: 
 
     def score(images, prompts, metadata):
         pil = to_pil(images)
-        with ThreadPoolExecutor(max(1, min(max_concurrency, len(pil)))) as pool:
+        with ThreadPoolExecutor(max(1, min(endpoint.max_concurrency, len(pil)))) as pool:
             values = list(pool.map(ask, prompts, pil))
         return np.asarray(values), {}
 
@@ -98,11 +137,9 @@ def chat_scorer(question: str, pattern: str, low: float, high: float, base_url: 
 
 @register("qwenvl")
 def qwenvl(**options):
-    options.pop("device", None)
-    return chat_scorer(QWENVL_QUESTION, r"score\s*[:=]\s*(\d+(?:\.\d+)?)", 0.0, 10.0, name="qwenvl", **options)
+    return chat_scorer(QWENVL, endpoint_from_options(QWENVL, options))
 
 
 @register("unifiedreward")
 def unifiedreward(**options):
-    options.pop("device", None)
-    return chat_scorer(UNIFIEDREWARD_QUESTION, r"final score\s*:\s*(\d+(?:\.\d+)?)", 1.0, 5.0, name="unifiedreward", **options)
+    return chat_scorer(UNIFIEDREWARD, endpoint_from_options(UNIFIEDREWARD, options))
