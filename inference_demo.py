@@ -6,7 +6,9 @@
 Writes ``<output_dir>/base/`` and ``<output_dir>/lora/`` (``<prompt index>_<image index>.png``, same seed for
 the two) and ``<output_dir>/grid.png`` (one row per prompt: base images, then LoRA images). ``--lora_path``
 takes a flow_grpo checkpoint folder (its ``lora/``), a diffusers LoRA folder or file, or a PEFT adapter
-folder. Sampling is the deterministic ODE of ``flow_grpo.sd3`` (the same as diffusers' pipeline).
+folder. Any family (SD3, FLUX.1, Qwen-Image; ``--family`` or the model's ``model_index.json``). Sampling is the
+deterministic ODE of ``flow_grpo.backbones.sampling`` (the same as the family's diffusers pipeline), image k of
+prompt i seeded by (seed, i, k).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
 DEFAULT_PROMPTS = ["a photo of a cat", "a red circle to the left of a blue square", 'a sign that says "Flow GRPO"']
 
@@ -51,45 +52,35 @@ def read_prompts(args) -> list[str]:
     return prompts[: args.max_prompts] if args.max_prompts else prompts
 
 
-def load_pipeline(model_name: str, device: str, dtype: torch.dtype):
-    from diffusers import StableDiffusion3Pipeline
+def load_model(args, device: str, dtype: torch.dtype):
+    """The backbone of ``--model_name`` (any family: SD3, FLUX.1, Qwen-Image) on ``device``."""
+    from flow_grpo.backbones import ModelLoadError, load_backbone
 
-    looks_local = os.path.isabs(model_name) or model_name.startswith(".") or os.path.exists(model_name)
-    if looks_local and not os.path.isdir(model_name):
-        raise DemoError(f"--model_name {model_name!r}: no such folder")
-    if looks_local and not os.path.isfile(os.path.join(model_name, "model_index.json")):
-        raise DemoError(f"--model_name {model_name!r} is not a diffusers pipeline folder (no model_index.json)")
     try:
-        pipeline = StableDiffusion3Pipeline.from_pretrained(model_name, torch_dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise DemoError(f"cannot load the model {model_name!r}: {str(error).splitlines()[0]}") from error
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
+        backbone = load_backbone(args.model_name, args.family)
+    except ModelLoadError as error:
+        raise DemoError(str(error).replace("config.pretrained.model", "--model_name")) from error
+    backbone.pipeline.to(device, dtype)
+    backbone.vae.to(torch.float32)
+    return backbone
 
 
-def generate(pipeline, prompts, args, device) -> torch.Tensor:
-    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
+def generate(backbone, prompts, args) -> torch.Tensor:
+    """Every prompt's ``--num_images`` ODE images, from flow_grpo's one generation function and seeding scheme."""
+    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
 
-    jobs = [(p, k) for p in range(len(prompts)) for k in range(args.num_images)]
-    images = []
-    negative = encode_prompt(pipeline, [""], args.max_sequence_length, device)
-    for start in tqdm(range(0, len(jobs), args.batch_size), desc="images", leave=False):
-        chunk = jobs[start : start + args.batch_size]
-        conditioning = encode_prompt(pipeline, [prompts[p] for p, _ in chunk], args.max_sequence_length, device)
-        generators = [torch.Generator().manual_seed(args.seed + p * args.num_images + k) for p, k in chunk]
-        trajectory = sd3_sample_with_logprob(
-            pipeline, conditioning, negative,
-            num_inference_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
-            deterministic=True, generator=generators,
-        )
-        images.append(trajectory.images.cpu())
-    return torch.cat(images)
+    spec = SamplingSpec(num_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width)
+    options = GenerationOptions(seed=args.seed, max_sequence_length=args.max_sequence_length, batch_size=args.batch_size,
+                                progress=True)
+    return generate_images(backbone, image_jobs(prompts, args.num_images), spec, options)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lora_path", required=True)
-    parser.add_argument("--model_name", default="stabilityai/stable-diffusion-3.5-medium", help="hub id or local diffusers folder")
+    parser.add_argument("--model_name", default="stabilityai/stable-diffusion-3.5-medium",
+                        help="hub id, local diffusers folder, or builtin:tiny / builtin:tiny_flux / builtin:tiny_qwenimage")
+    parser.add_argument("--family", default="", help="sd3, flux or qwenimage (default: from the model's model_index.json)")
     parser.add_argument("--custom_prompt", default="")
     parser.add_argument("--test_file", default="", help=".txt (one prompt per line) or .jsonl with a 'prompt' field")
     parser.add_argument("--max_prompts", type=int, default=0, help="use only the first N prompts of --test_file")
@@ -97,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--num_steps", type=int, default=40)
-    parser.add_argument("--guidance_scale", type=float, default=4.5)
+    parser.add_argument("--guidance_scale", type=float, default=4.5, help="CFG scale (FLUX.1-dev: its distilled guidance, 3.5)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default="./demo_outputs")
     parser.add_argument("--device", default="", help="default: cuda when available, else cpu")
@@ -113,12 +104,13 @@ def main(argv=None) -> int:
     try:
         resolve_lora_path(args.lora_path)  # fail before the (slow) model load
         prompts = read_prompts(args)
-        pipeline = load_pipeline(args.model_name, device, dtype)
-        print(f"{len(prompts)} prompts x {args.num_images} images, {args.num_steps} steps, CFG {args.guidance_scale}, on {device}")
-        base = generate(pipeline, prompts, args, device)
-        kind = load_lora(pipeline, args.lora_path)
+        backbone = load_model(args, device, dtype)
+        print(f"{len(prompts)} prompts x {args.num_images} images, {args.num_steps} steps, guidance {args.guidance_scale}, "
+              f"{backbone.family}, on {device}")
+        base = generate(backbone, prompts, args)
+        kind = load_lora(backbone.pipeline, args.lora_path)
         print(f"loaded the LoRA at {args.lora_path} ({kind} format)")
-        lora = generate(pipeline, prompts, args, device)
+        lora = generate(backbone, prompts, args)
     except (DemoError, LoraLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
-"""Defaults of scripts/train_sd3.py, close to the original Flow-GRPO's. Experiments in grpo.py, count.py,
+"""Defaults of scripts/train.py (and train_sd3.py), close to the original Flow-GRPO's. Experiments in grpo.py, count.py,
 tiny.py, shapes.py start from ``default()`` and change what they need; toy.py takes ``train_config()``. This
 file holds no experiment of its own (no ``get_config``)."""
 
-import ml_collections
+import math
 
-from flow_grpo.lora import SD3_LORA_TARGET_MODULES
+import ml_collections
 
 
 def default():
@@ -29,7 +29,8 @@ def default():
 
     # ---- model ----
     config.pretrained = ml_collections.ConfigDict()
-    config.pretrained.model = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local folder, or "builtin:tiny"
+    config.pretrained.model = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local folder, or "builtin:tiny[_flux|_qwenimage]"
+    config.pretrained.family = ""  # "sd3", "flux", "qwenimage"; "": read from the model's model_index.json
     config.pretrained.revision = ""
     config.resolution = 512
     config.max_sequence_length = 128  # T5 tokens
@@ -37,7 +38,7 @@ def default():
     config.lora = ml_collections.ConfigDict()
     config.lora.rank = 32
     config.lora.alpha = 64
-    config.lora.target_modules = SD3_LORA_TARGET_MODULES
+    config.lora.target_modules = ()  # (): the family's Flow-GRPO targets (docs/backbones.md)
     config.lora_path = ""  # start the trained LoRA from these weights
     config.merge_lora_path = ""  # a cold-start LoRA fused into the base weights before RL
 
@@ -68,6 +69,7 @@ def default():
     config.train.cfg = True  # train with the sampling guidance scale (False: no CFG in training)
     config.train.gradient_checkpointing = False
     config.batched_cfg = True  # CFG as one transformer call on the doubled batch (False: two calls, less memory)
+    config.compile = False  # torch.compile the transformer for sampling and training
 
     # ---- reward ----
     config.reward_fn = {}  # {"name": weight}; the weighted sum is "avg"
@@ -124,3 +126,69 @@ def train_config():
     train.ema_warmup = False  # the evaluation EMA's decay min(ema_decay, (1 + n) / (10 + n)) (DiffusionNFT)
     return train
 
+
+def epoch_sizes(config, gpu_number: int, groups_per_epoch: int, num_image_per_prompt: int, max_batch: int):
+    """``groups_per_epoch`` groups of ``num_image_per_prompt`` images per epoch on ``gpu_number`` processes
+    whatever the machine, two optimizer steps per epoch (the original's epochs, every family).
+
+    Each process samples batches of ``b`` images, the largest multiple of ``k / gcd(k, gpu_number)`` up to
+    ``max_batch`` (the original's per-GPU batch: 9 for SD3.5-M on 80 GB, 3 for FLUX.1-dev, 4 for Qwen-Image), so
+    that the processes' batch holds whole groups for the k-repeat sampler: for SD3.5-M b = 9 on 32 GPUs, 6 on 4,
+    24 on 1 (sampling needs no activations kept); training micro-batches are ``b`` or, when ``b`` exceeds
+    ``max_batch``, its largest divisor up to it (8 on 1 GPU).
+    """
+    k = num_image_per_prompt
+    unit = k // math.gcd(k, gpu_number)
+    sample_batch = max(unit, unit * (max_batch // unit))
+    train_batch = max(d for d in range(1, min(sample_batch, max_batch) + 1) if sample_batch % d == 0)
+    images_per_epoch = groups_per_epoch * k
+    if images_per_epoch % (gpu_number * sample_batch):
+        raise ValueError(f"{groups_per_epoch} groups of {k} do not split into batches of {gpu_number} x {sample_batch}")
+    config.sample.train_batch_size = sample_batch
+    config.sample.num_image_per_prompt = k
+    config.sample.num_batches_per_epoch = images_per_epoch // (gpu_number * sample_batch)
+    config.train.batch_size = train_batch
+    minibatches = config.sample.num_batches_per_epoch * sample_batch // train_batch
+    config.train.gradient_accumulation_steps = max(1, minibatches // 2)  # two optimizer steps per epoch
+    config.train.num_inner_epochs = 1
+    return config
+
+
+def nft_settings(config, task: str):
+    """DiffusionNFT's published settings (NVlabs/DiffusionNFT, config/nft.py), on any family: ODE rollouts with
+    99% of the steps trained at random, nft_beta 1 (0.1 for OCR), velocity penalty 1e-4 to the base, advantages
+    clipped at 5, the old policy's decay schedule "1" (flat 0, rate 0.001, cap 0.5; OCR: "2", flat for 75 steps,
+    then 0.0075 per step up to 0.999), the evaluation EMA with warm-up."""
+    config.train.objective = "nft"
+    config.train.timestep_fraction = 0.99
+    config.train.timestep_strategy = "random"
+    config.train.nft_beta = 0.1 if task == "ocr" else 1.0
+    config.train.beta = 1e-4
+    config.train.adv_clip_max = 5.0
+    config.train.old_policy_decay = (75.0, 0.0075, 0.999) if task == "ocr" else (0.0, 0.001, 0.5)
+    config.train.global_std = True
+    config.train.ema = True
+    config.train.ema_warmup = True
+    return config
+
+
+def awm_settings(config, beta: float, timestep_count: int = 6):
+    """Advantage Weighted Matching's published settings (scxue/advantage_weighted_matching, config/dgx_awm.py),
+    on any family: ``timestep_count`` stratified flow times among the first 90% of the steps, generalised-Huber
+    power 0.25, clip range 1 (the ratio is 1 with one step per epoch), advantages clipped at 1, the KL-EMA
+    snapshot (weight 1, decay up to 0.3), the evaluation EMA at 0.99 every step."""
+    config.train.objective = "awm"
+    config.train.timestep_strategy = "stratified"
+    config.train.timestep_fraction = 0.9
+    config.train.timestep_count = timestep_count
+    config.train.awm_power = 0.25
+    config.train.clip_range = 1.0
+    config.train.adv_clip_max = 1.0
+    config.train.beta = beta
+    config.train.awm_ema_beta = 1.0
+    config.train.awm_ema_decay = (0.001, 0.3)
+    config.train.global_std = True
+    config.train.ema_warmup = False
+    config.train.ema_decay = 0.99
+    config.train.ema_update_interval = 1
+    return config

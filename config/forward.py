@@ -15,6 +15,7 @@ import os
 
 from flow_grpo.config_cli import config_by_name, load_module
 
+base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
 grpo = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpo.py"))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {"geneval": ("geneval", {"geneval": 1.0}), "ocr": ("ocr", {"ocr": 1.0}), "pickscore": ("pickscore", {"pickscore": 1.0})}
@@ -50,20 +51,10 @@ def _cfg_free(config, num_steps: int):
 
 def _nft(task: str, optimizer_steps_per_epoch: int = 1):
     """48 groups of 24 per epoch on 8 GPUs, 10 ODE steps without CFG, 9 of them trained per image at random,
-    nft_beta 1, velocity penalty 1e-4 to the base, advantages clipped at 5, the old policy's decay schedule
-    "1" (flat 0, rate 0.001, cap 0.5), the evaluation EMA with warm-up."""
+    and the rest of DiffusionNFT's settings (``base.nft_settings``)."""
     config = _cfg_free(_sized(task, 8, 48, optimizer_steps_per_epoch), num_steps=10)
     config.run_name = f"{task}_sd3_nft"
-    config.train.objective = "nft"
-    config.train.timestep_fraction = 0.99  # int(10 x 0.99) = 9 of the 10 steps
-    config.train.timestep_strategy = "random"
-    config.train.nft_beta = 1.0
-    config.train.beta = 1e-4
-    config.train.adv_clip_max = 5.0
-    config.train.old_policy_decay = (0.0, 0.001, 0.5)
-    config.train.global_std = True
-    config.train.ema_warmup = True
-    return config
+    return base.nft_settings(config, task)
 
 
 def geneval_sd3_nft():
@@ -73,10 +64,7 @@ def geneval_sd3_nft():
 def general_ocr_sd3_nft():
     """OCR: two optimizer steps per epoch, nft_beta 0.1 and the decay schedule "2" (flat for 75 steps, then
     0.0075 per step up to 0.999)."""
-    config = _nft("ocr", optimizer_steps_per_epoch=2)
-    config.train.nft_beta = 0.1
-    config.train.old_policy_decay = (75.0, 0.0075, 0.999)
-    return config
+    return _nft("ocr", optimizer_steps_per_epoch=2)
 
 
 def pickscore_sd3_nft():
@@ -88,25 +76,10 @@ def pickscore_sd3_nft():
 
 def _awm(task: str, groups_per_epoch: int, beta: float):
     """``groups_per_epoch`` groups of 24 on 8 GPUs, one optimizer step per epoch, 14 ODE steps without CFG,
-    6 stratified flow times among the first 90% of them, generalised-Huber power 0.25, clip range 1 (the
-    ratio is 1 with one step per epoch), advantages clipped at 1, the KL-EMA snapshot (weight 1, decay up to
-    0.3), the evaluation EMA at 0.99 every step."""
+    and the rest of AWM's settings (``base.awm_settings``: 6 stratified flow times, power 0.25, clip 1, ...)."""
     config = _cfg_free(_sized(task, 8, groups_per_epoch, 1), num_steps=14)
     config.run_name = f"{task}_sd3_awm"
-    config.train.objective = "awm"
-    config.train.timestep_strategy = "stratified"
-    config.train.timestep_fraction = 0.9
-    config.train.timestep_count = 6
-    config.train.awm_power = 0.25
-    config.train.clip_range = 1.0
-    config.train.adv_clip_max = 1.0
-    config.train.beta = beta
-    config.train.awm_ema_beta = 1.0
-    config.train.awm_ema_decay = (0.001, 0.3)
-    config.train.global_std = True
-    config.train.ema_decay = 0.99
-    config.train.ema_update_interval = 1
-    return config
+    return base.awm_settings(config, beta)
 
 
 def geneval_sd3_awm():

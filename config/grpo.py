@@ -3,12 +3,13 @@
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml --num_processes 8 \
         scripts/train_sd3.py --config config/grpo.py:geneval_sd3
 
+FLUX.1-dev and Qwen-Image have their own files (config/flux.py, config/qwenimage.py) on the same sizes.
+
 Every experiment keeps the number of prompt groups per epoch of the 32-GPU original; the `_1gpu` and
 `_4gpu` variants reach it with more sampling batches per epoch (and as much gradient accumulation), so
 one epoch is the same amount of data whatever the machine.
 """
 
-import math
 import os
 
 from flow_grpo.config_cli import config_by_name, load_module
@@ -18,39 +19,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sd3(gpu_number=32, groups_per_epoch=48, num_image_per_prompt=24, max_batch=9):
-    """The paper's SD3.5-M setup on ``gpu_number`` processes: ``groups_per_epoch`` groups of
-    ``num_image_per_prompt`` images per epoch whatever the machine, two optimizer steps per epoch.
-
-    Each process samples batches of ``b`` images, the largest multiple of ``k / gcd(k, gpu_number)`` up to
-    ``max_batch`` (9: the paper's per-GPU batch on 80 GB), so that the processes' batch holds whole groups for
-    the k-repeat sampler: b = 9 on 32 GPUs, 6 on 4, 24 on 1 (sampling needs no activations kept); training
-    micro-batches are ``b`` or, when ``b`` exceeds ``max_batch``, its largest divisor up to it (8 on 1 GPU).
-    """
-    k = num_image_per_prompt
-    unit = k // math.gcd(k, gpu_number)
-    sample_batch = max(unit, unit * (max_batch // unit))
-    train_batch = max(d for d in range(1, min(sample_batch, max_batch) + 1) if sample_batch % d == 0)
-    images_per_epoch = groups_per_epoch * k
-    if images_per_epoch % (gpu_number * sample_batch):
-        raise ValueError(f"{groups_per_epoch} groups of {k} do not split into batches of {gpu_number} x {sample_batch}")
+    """The paper's SD3.5-M setup on ``gpu_number`` processes (sizes: ``base.epoch_sizes``)."""
     config = base.default()
     config.pretrained.model = "stabilityai/stable-diffusion-3.5-medium"
+    config.pretrained.family = "sd3"
     config.resolution = 512
     config.sample.num_steps = 10
     config.sample.eval_num_steps = 40
     config.sample.guidance_scale = 4.5
     config.sample.eval_guidance_scale = 4.5
-    config.sample.train_batch_size = sample_batch
-    config.sample.num_image_per_prompt = k
-    config.sample.num_batches_per_epoch = images_per_epoch // (gpu_number * sample_batch)
+    base.epoch_sizes(config, gpu_number, groups_per_epoch, num_image_per_prompt, max_batch)
     config.sample.test_batch_size = 16
     config.train.global_std = True
     config.sample.same_latent = False
-    config.train.batch_size = train_batch
-    # two optimizer steps per epoch
-    minibatches = config.sample.num_batches_per_epoch * sample_batch // train_batch
-    config.train.gradient_accumulation_steps = max(1, minibatches // 2)
-    config.train.num_inner_epochs = 1
     config.train.timestep_fraction = 0.99  # 9 of the 10 steps
     config.train.kl_form = "paper"  # the scale the paper's betas were tuned with (config/base.py)
     config.train.ema = True

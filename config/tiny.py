@@ -1,7 +1,9 @@
-"""CPU-sized runs of scripts/train_sd3.py on a tiny SD3 built in code (real diffusers classes).
+"""CPU-sized runs of scripts/train.py on tiny models built in code (real diffusers classes): SD3, FLUX.1-dev
+and Qwen-Image.
 
-    python scripts/train_sd3.py --config config/tiny.py:tiny
-    accelerate launch --multi_gpu --num_processes 2 scripts/train_sd3.py --config config/tiny.py:tiny
+    python scripts/train.py --config config/tiny.py:tiny
+    python scripts/train.py --config config/tiny.py:tiny_flux --config.train.objective=nft
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config config/tiny.py:tiny_qwenimage
 (on a machine without GPU the script runs its processes on the CPU with gloo; `accelerate launch --cpu
 --num_processes 2` starts a single process unless an MPI hostfile is given)
 """
@@ -130,6 +132,34 @@ def tiny_sft():
     config = _tiny_forward("sft")
     config.train.ref_update_step = 4
     config.train.beta = 0.01
+    return config
+
+
+def tiny_flux():
+    """The tiny run on a tiny FLUX.1-dev (``builtin:tiny_flux``): distilled guidance 3.5 as the model's input
+    (no negative pass), FLUX's dynamic shift, 2x2-packed latents; FLUX's noise level 0.9 (config/grpo.py)."""
+    config = tiny()
+    config.run_name = "tiny_flux"
+    config.pretrained.model = "builtin:tiny_flux"
+    config.sample.guidance_scale = 3.5
+    config.sample.eval_guidance_scale = 3.5
+    config.sample.noise_level = 0.9
+    return config
+
+
+def tiny_qwenimage():
+    """The tiny run on a tiny Qwen-Image (``builtin:tiny_qwenimage``): true CFG 4 with the negative prompt " "
+    and the norm rescale, Qwen-Image's shift and terminal sigma; noise level 1.2 with an SDE window of 2 among
+    the first 3 steps (Flow-GRPO's Qwen-Image settings, config/grpo.py)."""
+    config = tiny()
+    config.run_name = "tiny_qwenimage"
+    config.pretrained.model = "builtin:tiny_qwenimage"
+    config.sample.guidance_scale = 4.0
+    config.sample.eval_guidance_scale = 4.0
+    config.sample.noise_level = 1.2
+    config.sample.sde_window_size = 2
+    config.sample.sde_window_range = (0, 3)
+    config.train.timestep_fraction = 1.0
     return config
 
 

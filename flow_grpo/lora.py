@@ -1,7 +1,9 @@
-"""LoRA on the SD3 transformer: add, save in diffusers' format, load from our checkpoints or PEFT folders.
+"""LoRA on any backbone's transformer: add, save in diffusers' format, load from our checkpoints or PEFT folders.
 
 Saved LoRAs are diffusers LoRA folders (``pytorch_lora_weights.safetensors`` with the adapter's rank and
-alpha in the file's metadata), so ``StableDiffusion3Pipeline.load_lora_weights(path)`` loads them.
+alpha in the file's metadata), written by the family's own pipeline class, so that pipeline's
+``load_lora_weights(path)`` loads them (``StableDiffusion3Pipeline``, ``FluxPipeline``, ``QwenImagePipeline``).
+The target modules of each family are its backbone's ``lora_target_modules`` (docs/backbones.md).
 """
 
 from __future__ import annotations
@@ -11,17 +13,6 @@ import os
 
 import torch
 
-# The attention projections of every SD3 joint block (image and text streams), as in Flow-GRPO.
-SD3_LORA_TARGET_MODULES = (
-    "attn.add_k_proj",
-    "attn.add_q_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "attn.to_k",
-    "attn.to_out.0",
-    "attn.to_q",
-    "attn.to_v",
-)
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -31,11 +22,14 @@ class LoraLoadError(ValueError):
     """A LoRA path that is missing, of an unknown layout, or that does not fit the model."""
 
 
-def add_lora(transformer, rank: int = 32, alpha: int = 64, target_modules=SD3_LORA_TARGET_MODULES, adapter_name: str = "default", init: str | bool = "gaussian"):
-    """Add a trainable LoRA adapter (B = 0 at init, so the model is unchanged) and return its config."""
+def add_lora(transformer, rank: int, alpha: int, target_modules, exclude_modules=(), adapter_name: str = "default",
+             init: str | bool = "gaussian"):
+    """Add a trainable LoRA adapter (B = 0 at init, so the model is unchanged) and return its config.
+    ``exclude_modules``: full module names among the targets to leave out."""
     from peft import LoraConfig
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=list(target_modules))
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=list(target_modules),
+                        exclude_modules=list(exclude_modules) or None)
     transformer.add_adapter(config, adapter_name=adapter_name)
     return config
 
@@ -58,16 +52,18 @@ def _adapter_metadata(transformer, adapter_name: str) -> dict:
     }
 
 
-def save_lora(transformer, path: str, adapter_name: str = "default", state_dict: dict | None = None) -> None:
-    """Write ``path/pytorch_lora_weights.safetensors`` in diffusers' SD3 LoRA format.
+def save_lora(transformer, path: str, pipeline_class=None, adapter_name: str = "default", state_dict: dict | None = None) -> None:
+    """Write ``path/pytorch_lora_weights.safetensors`` in the LoRA format of ``pipeline_class`` (a diffusers
+    pipeline class with ``save_lora_weights``; default ``StableDiffusion3Pipeline``).
 
     ``state_dict`` replaces the adapter's current weights (e.g. the EMA copy) while keeping its config.
     """
-    from diffusers import StableDiffusion3Pipeline
+    if pipeline_class is None:
+        from diffusers import StableDiffusion3Pipeline as pipeline_class
 
     state = state_dict if state_dict is not None else lora_state_dict(transformer, adapter_name)
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    StableDiffusion3Pipeline.save_lora_weights(
+    pipeline_class.save_lora_weights(
         path, transformer_lora_layers=state, transformer_lora_adapter_metadata=_adapter_metadata(transformer, adapter_name)
     )
 

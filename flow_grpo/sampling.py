@@ -2,8 +2,9 @@
 sigma interval, keeping the latents and log-probs of the stochastic steps.
 
 A model enters only through ``velocity(latents, sigma) -> v`` (conditioning, CFG and dtype are the caller's
-closure: ``flow_grpo.sd3.sampling`` for SD3, ``flow_grpo.toy.rollout`` for the toy worlds), so SD3 and the
-toy worlds draw their trajectories with the same code, and the trainer re-scores them with the same step.
+closure: ``flow_grpo.backbones.sampling`` for every diffusers family, ``flow_grpo.toy.rollout`` for the toy
+worlds), so all of them draw their trajectories with the same code, and the trainer re-scores them with the
+same step.
 
 Flow-GRPO-Fast: with a ``window = (start, end)`` only steps ``start <= i < end`` are stochastic and stored;
 every other step is the deterministic ODE.
@@ -63,7 +64,6 @@ def sample_with_logprob(
     generator=None,
     store_means: bool = False,
     store_latents: bool = True,
-    progress: bool = False,
 ) -> Trajectory:
     """Integrate from ``latents`` (noise at ``sigmas[0]``) down the ``T + 1`` ``sigmas``.
 
@@ -77,12 +77,7 @@ def sample_with_logprob(
     latents = latents.float()
     batch_size = latents.shape[0]
     stored_latents, log_probs, means, stds = [], [], [], []
-    steps = range(num_steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="sampling", leave=False)
-    for i in steps:
+    for i in range(num_steps):
         in_window = start <= i < end
         if i == start and store_latents:
             stored_latents.append(latents)

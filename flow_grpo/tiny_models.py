@@ -1,11 +1,11 @@
 """Tiny models built from config, saved in the layout their loaders expect: for tests and CPU runs of the
-model-based rewards (no download). The SD3 pipeline lives in tiny_sd3.py."""
+model-based rewards (no download). The diffusion pipelines live in flow_grpo/backbones/<family>/tiny.py."""
 
 from __future__ import annotations
 
 import torch
 
-from flow_grpo.tiny_sd3 import BOS_ID, EOS_ID, PAD_ID, _vocabulary, make_tokenizer
+from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, _vocabulary, make_tokenizer
 
 
 def save_tiny_clip(folder: str, seed: int = 0, image_size: int = 32, projection_dim: int = 16) -> str:

@@ -4,7 +4,7 @@ minutes and against sampled images, the reward-hacking checks, several seeds whe
     python scripts/compare_shapes.py                                   # all six (NFT, AWM, GRPO x 3 seeds), 12 min each, ~1.5 h on 2 cores
     python scripts/compare_shapes.py --objectives NFT GRPO --minutes 5 --seeds 0
 
-Each run is ``scripts/train_sd3.py`` on a ``config/shapes.py`` experiment with ``config.max_minutes`` of
+Each run is ``scripts/train.py`` on a ``config/shapes.py`` experiment with ``config.max_minutes`` of
 training (epochs, without its evaluations), one process on one core, ``--parallel`` runs side by side. The
 trainer evaluates every ``eval_freq`` epochs (``--eval-images`` ODE images per held-out prompt, the EMA
 weights); the curves are those evaluations, averaged over GenEval's six tags. After training, the last
@@ -53,7 +53,7 @@ def train(label: str, seed: int, args) -> int:
             "--config.save_freq=100000", "--config.num_checkpoint_limit=1", "--config.progress=false", *shlex.split(args.extra)]
     with open(os.path.join(args.logdir, f"{name}.log"), "w") as log:
         print(f"  training {name} ({args.minutes:g} min)", flush=True)
-        code = run_script("train_sd3.py", argv, threads=args.threads, stdout=log)
+        code = run_script("train.py", argv, threads=args.threads, stdout=log)
     if code:
         print(f"error: {name} failed (exit {code}); its output is in {args.logdir}/{name}.log", file=sys.stderr)
     return code
@@ -73,10 +73,10 @@ def curve(run_dir: str) -> dict:
     return {"minutes": minutes, "epochs": epochs, "accuracy": accuracy}
 
 
-def final_report(label: str, seed: int, pipeline, test, args) -> dict:
+def final_report(label: str, seed: int, backbone, test, args) -> dict:
     from flow_grpo.checkpoint import resolve_resume
     from flow_grpo.config_cli import parse_args
-    from flow_grpo.sd3.pipeline import load_trained_weights
+    from flow_grpo.backbones.trainable import load_trained_weights
     from flow_grpo.shapes.evaluation import held_out_report
 
     run_dir = os.path.join(args.logdir, run_name(label, seed))
@@ -89,8 +89,8 @@ def final_report(label: str, seed: int, pipeline, test, args) -> dict:
     with open(os.path.join(run_dir, "summary.json")) as handle:
         summary = json.load(handle)
     config.seed = 42  # the held-out images of every run (and the base) from the same noise
-    load_trained_weights(pipeline, resolve_resume("latest", os.path.join(run_dir, "checkpoints")))
-    report, _, _ = held_out_report(pipeline, test, args.final_images, config)
+    load_trained_weights(backbone.pipeline, resolve_resume("latest", os.path.join(run_dir, "checkpoints")))
+    report, _, _ = held_out_report(backbone, test, args.final_images, config)
     report["guidance"] = config.sample.eval_guidance_scale
     images_per_epoch = config.sample.train_batch_size * config.sample.num_batches_per_epoch
     report.update(train_minutes=summary["train_seconds"] / 60, epochs_trained=summary["epochs"], optimizer_steps=summary["global_step"],
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     import torch
 
     from flow_grpo.geneval.metadata import read_metadata
-    from flow_grpo.sd3.pipeline import load_sd3_pipeline
+    from flow_grpo.backbones import load_backbone
     from flow_grpo.shapes.evaluation import held_out_report
     from flow_grpo.config_cli import parse_args
 
@@ -180,19 +180,19 @@ def main(argv=None) -> int:
     config = parse_args(["--config", os.path.join(REPO, "config", "shapes.py") + ":shapes_nft"])
     config.seed = 42  # the noise of every final report
     test = read_metadata(os.path.join(config.dataset, "test_metadata.jsonl"))
-    pipeline = load_sd3_pipeline(config.pretrained.model)
-    pipeline.set_progress_bar_config(disable=True)
+    backbone = load_backbone(config.pretrained.model, config.pretrained.family)
+    pipeline = backbone.pipeline
     base_transformer = pipeline.transformer
     bases = {}
     for guidance in sorted({parse_args(["--config", os.path.join(REPO, "config", "shapes.py") + f":{EXPERIMENTS[label]}"]).sample.eval_guidance_scale
                             for label in args.objectives}):
         config.sample.eval_guidance_scale = guidance
-        bases[f"base (CFG {guidance:g})"], _, _ = held_out_report(pipeline, test, args.final_images, config)
+        bases[f"base (CFG {guidance:g})"], _, _ = held_out_report(backbone, test, args.final_images, config)
         bases[f"base (CFG {guidance:g})"]["guidance"] = guidance
     results: dict[str, list[dict]] = {}
     for label, seed in jobs:
         pipeline.transformer = copy.deepcopy(base_transformer)  # a LoRA run loads into it, a full fine-tune replaces it
-        results.setdefault(label, []).append(final_report(label, seed, pipeline, test, args))
+        results.setdefault(label, []).append(final_report(label, seed, backbone, test, args))
 
     os.makedirs(args.out, exist_ok=True)
     text = table(bases, results)

@@ -85,32 +85,18 @@ def estimate(collector, policy, objective, config, epoch: int) -> tuple[torch.Te
     return per_step, stats
 
 
-def build_parts(pipeline, dataset, reward_fn, config, accelerator, executor):
-    """The trainer's rollout collector, policy (every transformer weight trained, float32) and objective."""
-    import copy
+def build_parts(backbone, dataset, reward_fn, config, accelerator, executor):
+    """The trainer's rollout collector, policy and objective (``flow_grpo.training.assembly``), with every
+    transformer weight trained in float32."""
+    from flow_grpo.training.assembly import assemble_run, prepare_model
+    from flow_grpo.training.rollout import RolloutCollector
 
-    from flow_grpo.objectives import build_objective
-    from flow_grpo.sd3 import Guidance, encode_prompt
-    from flow_grpo.sd3.policy import SD3Policy
-    from flow_grpo.sde import SDEParams
-    from flow_grpo.training.rollout import SD3RolloutCollector
-
-    transformer = pipeline.transformer
-    negative = encode_prompt(pipeline, [""], config.max_sequence_length, accelerator.device)
-    objective = build_objective(config.train, pooled_dim=transformer.config.pooled_projection_dim)
-    reference = copy.deepcopy(transformer).requires_grad_(False) if objective.needs_reference(config.train) else None
-    named = list(transformer.named_parameters())
-    objective.attach([p for _, p in named], [n for n, _ in named])  # old-policy / reference snapshots: the current weights
-    policy = SD3Policy(
-        transformer=transformer, unwrapped=transformer, frozen_reference=reference,
-        guidance=Guidance(config.sample.guidance_scale if config.train.cfg else 1.0, negative, config.batched_cfg),
-        sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=torch.float32,
-        timestep_scale=pipeline.scheduler.config.num_train_timesteps,
-    )
+    config.use_lora, config.mixed_precision = False, "no"  # every weight, float32: the gradient of the full model
+    run = assemble_run(backbone, prepare_model(backbone, config, accelerator.device), config, accelerator)
     sampler = DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
-    collector = SD3RolloutCollector(pipeline=pipeline, transformer=transformer, negative=negative, dataset=dataset, sampler=sampler,
-                                    reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
-    return collector, policy, objective
+    collector = RolloutCollector(backbone=backbone, transformer=run.sampling_transformer, negative=run.negative, dataset=dataset,
+                                 sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
+    return collector, run.policy, run.objective
 
 
 def print_breakdown(breakdown: dict) -> None:
@@ -147,22 +133,17 @@ def main(argv=None) -> dict | int:
     from flow_grpo.config_cli import ConfigError, parse_args
     from flow_grpo.data import PromptDataset
     from flow_grpo.rewards import RewardError, multi_score
-    from flow_grpo.sd3.pipeline import ModelLoadError, load_sd3_pipeline
+    from flow_grpo.backbones import ModelLoadError, load_backbone
 
     try:
         config = parse_args([*overrides, "--config.progress=false"])
         reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
         dataset = PromptDataset(config.dataset, "train")
-        pipeline = load_sd3_pipeline(config.pretrained.model, config.pretrained.revision)
+        backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision)
     except (ConfigError, RewardError, ModelLoadError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    pipeline.set_progress_bar_config(disable=True)
-    for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
-        if module is not None:
-            module.requires_grad_(False)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    pipeline.to(accelerator.device)
 
     def new_sampler():
         return DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=config.seed)
@@ -171,7 +152,7 @@ def main(argv=None) -> dict | int:
     estimates, rows = [], []
     started = time.time()
     with ThreadPoolExecutor(max_workers=1) as executor:
-        collector, policy, objective = build_parts(pipeline, dataset, reward_fn, config, accelerator, executor)
+        collector, policy, objective = build_parts(backbone, dataset, reward_fn, config, accelerator, executor)
         for r in tqdm(range(args.estimates), desc="estimates"):
             collector.sampler = sampler if args.fresh_prompts else new_sampler()
             per_step, stats = estimate(collector, policy, objective, config, 10_000 + r)
@@ -199,7 +180,7 @@ def main(argv=None) -> dict | int:
         print(f"  the floor for any reward (isotropic Jacobian): {noise_dims} noise dimensions ({rows[0]['latent_dims']} latent x "
               f"{rows[0]['trained_steps']} trained steps) need {result['ideal_samples_for_target']:.3g} samples for cosine {args.target}")
     if args.breakdown:
-        named = [(name, p.numel()) for name, p in pipeline.transformer.named_parameters()]
+        named = [(name, p.numel()) for name, p in backbone.transformer.named_parameters()]
         result["breakdown"] = snr.breakdown(per_step, snr.parameter_groups(named), rows[0]["samples"], args.target)
         print_breakdown(result["breakdown"])
     out = args.out or os.path.join(REPO, "logs", "gradient_snr", f"{config.run_name}.json")

@@ -124,27 +124,21 @@ def encode_dataset(vae, rng, metadata, by_tag, n: int, batch: int = 256):
 
 
 @torch.no_grad()
-def evaluate(pipeline, transformer, test, embeds, negative, args, steps=20, per_prompt=4):
-    """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG)."""
-    from flow_grpo.sd3 import sd3_sample_with_logprob
+def evaluate(pipeline, transformer, test, args, steps=20, per_prompt=4):
+    """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG), from flow_grpo's one generation function."""
+    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
+    from flow_grpo.backbones.sd3 import SD3Backbone
     from flow_grpo.geneval.scorer import GenEvalScorer
     from flow_grpo.images import to_pil
 
-    scorer = GenEvalScorer("shapes")
-    jobs = [(i, k) for i in range(len(test)) for k in range(per_prompt)]
-    results = []
-    for start in range(0, len(jobs), 128):
-        chunk = jobs[start : start + 128]
-        idx = torch.tensor([i for i, _ in chunk])
-        trajectory = sd3_sample_with_logprob(
-            pipeline, embeds.select(idx), negative,
-            num_inference_steps=steps, guidance_scale=args.eval_cfg, height=RESOLUTION, width=RESOLUTION, deterministic=True,
-            generator=[torch.Generator().manual_seed(10_000 * i + k) for i, k in chunk], transformer=transformer,
-        )
-        results += scorer(to_pil(trajectory.images), [test[i] for i, _ in chunk])
+    jobs = image_jobs([m["prompt"] for m in test], per_prompt)
+    spec = SamplingSpec(num_steps=steps, guidance_scale=args.eval_cfg, height=RESOLUTION, width=RESOLUTION)
+    options = GenerationOptions(seed=args.seed, max_sequence_length=16, batch_size=128, transformer=transformer)
+    images = generate_images(SD3Backbone(pipeline), jobs, spec, options)
+    results = GenEvalScorer("shapes")(to_pil(images), [test[job.prompt_index] for job in jobs])
     by_tag = {}
-    for (i, _), result in zip(jobs, results):
-        by_tag.setdefault(test[i]["tag"], []).append(result["correct"])
+    for job, result in zip(jobs, results):
+        by_tag.setdefault(test[job.prompt_index]["tag"], []).append(result["correct"])
     accuracy = {tag: float(np.mean(v)) for tag, v in by_tag.items()}
     accuracy["overall"] = float(np.mean([accuracy[t] for t in TAGS if t in accuracy]))
     return accuracy
@@ -180,9 +174,9 @@ def main():
 
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
-    from flow_grpo.sd3 import encode_prompt
+    from flow_grpo.backbones.sd3 import encode_prompt
     from flow_grpo.geneval.metadata import read_metadata
-    from flow_grpo.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline
+    from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
 
     metadata = prompt_space()
     by_tag = {tag: [i for i, m in enumerate(metadata) if m["tag"] == tag] for tag in TAGS}
@@ -235,7 +229,6 @@ def main():
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     test = read_metadata(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dataset", "shapes", "test_metadata.jsonl"))
-    test_embeds = encode_prompt(text, [m["prompt"] for m in test], 16, torch.device("cpu"))
 
     generator = torch.Generator().manual_seed(args.seed * 7919 + start)
     transformer.train()
@@ -266,7 +259,7 @@ def main():
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             torch.save({"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
-            accuracy = evaluate(pipeline, ema, test, test_embeds, negative, args)
+            accuracy = evaluate(pipeline, ema, test, args)
             history.append({"step": step + 1, "seconds": time.time() - started, **accuracy})
             print("eval " + json.dumps(history[-1]), flush=True)
             with open(os.path.join(args.work, "eval_history.jsonl"), "a") as handle:

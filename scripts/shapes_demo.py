@@ -9,7 +9,7 @@ held-out prompts before and after, beside the world's ceiling.
 1. the ceiling: scenes that satisfy every held-out prompt, decoded by the base's VAE and scored like generated
    images (what a perfect model of this world reaches), and the base model on the 60 held-out prompts
    (``--eval-images`` per prompt, ODE, fixed seeds);
-2. training with ``scripts/train_sd3.py`` (the trainer SD3.5 runs use), ``--minutes`` of training, by default
+2. training with ``scripts/train.py`` (the trainer SD3.5 runs use), ``--minutes`` of training, by default
    under ``accelerate launch`` with one single-threaded process per core (this model is too small for a matmul
    to use two threads well), the config's per-epoch totals kept (per-process batches divided);
 3. the trained (EMA) weights on the same prompts and seeds;
@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     from flow_grpo.geneval.metadata import read_metadata
     from flow_grpo.launch import run_script
     from flow_grpo.runlog import unique_run_dir
-    from flow_grpo.sd3.pipeline import load_sd3_pipeline, load_trained_weights
+    from flow_grpo.backbones import load_backbone
+    from flow_grpo.backbones.trainable import load_trained_weights
     from flow_grpo.shapes.evaluation import held_out_report, vae_ceiling
 
     spec = os.path.join(REPO, "config", "shapes.py") + f":{args.experiment}"
@@ -140,15 +141,14 @@ def main(argv=None) -> int:
     started = time.time()
 
     print(f"[1/3] the ceiling and the base model: {len(test)} held-out prompts x {args.eval_images} images")
-    pipeline = load_sd3_pipeline(config.pretrained.model)
-    pipeline.set_progress_bar_config(disable=True)
+    backbone = load_backbone(config.pretrained.model, config.pretrained.family)
     ceiling = vae_ceiling(AutoencoderKL.from_pretrained(os.path.join(config.pretrained.model, "vae")).eval(), test,
                           n=args.eval_images, seed=config.seed)
-    before, before_images, jobs = held_out_report(pipeline, test, args.eval_images, config)
+    before, before_images, jobs = held_out_report(backbone, test, args.eval_images, config)
     guided = None
     if config.sample.eval_guidance_scale <= 1:  # a CFG-free run: the base with guidance is the level to reach
         guided_config = parse_args(["--config", spec, *overrides, "--config.sample.eval_guidance_scale=4.5"])
-        guided, _, _ = held_out_report(pipeline, test, args.eval_images, guided_config)
+        guided, _, _ = held_out_report(backbone, test, args.eval_images, guided_config)
     at_cfg = f" (at CFG 4.5: {guided['overall']:.3f})" if guided else ""
     print(f"      ceiling {ceiling['overall']:.3f}, base {before['overall']:.3f}{at_cfg} ({time.time() - started:.0f}s)")
 
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
                   "--config.num_epochs=1000000", *overrides,
                   *split, f"--config.run_name={os.path.basename(run_dir)}"]
     # several processes: one thread each (this model is too small for a matmul to use two threads well)
-    if run_script("train_sd3.py", train_args, processes=args.processes, threads=1 if args.processes > 1 else 0):
+    if run_script("train.py", train_args, processes=args.processes, threads=1 if args.processes > 1 else 0):
         return 1
     train_time = time.time() - train_started
     with open(os.path.join(run_dir, "summary.json")) as handle:
@@ -171,7 +171,8 @@ def main(argv=None) -> int:
 
     print("[3/3] the trained model (EMA weights) on the same prompts and seeds")
     checkpoint = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
-    after, after_images, _ = held_out_report(load_trained_weights(pipeline, checkpoint), test, args.eval_images, config)
+    load_trained_weights(backbone.pipeline, checkpoint)
+    after, after_images, _ = held_out_report(backbone, test, args.eval_images, config)
     os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
     grid(before_images, after_images, jobs, test, min(4, args.eval_images), os.path.join(run_dir, "plots", "before_after.png"))
     curves(run_dir, before, after, os.path.join(run_dir, "plots", "demo_curves.png"))

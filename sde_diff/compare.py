@@ -1,6 +1,6 @@
 """ODE vs SDE sampling from the same initial noise, with a static HTML gallery.
 
-For each prompt one initial noise is drawn; the ODE image and the SDE images at several noise levels (and
+For each prompt one initial noise is drawn (image 0 of the prompt in flow_grpo's one seeding scheme); the ODE image and the SDE images at several noise levels (and
 for both step types, ``sde`` and ``cps``) all start from it, so the gallery shows what the SDE changes.
 Each cell also gives the RMS pixel distance to the ODE image of its row.
 
@@ -22,8 +22,9 @@ import torch
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="hub id or local diffusers SD3 folder")
+    source.add_argument("--model", help="hub id or local diffusers folder (SD3, FLUX.1, Qwen-Image), or builtin:tiny_flux ...")
     source.add_argument("--tiny", action="store_true", help="use a tiny random SD3 built in code")
+    parser.add_argument("--family", default="", help="sd3, flux or qwenimage (default: from model_index.json)")
     parser.add_argument("--prompts", nargs="+", default=["a photo of a cat", "two red circles and a blue square"])
     parser.add_argument("--noise_levels", type=float, nargs="+", default=[0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--sde_types", nargs="+", default=["sde", "cps"], choices=["sde", "cps"])
@@ -38,48 +39,33 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
+    from flow_grpo.backbones import ModelLoadError, load_backbone
+    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
     from flow_grpo.images import save_images
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.tiny:
-        from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
-
-        pipeline = build_tiny_sd3_pipeline()
-        resolution = args.resolution or 64
-    else:
-        from diffusers import StableDiffusion3Pipeline
-
-        if os.path.sep in args.model and not os.path.isdir(args.model):
-            print(f"error: --model {args.model!r}: no such folder", file=sys.stderr)
-            return 2
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        pipeline = StableDiffusion3Pipeline.from_pretrained(args.model, torch_dtype=dtype)
-        resolution = args.resolution or 512
-    pipeline = pipeline.to(device)
+    try:
+        backbone = load_backbone("builtin:tiny" if args.tiny else args.model, args.family)
+    except ModelLoadError as error:
+        print(f"error: {str(error).replace('config.pretrained.model', '--model')}", file=sys.stderr)
+        return 2
+    backbone.pipeline.to(device, torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    backbone.vae.to(torch.float32)
+    resolution = args.resolution or (64 if args.tiny else 512)
     os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
 
     n = len(args.prompts)
-    conditioning = encode_prompt(pipeline, args.prompts, 256, device)
-    negative = encode_prompt(pipeline, [""], 256, device)
-    latent_size = resolution // pipeline.vae_scale_factor
-    latents = torch.randn(
-        n, pipeline.transformer.config.in_channels, latent_size, latent_size, generator=torch.Generator().manual_seed(args.seed)
-    ).to(device)
-    common = dict(
-        num_inference_steps=args.num_steps, guidance_scale=args.guidance_scale, height=resolution, width=resolution
-    )
+    jobs = image_jobs(args.prompts, 1)  # image 0 of each prompt: the same initial noise in every column
+    options = GenerationOptions(seed=args.seed, max_sequence_length=256, batch_size=max(1, n))
     columns = [("ode", 0.0)] + [(t, a) for t in args.sde_types for a in args.noise_levels]
     results = {}
     for sde_type, level in columns:
-        trajectory = sd3_sample_with_logprob(
-            pipeline, conditioning, negative, latents=latents.clone(),
-            deterministic=sde_type == "ode", noise_level=level, sde_type="sde" if sde_type == "ode" else sde_type,
-            generator=torch.Generator(device="cpu").manual_seed(args.seed + 1), **common,
-        )
+        spec = SamplingSpec(num_steps=args.num_steps, guidance_scale=args.guidance_scale, height=resolution, width=resolution,
+                            noise_level=level, sde_type="sde" if sde_type == "ode" else sde_type)
+        images = generate_images(backbone, jobs, spec, options)
         name = "ode" if sde_type == "ode" else f"{sde_type}_{level:g}"
-        save_images(trajectory.images, os.path.join(args.out, "images"), [f"{i:03d}_{name}.png" for i in range(n)])
-        results[name] = trajectory.images.float().cpu()
+        save_images(images, os.path.join(args.out, "images"), [f"{i:03d}_{name}.png" for i in range(n)])
+        results[name] = images.float()
 
     ode = results["ode"]
     rows = []

@@ -29,7 +29,7 @@ def repo_root():
 @pytest.fixture(scope="session")
 def tiny_pipeline():
     """A tiny SD3 pipeline (real diffusers classes); tests must not modify it (use fresh_tiny_pipeline)."""
-    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.backbones.sd3.tiny import build_tiny_sd3_pipeline
 
     pipeline = build_tiny_sd3_pipeline(seed=0)
     pipeline.set_progress_bar_config(disable=True)
@@ -38,7 +38,7 @@ def tiny_pipeline():
 
 @pytest.fixture
 def fresh_tiny_pipeline():
-    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.backbones.sd3.tiny import build_tiny_sd3_pipeline
 
     pipeline = build_tiny_sd3_pipeline(seed=0)
     pipeline.set_progress_bar_config(disable=True)

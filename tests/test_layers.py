@@ -13,7 +13,7 @@ LAYERS = [
     # 1: the sampling loop and the model boundary
     ["sampling", "policy"],
     # 2: models and what scores them
-    ["sd3", "toy", "tiny_sd3", "tiny_models", "lora", "rewards", "reward_server", "geneval", "shapes"],
+    ["backbones", "toy", "tiny_models", "lora", "rewards", "reward_server", "geneval", "shapes"],
     # 3: objectives
     ["objectives"],
     # 4: training parts
@@ -60,3 +60,42 @@ def test_layers_import_only_downwards():
                     violations.append(f"flow_grpo.{module} (layer {layer_of(module)}) imports flow_grpo.{imported} (layer {layer_of(imported)})")
     assert checked > 50
     assert not violations, "\n".join(violations)
+
+
+FAMILY_FOLDERS = ("backbones.sd3", "backbones.flux", "backbones.qwenimage")
+
+
+def test_nothing_above_the_backbone_layer_knows_the_family():
+    """Objectives and training parts import the backbone layer's interface, never a family's folder (only the
+    registry, ``flow_grpo.backbones``, names them)."""
+    root = os.path.join(REPO, "flow_grpo")
+    offenders = []
+    for folder in ("objectives", "training", "checkpoint"):
+        for base, _, files in os.walk(os.path.join(root, folder)):
+            for file in (f for f in files if f.endswith(".py")):
+                path = os.path.join(base, file)
+                family_imports = [m for m in imported_modules(path) if m.startswith(FAMILY_FOLDERS)]
+                offenders += [f"{os.path.relpath(path, REPO)} imports flow_grpo.{m}" for m in family_imports]
+    assert not offenders, "\n".join(offenders)
+
+
+def parameter_counts(path: str):
+    """(function name, line, parameters) of every function in ``path``; ``self`` and ``cls`` are not counted."""
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+            names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+            yield node.name, node.lineno, len([n for n in names if n not in ("self", "cls")])
+
+
+def test_no_library_function_takes_more_than_eight_parameters():
+    """Settings that travel together go in a typed request (e.g. ``SamplingSpec``), not in long signatures."""
+    root = os.path.join(REPO, "flow_grpo")
+    counts = []
+    for base, _, files in os.walk(root):
+        for file in (f for f in files if f.endswith(".py")):
+            path = os.path.join(base, file)
+            counts += [(n, os.path.relpath(path, REPO), name, line) for name, line, n in parameter_counts(path)]
+    largest = max(counts)
+    assert largest[0] <= 8, f"{largest[1]}:{largest[3]} {largest[2]} takes {largest[0]} parameters"

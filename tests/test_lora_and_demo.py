@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 
 from conftest import REPO, load_script
-from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
+from flow_grpo.backbones import backbone_for_pipeline
+from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, sample
+from flow_grpo.backbones.sd3 import SD3_LORA_TARGET_MODULES
+from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
 from flow_grpo.lora import LoraLoadError, add_lora, load_lora, save_lora
-from flow_grpo.tiny_sd3 import TinySD3Config, build_tiny_sd3_pipeline
 
 inference_demo = load_script("inference_demo.py")
 sde_diff = load_script("sde_diff/compare.py")
@@ -19,15 +21,14 @@ sde_diff = load_script("sde_diff/compare.py")
 
 def ode_images(pipeline, prompts=("a red circle", "a cat"), seed=0):
     n = len(prompts)
-    return sd3_sample_with_logprob(
-        pipeline, encode_prompt(pipeline, prompts, 32), encode_prompt(pipeline, [""], 32),
-        num_inference_steps=4, height=64, width=64, deterministic=True,
-        latents=torch.randn(n, 4, 16, 16, generator=torch.Generator().manual_seed(seed)),
-    ).images
+    backbone = backbone_for_pipeline(pipeline)
+    latents = torch.randn(n, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+    return sample(backbone, backbone.encode(prompts, 32, "cpu"), backbone.negative_conditioning(32, "cpu"),
+                  SamplingSpec(num_steps=4, guidance_scale=4.5, height=64, width=64), SampleNoise(latents)).images
 
 
 def random_lora(pipeline, rank=4, alpha=8):
-    add_lora(pipeline.transformer, rank=rank, alpha=alpha)
+    add_lora(pipeline.transformer, rank=rank, alpha=alpha, target_modules=SD3_LORA_TARGET_MODULES)
     with torch.no_grad():
         for name, param in pipeline.transformer.named_parameters():
             if "lora_B" in name:
@@ -55,10 +56,10 @@ def test_tiny_pipeline_round_trips_through_disk(tiny_pipeline, tiny_pipeline_dir
 def test_tiny_sd3_cli_writes_a_loadable_pipeline(tmp_path, monkeypatch):
     from diffusers import StableDiffusion3Pipeline
 
-    from flow_grpo import tiny_sd3
+    from flow_grpo.backbones.sd3 import tiny
 
-    monkeypatch.setattr("sys.argv", ["tiny_sd3", "--out", str(tmp_path / "m"), "--seed", "3"])
-    tiny_sd3.main()
+    monkeypatch.setattr("sys.argv", ["tiny", "--out", str(tmp_path / "m"), "--seed", "3"])
+    tiny.main()
     pipeline = StableDiffusion3Pipeline.from_pretrained(str(tmp_path / "m"))
     assert torch.equal(ode_images(pipeline), ode_images(build_tiny_sd3_pipeline(seed=3)))
 

@@ -1,6 +1,6 @@
 """Every named config in config/*.py, exercised: it loads, its prompt files are in the repository, its batch
 arithmetic holds at the process count it is sized for (the k-repeat sampler's groups included), and it runs one
-epoch on a tiny SD3 (or its toy world) with everything else as configured: sampling steps and SDE, window,
+epoch on its family's tiny model (SD3, FLUX.1-dev, Qwen-Image; or its toy world) with everything else as configured: sampling steps and SDE, window,
 timesteps, objective, KL form, guidance. Rewards whose model cannot be loaded here (no hub) are replaced by
 the brightness reward; the OCR reward is real (its model ships in the rapidocr wheel)."""
 
@@ -12,6 +12,7 @@ import re
 import pytest
 
 from conftest import REPO, load_script
+from flow_grpo.backbones import BUILTIN
 from flow_grpo.config_cli import experiment_names, load_module, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.rewards import RewardError, build_reward
@@ -20,6 +21,7 @@ from flow_grpo.training.sizes import run_sizes
 train_sd3 = load_script("scripts/train_sd3.py")
 train_toy = load_script("scripts/train_toy.py")
 
+TINY_MODELS = {family: name for name, (family, _) in BUILTIN.items()}  # family -> its built-in tiny model
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "config", "*.py")) if "def get_config" in open(p).read())
 CASES = [(os.path.basename(path), name) for path in CONFIG_FILES for name in experiment_names(vars(load_module(path)))]
 
@@ -32,13 +34,15 @@ def sized_for(file: str, name: str) -> int:
         return 1 if name.endswith("_1gpu") else 4 if name.endswith("_4gpu") else 32
     if file == "forward.py":
         return 8 if name.endswith(("_nft", "_awm")) else 1
+    if file in ("flux.py", "qwenimage.py"):  # the original's 32 GPUs, _8gpu variants; the forward objectives on 8
+        return 8 if name.endswith(("_8gpu", "_nft", "_awm")) else 32
     return 1
 
 
 def test_every_config_file_and_name_is_covered():
     files = {file for file, _ in CASES}
-    assert files == {"count.py", "forward.py", "grpo.py", "shapes.py", "tiny.py", "toy.py"}
-    assert len(CASES) == 59  # a new named config is picked up by the tests below; update this count
+    assert files == {"count.py", "flux.py", "forward.py", "grpo.py", "qwenimage.py", "shapes.py", "tiny.py", "toy.py"}
+    assert len(CASES) == 82  # a new named config is picked up by the tests below; update this count
     assert not os.path.exists(os.path.join(REPO, "config", "base.py")) or "def get_config" not in open(os.path.join(REPO, "config", "base.py")).read()
 
 
@@ -66,7 +70,7 @@ def check_batch_arithmetic(config, processes: int) -> None:
 
 
 @pytest.mark.parametrize("file,name", [c for c in CASES if c[0] != "toy.py"])
-def test_sd3_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
+def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
     spec = os.path.join(REPO, "config", file) + f":{name}"
     config = parse_args(["--config", spec])
     PromptDataset(config.dataset, "test")
@@ -82,11 +86,12 @@ def test_sd3_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         f"--config.train.batch_size={k}", "--config.train.gradient_accumulation_steps=2",
         f"--config.reward_fn={rewards}", f"--config.reward_options={options}",
     ]
-    if not config.pretrained.model.startswith(os.path.join(REPO, "models")):  # the hub's SD3.5-M: a tiny SD3 instead
-        overrides += ["--config.pretrained.model=builtin:tiny", "--config.resolution=64", "--config.max_sequence_length=32"]
+    if not config.pretrained.model.startswith(("builtin:", os.path.join(REPO, "models"))):  # a hub model: its family's tiny one
+        tiny = TINY_MODELS[config.pretrained.family or "sd3"]
+        overrides += [f"--config.pretrained.model={tiny}", "--config.resolution=64", "--config.max_sequence_length=32"]
     assert train_sd3.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out
-    stored = config.sample.sde_window_size or config.sample.num_steps
+    stored = run_sizes(config, sized_for(file, name)).stored_steps  # the Fast window, or the schedule for ODE rollouts
     trained = run_sizes(config, sized_for(file, name)).trained_steps  # int(stored * fraction), or the stratified count
     assert re.search(rf"denoising steps stored / trained\s+{stored} / {trained} per image", out), out
     assert f"objective {config.train.objective}" in out

@@ -133,20 +133,19 @@ def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     from flow_grpo.config_cli import parse_args
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
     from flow_grpo.rewards import multi_score
-    from flow_grpo.sd3.pipeline import load_sd3_pipeline
+    from flow_grpo.backbones import load_backbone
 
     config = parse_args(["--config", f"{TINY}:tiny", "--config.progress=false"])
     dataset = PromptDataset(config.dataset, "train")
-    pipeline = load_sd3_pipeline(config.pretrained.model)
-    pipeline.set_progress_bar_config(disable=True)
+    backbone = load_backbone(config.pretrained.model)
     reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
 
     def gradient(epoch):
         with ThreadPoolExecutor(1) as executor:
-            collector, policy, objective = gradient_snr.build_parts(pipeline, dataset, reward_fn, config, Accelerator(cpu=True), executor)
+            collector, policy, objective = gradient_snr.build_parts(backbone, dataset, reward_fn, config, Accelerator(cpu=True), executor)
             collector.sampler = DistributedKRepeatSampler(len(dataset), config.sample.train_batch_size, config.sample.num_image_per_prompt, 1, 0, seed=0)
             per_step = gradient_snr.estimate(collector, policy, objective, config, epoch)[0]
-        assert per_step.ndim == 2 and per_step.shape[1] == sum(p.numel() for p in pipeline.transformer.parameters())
+        assert per_step.ndim == 2 and per_step.shape[1] == sum(p.numel() for p in backbone.transformer.parameters())
         return per_step.sum(0)
 
     first, again, other = gradient(5), gradient(5), gradient(6)

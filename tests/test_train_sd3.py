@@ -128,7 +128,7 @@ CRASH_SCRIPT = textwrap.dedent(
     checkpointing.save_lora = slow_save_lora
     sys.argv = ["train_sd3.py", "--config", {config!r}, "--config.logdir={logdir}", "--config.progress=false",
                 "--config.num_epochs=4", "--config.save_freq=2", "--config.eval_freq=100", "--config.resume_from=latest"]
-    exec(open({script!r}).read(), {{"__name__": "__main__"}})
+    exec(open({script!r}).read(), {{"__name__": "__main__", "__file__": {script!r}}})
     """
 )
 

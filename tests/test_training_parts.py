@@ -137,26 +137,25 @@ def test_run_sizes_and_their_checks():
         run_sizes(config, 1)
 
 
-# ---- SD3 rollout collection ---------------------------------------------------------------------------------
+# ---- rollout collection ---------------------------------------------------------------------------------
 
 
-def test_sd3_rollout_collector(accelerator):
+def test_rollout_collector(accelerator):
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-    from flow_grpo.sd3 import encode_prompt
-    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
-    from flow_grpo.training.rollout import SD3RolloutCollector
+    from flow_grpo.backbones import load_backbone
+    from flow_grpo.training.rollout import RolloutCollector
 
     config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", "--config.progress=false",
                          "--config.sample.same_latent=true"])
-    pipeline = build_tiny_sd3_pipeline(seed=0)
+    backbone = load_backbone("builtin:tiny")
     dataset = PromptDataset.from_prompts(["a red circle", "a cat", "a dog", "a red circle"])  # duplicate text: one group
 
     def reward(images, prompts, metadata):
         return {"avg": images.mean(dim=(1, 2, 3)).double().numpy()}, {"numeric": np.ones(len(prompts)), "text": ["x"] * len(prompts)}
 
     with ThreadPoolExecutor(1) as executor:
-        collector = SD3RolloutCollector(
-            pipeline=pipeline, transformer=pipeline.transformer, negative=encode_prompt(pipeline, [""], 32), dataset=dataset,
+        collector = RolloutCollector(
+            backbone=backbone, transformer=backbone.transformer, negative=backbone.negative_conditioning(32, "cpu"), dataset=dataset,
             sampler=DistributedKRepeatSampler(len(dataset), 8, 4, seed=0), reward_fn=reward, executor=executor,
             accelerator=accelerator, config=config,
         )
@@ -181,11 +180,10 @@ def test_sd3_rollout_collector(accelerator):
 def test_evaluation_with_several_images_per_prompt_adds_images_and_keeps_the_first(accelerator):
     """Image 0 of every prompt is the image a one-image evaluation makes (same seed); the others differ."""
     from flow_grpo.data import PromptDataset
-    from flow_grpo.sd3 import encode_prompt
-    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.backbones import load_backbone
     from flow_grpo.training.evaluate import evaluate
 
-    pipeline = build_tiny_sd3_pipeline(seed=0)
+    backbone = load_backbone("builtin:tiny")
     dataset = PromptDataset.from_prompts(["a red circle", "a cat", "a dog"])
     seen = {}
 
@@ -198,8 +196,8 @@ def test_evaluation_with_several_images_per_prompt_adds_images_and_keeps_the_fir
             images.extend(zip(prompts, batch))
             return {"avg": batch.mean(dim=(1, 2, 3)).double().numpy()}, {}
 
-        return evaluate(pipeline=pipeline, transformer=pipeline.transformer, dataset=dataset, reward_fn=reward,
-                        config=config, accelerator=accelerator, negative=encode_prompt(pipeline, [""], 32))
+        return evaluate(backbone=backbone, transformer=backbone.transformer, dataset=dataset, reward_fn=reward,
+                        config=config, accelerator=accelerator)
 
     one, three = run(1), run(3)
     assert one["eval_num_images"] == 3 and three["eval_num_images"] == 9

@@ -1,7 +1,7 @@
-"""What a train_sd3.py checkpoint holds, and how it is written and read back.
+"""What a trainer checkpoint holds, and how it is written and read back.
 
 ``checkpoint-<step>/``
-  ``lora/``                      the EMA LoRA in diffusers format (``pipe.load_lora_weights`` loads it), or
+  ``lora/``                      the EMA LoRA in the family's diffusers format (``pipe.load_lora_weights`` loads it), or
   ``transformer/``               the EMA transformer in diffusers layout for full fine-tuning
   ``state/trainable.safetensors`` the current (non-EMA) trained weights, objective heads included (``log_z.*``)
   ``state/ema.safetensors``      the EMA shadow
@@ -42,6 +42,7 @@ class TrainingState:
     ema: EMA | None
     sampler: DistributedKRepeatSampler
     objective: object = None  # flow_grpo.objectives.Objective: its state_dict() is saved, when not empty
+    pipeline_class: type | None = None  # the family's diffusers pipeline class: writes lora/ in its format (default SD3's)
 
 
 def sharded_state(accelerator) -> bool:
@@ -55,7 +56,7 @@ def _export_model(state: TrainingState, folder: str, full_weights) -> None:
     exported = state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
     with exported:
         if state.use_lora:
-            save_lora(state.unwrapped, os.path.join(folder, "lora"))
+            save_lora(state.unwrapped, os.path.join(folder, "lora"), state.pipeline_class)
         elif full_weights is not None:
             from safetensors.torch import save_file
 

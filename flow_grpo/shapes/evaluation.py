@@ -15,35 +15,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from flow_grpo.geneval.metadata import TAGS
 from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD, filter_detections, score_image
 from flow_grpo.images import to_pil
-from flow_grpo.seeding import generator_for
 from flow_grpo.shapes.detector import ShapesDetector
 
 
 @torch.no_grad()
-def sample_images(pipeline, metadata, n: int, steps: int, guidance_scale: float, seed: int, resolution: int,
-                  batch_size: int = 128, max_sequence_length: int = 16, progress: bool = True):
-    """``n`` images per prompt (ODE), image k of prompt i seeded by (seed, i, k): the same noise for any model."""
-    from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
+def sample_images(backbone, metadata, n: int, spec, seed: int, max_sequence_length: int = 16, progress: bool = True):
+    """``n`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_images`` (image k of prompt i
+    from its one seeding scheme: the same noise for any model). ``spec``: a ``SamplingSpec``."""
+    from flow_grpo.backbones.sampling import GenerationOptions, generate_images, image_jobs
 
-    device = pipeline.transformer.device
-    jobs = [(i, k) for i in range(len(metadata)) for k in range(n)]
-    negative = encode_prompt(pipeline, [""], max_sequence_length, device)
-    images = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="sampling", disable=not progress, leave=False):
-        chunk = jobs[start : start + batch_size]
-        conditioning = encode_prompt(pipeline, [metadata[i]["prompt"] for i, _ in chunk], max_sequence_length, device)
-        trajectory = sd3_sample_with_logprob(
-            pipeline, conditioning, negative,
-            num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution, width=resolution,
-            deterministic=True, generator=[generator_for(seed, "shapes-eval", i, k) for i, k in chunk],
-        )
-        images.extend(to_pil(trajectory.images))
-    return images, jobs
+    jobs = image_jobs([m["prompt"] for m in metadata], n)
+    options = GenerationOptions(seed=seed, max_sequence_length=max_sequence_length, batch_size=128, progress=progress,
+                                description="sampling")
+    images = to_pil(generate_images(backbone, jobs, spec, options))
+    return images, [(job.prompt_index, job.image_index) for job in jobs]
 
 
 def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, counting_confidence=COUNTING_THRESHOLD) -> dict:
@@ -80,45 +69,44 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
 
 
 @torch.no_grad()
-def velocity_norm(pipeline, metadata, steps: int, guidance_scale: float, seed: int, resolution: int,
-                  max_sequence_length: int = 16) -> float:
-    """The mean RMS of the velocity a pipeline integrates (CFG included) along its ODE from fixed noise, one
+def velocity_norm(backbone, metadata, spec, seed: int, max_sequence_length: int = 16) -> float:
+    """The mean RMS of the velocity a model integrates (guidance included) along its ODE from fixed noise, one
     image per prompt: reported to grow under NFT, AWM and DPO training, a hacking check beside the others."""
+    from flow_grpo.backbones.base import Guidance
+    from flow_grpo.backbones.sampling import image_generator, initial_latents
     from flow_grpo.sampling import sample_with_logprob
-    from flow_grpo.sd3 import Guidance, encode_prompt, initial_latents, predict_velocity, sd3_schedule
     from flow_grpo.sde import SDEParams
 
-    transformer, device = pipeline.transformer, pipeline.transformer.device
-    conditioning = encode_prompt(pipeline, [m["prompt"] for m in metadata], max_sequence_length, device)
-    guidance = Guidance(guidance_scale, encode_prompt(pipeline, [""], max_sequence_length, device))
-    size = resolution // pipeline.vae_scale_factor
-    latents = initial_latents((len(metadata), transformer.config.in_channels, size, size),
-                              [generator_for(seed, "velocity-norm", i) for i in range(len(metadata))], device)
-    _, sigmas = sd3_schedule(pipeline.scheduler, steps, size, size, transformer.config.patch_size, device)
+    transformer, device = backbone.transformer, backbone.transformer.device
+    conditioning = backbone.encode([m["prompt"] for m in metadata], max_sequence_length, device)
+    guidance = Guidance(spec.guidance_scale, backbone.negative_conditioning(max_sequence_length, device))
+    shape = (len(metadata), *backbone.latent_shape(spec.height, spec.width))
+    latents = initial_latents(shape, [image_generator(seed, i, 0) for i in range(len(metadata))], device)
     norms = []
 
     def velocity(x, sigma):
-        v = predict_velocity(transformer, x, sigma * pipeline.scheduler.config.num_train_timesteps, conditioning, guidance)
+        v = backbone.velocity(transformer, x, sigma, conditioning, guidance)
         norms.append(float(v.float().pow(2).mean().sqrt()))
         return v
 
-    sample_with_logprob(velocity, latents, sigmas, SDEParams(0.0), store_latents=False)
+    sample_with_logprob(velocity, latents, backbone.sigmas(spec.num_steps, spec.height, spec.width, device), SDEParams(0.0),
+                        store_latents=False)
     return float(np.mean(norms))
 
 
-def held_out_report(pipeline, metadata, images_per_prompt: int, config) -> tuple[dict, list, list]:
+def held_out_report(backbone, metadata, images_per_prompt: int, config) -> tuple[dict, list, list]:
     """Accuracy by tag and the hacking checks (:func:`evaluate_images`) of ``images_per_prompt`` ODE images per
     prompt, with the run config's eval steps, guidance, seed, resolution and GenEval thresholds, plus the
     velocity norm; returns (report, images, jobs)."""
-    images, jobs = sample_images(
-        pipeline, metadata, images_per_prompt, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
-        seed=config.seed, resolution=config.resolution, max_sequence_length=config.max_sequence_length,
-    )
+    from flow_grpo.backbones.sampling import SamplingSpec
+
+    spec = SamplingSpec(num_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
+                        height=config.resolution, width=config.resolution)
+    images, jobs = sample_images(backbone, metadata, images_per_prompt, spec, config.seed, config.max_sequence_length)
     options = dict(config.reward_options).get("geneval", {})
     report = evaluate_images(images, jobs, metadata, options.get("confidence", CONFIDENCE_THRESHOLD),
                              options.get("counting_confidence", COUNTING_THRESHOLD))
-    report["velocity_norm"] = velocity_norm(pipeline, metadata, config.sample.eval_num_steps, config.sample.eval_guidance_scale,
-                                            config.seed, config.resolution, config.max_sequence_length)
+    report["velocity_norm"] = velocity_norm(backbone, metadata, spec, config.seed, config.max_sequence_length)
     return report, images, jobs
 
 

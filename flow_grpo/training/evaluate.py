@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from flow_grpo.sd3 import encode_prompt, sd3_sample_with_logprob
+from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
 from flow_grpo.images import image_grid, to_pil
-from flow_grpo.seeding import generator_for
 
 
 @torch.no_grad()
-def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, negative, grid_path: str | None = None) -> dict:
+def evaluate(*, backbone, transformer, dataset, reward_fn, config, accelerator, grid_path: str | None = None) -> dict:
     """Returns ``{"eval_reward_<column>": mean}`` on every process; writes the grid on the main process.
 
-    ``sample.eval_images_per_prompt`` images per prompt (image k of prompt i seeded by (seed, i, k); the
-    first by (seed, i)). The images are split over processes (padded to equal counts; padding is not scored),
-    so results do not depend on the number of processes.
+    ``sample.eval_images_per_prompt`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_batches``
+    (its one seeding scheme: image k of prompt i, whatever the process count). The images are split over
+    processes (padded to equal counts; padding is not scored), so results do not depend on the number of
+    processes.
     """
     count = len(dataset) if not config.sample.eval_max_prompts else min(len(dataset), config.sample.eval_max_prompts)
     per_prompt = config.sample.eval_images_per_prompt
@@ -27,23 +26,17 @@ def evaluate(*, pipeline, transformer, dataset, reward_fn, config, accelerator, 
     per_process = -(-jobs // world)
     mine = [q for q in range(rank, per_process * world, world)]  # q >= jobs: padding
     columns, valid, grid_images, grid_prompts, info_columns = [], [], [], [], []
-    batches = range(0, len(mine), config.sample.test_batch_size)
-    for start in tqdm(batches, desc="eval", disable=not (config.progress and accelerator.is_main_process), leave=False):
-        indices = mine[start : start + config.sample.test_batch_size]
-        real = [q if q < jobs else 0 for q in indices]
-        prompts = [dataset.prompts[q // per_prompt] for q in real]
-        metadata = [dataset.metadata[q // per_prompt] for q in real]
-        seeds = [(q // per_prompt,) if q % per_prompt == 0 else (q // per_prompt, q % per_prompt) for q in real]
-        conditioning = encode_prompt(pipeline, prompts, config.max_sequence_length, device)
-        with accelerator.autocast():
-            trajectory = sd3_sample_with_logprob(
-                pipeline, conditioning, negative,
-                num_inference_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
-                height=config.resolution, width=config.resolution, deterministic=True,
-                generator=[generator_for(config.seed, "eval", *seed) for seed in seeds], transformer=transformer,
-                decode_batch_size=config.sample.decode_batch_size or None, batched_cfg=config.batched_cfg,
-            )
-        images = trajectory.images.cpu()
+    jobs_here = [ImageJob(dataset.prompts[q // per_prompt], q // per_prompt, q % per_prompt) for q in (q if q < jobs else 0 for q in mine)]
+    spec = SamplingSpec(num_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
+                        height=config.resolution, width=config.resolution, batched_cfg=config.batched_cfg,
+                        decode_batch_size=config.sample.decode_batch_size or None)
+    options = GenerationOptions(seed=config.seed, max_sequence_length=config.max_sequence_length,
+                                batch_size=config.sample.test_batch_size, transformer=transformer, autocast=accelerator.autocast,
+                                progress=config.progress and accelerator.is_main_process, description="eval")
+    for start, (chunk, images) in zip(range(0, len(mine), options.batch_size), generate_batches(backbone, jobs_here, spec, options)):
+        indices = mine[start : start + options.batch_size]
+        prompts = [job.prompt for job in chunk]
+        metadata = [dataset.metadata[job.prompt_index] for job in chunk]
         rewards, info = reward_fn(images, prompts, metadata)
         names = list(rewards)
         columns.append(np.stack([rewards[k] for k in names], axis=1))

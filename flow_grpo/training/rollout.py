@@ -1,5 +1,6 @@
-"""Collecting one epoch of SD3 rollouts: prompts from the k-repeat sampler, SDE trajectories with their
-log-probs, and rewards computed in a background thread while the next batch is being sampled."""
+"""Collecting one epoch of rollouts of any backbone: prompts from the k-repeat sampler, SDE trajectories with
+their log-probs (or ODE samples), and rewards computed in a background thread while the next batch is being
+sampled."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from tqdm.auto import tqdm
 
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.rollout import Rollout, concatenate
-from flow_grpo.sd3 import SD3Conditioning, decode_latents, encode_prompt, initial_latents, sd3_sample_with_logprob
+from flow_grpo.backbones.base import Backbone
+from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_latents, sample
+from flow_grpo.rollout import Conditioning
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer
 
@@ -29,12 +32,12 @@ def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
 
 
 @dataclasses.dataclass
-class SD3RolloutCollector:
+class RolloutCollector:
     """What sampling an epoch needs; :meth:`collect` does it. ``transformer`` is the trained one, unwrapped."""
 
-    pipeline: object
+    backbone: Backbone
     transformer: torch.nn.Module
-    negative: SD3Conditioning  # the empty prompt, one row
+    negative: Conditioning | None  # the negative prompt, one row (None for a family without a negative pass)
     dataset: PromptDataset
     sampler: DistributedKRepeatSampler
     reward_fn: object  # fn(images, prompts, metadata) -> (columns, info), e.g. flow_grpo.rewards.multi_score
@@ -80,30 +83,28 @@ class SD3RolloutCollector:
         config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device
         prompts = [self.dataset.prompts[i] for i in prompt_ids]
         n = len(prompts)
-        latent_size = config.resolution // self.pipeline.vae_scale_factor
-        shape = (n, self.pipeline.transformer.config.in_channels, latent_size, latent_size)
+        shape = (n, *self.backbone.latent_shape(config.resolution, config.resolution))
         if config.sample.same_latent:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, prompt_id) for prompt_id in prompt_ids]
         else:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, rank, i) for i in range(n)]
+        spec = SamplingSpec(
+            num_steps=config.sample.num_steps, guidance_scale=config.sample.guidance_scale,
+            height=config.resolution, width=config.resolution,
+            noise_level=config.sample.noise_level if stochastic else 0.0, sde_type=config.sample.sde_type,
+            sde_window_size=config.sample.sde_window_size if stochastic else 0,
+            sde_window_range=tuple(config.sample.sde_window_range), store_means=store_means, store_latents=stochastic,
+            batched_cfg=config.batched_cfg, decode=False,
+        )
+        noise = SampleNoise(latents=initial_latents(shape, latent_generators, device),
+                            steps=[generator_for(config.seed, "noise", epoch, b, rank, i) for i in range(n)],
+                            window=generator_for(config.seed, "window", epoch, b, rank))
         with self.timer("prompt_encoding"):
-            conditioning = encode_prompt(self.pipeline, prompts, config.max_sequence_length, device)
+            conditioning = self.backbone.encode(prompts, config.max_sequence_length, device)
         with self.accelerator.autocast(), self.timer("sampling"):
-            trajectory = sd3_sample_with_logprob(
-                self.pipeline, conditioning, self.negative,
-                num_inference_steps=config.sample.num_steps, guidance_scale=config.sample.guidance_scale,
-                height=config.resolution, width=config.resolution, noise_level=config.sample.noise_level,
-                sde_type=config.sample.sde_type, deterministic=not stochastic,
-                sde_window_size=config.sample.sde_window_size if stochastic else 0,
-                sde_window_range=tuple(config.sample.sde_window_range),
-                window_generator=generator_for(config.seed, "window", epoch, b, rank),
-                generator=[generator_for(config.seed, "noise", epoch, b, rank, i) for i in range(n)],
-                latents=initial_latents(shape, latent_generators, device),
-                decode=False, store_means=store_means, store_latents=stochastic, transformer=self.transformer,
-                batched_cfg=config.batched_cfg,
-            )
+            trajectory = sample(self.backbone, conditioning, self.negative, spec, noise, transformer=self.transformer)
         with self.accelerator.autocast(), self.timer("vae_decode"):
-            images = decode_latents(self.pipeline.vae, trajectory.final_latents, config.sample.decode_batch_size or None).cpu()
+            images = self.backbone.decode(trajectory.final_latents, config.sample.decode_batch_size or None).cpu()
         return Rollout(
             prompts=prompts, metadata=[self.dataset.metadata[i] for i in prompt_ids],
             group_ids=torch.tensor([self.dataset.group_ids[i] for i in prompt_ids]), conditioning=conditioning,

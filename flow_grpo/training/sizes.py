@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from flow_grpo.config_cli import ConfigError
+from flow_grpo.objectives import OBJECTIVES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,10 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
     ``group_size`` overrides ``sample.num_image_per_prompt`` (a toy world whose group is the whole batch).
     """
     sample, train = config.sample, config.train
-    stored = sample.get("sde_window_size", 0) or sample.num_steps  # the toy worlds have no window
+    # SDE rollouts store the Fast window's steps (the toy worlds have no window); ODE rollouts (the forward-process
+    # objectives) ignore the window and train on the whole schedule
+    sde_rollouts = OBJECTIVES[train.objective].needs_log_probs if train.objective in OBJECTIVES else True
+    stored = (sample.get("sde_window_size", 0) if sde_rollouts else 0) or sample.num_steps
     trained = train.timestep_count if train.timestep_strategy == "stratified" else max(1, int(stored * train.timestep_fraction))
     sizes = RunSizes(
         processes=processes, images_per_batch=sample.train_batch_size, batches_per_epoch=sample.num_batches_per_epoch,

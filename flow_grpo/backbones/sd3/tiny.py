@@ -8,7 +8,7 @@ prompt words) that falls back to single characters for any other word, wrapped i
 ``PreTrainedTokenizerFast``. Such a pipeline runs the exact code path of SD3.5 (prompt encoding with CLIP x 2
 + T5, joint attention, CFG, flow-matching schedule with shift) in milliseconds per step on a CPU.
 
-    python -m flow_grpo.tiny_sd3 --out models/tiny-sd3          # write one in diffusers layout
+    python -m flow_grpo.backbones.sd3.tiny --out models/tiny-sd3          # write one in diffusers layout
     StableDiffusion3Pipeline.from_pretrained("models/tiny-sd3")  # loads it back
 """
 
@@ -16,78 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import string
 
 import torch
 
-SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<s>")
-PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
-
-# Whole-word vocabulary: prompt grammar words, GenEval's 80 COCO classes (split into words), its colours,
-# counts in words, relations, and the shapes world's shapes. Any other word is spelled in characters.
-_WORDS = """
-a an the of and with on in at to is are photo picture image scene drawing painting sign text that says
-written reads saying logo poster book cover label one two three four five six seven eight nine ten eleven
-twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty zero no
-left right above below top bottom next near behind front side middle center
-red orange yellow green blue purple pink brown black white gray grey
-circle circles square squares triangle triangles star stars hexagon hexagons diamond diamonds cross crosses
-heart hearts ring rings
-person people bicycle car motorcycle airplane bus train truck boat traffic light fire hydrant stop
-parking meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie
-suitcase frisbee skis snowboard sports ball kite baseball bat glove skateboard surfboard tennis racket
-bottle wine glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot pizza donut cake
-chair couch potted plant bed dining table toilet tv laptop computer mouse remote keyboard cell phone
-microwave oven toaster sink refrigerator clock vase scissors teddy hair drier toothbrush
-persons bicycles cars motorcycles airplanes buses trains trucks boats lights hydrants signs meters benches
-birds cats dogs horses sheep cows elephants bears zebras giraffes backpacks umbrellas handbags ties
-suitcases frisbees snowboards balls kites bats gloves skateboards surfboards rackets bottles glasses cups
-forks knives spoons bowls bananas apples sandwiches oranges carrots pizzas donuts cakes chairs couches
-plants beds tables toilets tvs laptops computers mice remotes keyboards phones microwaves ovens toasters
-sinks refrigerators clocks vases teddies driers toothbrushes
-big small large tiny beautiful high quality detailed realistic style art old new
-""".split()
-
-
-def _vocabulary() -> dict[str, int]:
-    tokens = list(SPECIAL_TOKENS)
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    tokens += list(chars) + ["##" + c for c in chars]
-    for word in _WORDS:
-        if word not in tokens:
-            tokens.append(word)
-    return {token: i for i, token in enumerate(tokens)}
-
-
-def make_tokenizer(kind: str, model_max_length: int):
-    """A word-level tokenizer with character fallback: ``kind`` ``"clip"`` adds <s> ... </s>, ``"t5"`` adds </s>."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = _vocabulary()
-    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=64))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.decoder = decoders.WordPiece()
-    if kind == "clip":
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", special_tokens=[("<s>", BOS_ID), ("</s>", EOS_ID)]
-        )
-        bos = {"bos_token": "<s>"}
-    elif kind == "t5":
-        tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", EOS_ID)])
-        bos = {}
-    else:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; valid: clip, t5")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        model_max_length=model_max_length,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        **bos,
-    )
-
+from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, make_tokenizer, vocabulary_size
 
 @dataclasses.dataclass
 class TinySD3Config:
@@ -128,7 +60,7 @@ def build_tiny_sd3_pipeline(config: TinySD3Config | None = None, seed: int = 0, 
     config = config or TinySD3Config()
     if 2 * config.clip_hidden_size > config.t5_d_model:
         raise ValueError("the two CLIP hidden sizes are concatenated and padded to the T5 width: need 2 * clip_hidden_size <= t5_d_model")
-    vocab_size = len(_vocabulary())
+    vocab_size = vocabulary_size()
     latent_size = config.resolution // config.vae_scale_factor
 
     torch.manual_seed(seed)

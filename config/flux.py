@@ -1,0 +1,145 @@
+"""Flow-GRPO and the forward-process objectives on FLUX.1-dev (black-forest-labs/FLUX.1-dev).
+
+    accelerate launch --config_file scripts/accelerate_configs/deepspeed_zero2.yaml --num_processes 32 \\
+        scripts/train.py --config config/flux.py:pickscore_flux
+    bash scripts/single_node/grpo.sh config/flux.py:pickscore_flux_8gpu
+
+Sources (the original flow_grpo, yifan123/flow_grpo ``config/grpo.py`` at the Nov 2025 snapshot, functions
+``pickscore_flux``, ``pickscore_flux_8gpu``, ``geneval_flux_fast``, ``pickscore_flux_fast``, and its
+``scripts/train_flux.py``): 512 px, 6 sampling / 28 evaluation steps, FLUX.1-dev's distilled guidance 3.5 as
+the model's input (no negative pass, the same value in training), SDE noise 0.9, int(6 x 0.99) = 5 trained
+steps, 3 images per GPU in groups of 24, 48 groups per epoch on 32 GPUs and two optimizer steps per epoch,
+lr 3e-4, clip 1e-4, no KL (beta 0), EMA, bf16 (fp16 gives invalid FLUX images, the original's FAQ), LoRA r64 /
+alpha 128 on every attention projection and both streams' MLPs (``FLUX_LORA_TARGET_MODULES``), T5 at 128
+tokens. Fast (GenEval, as published): CPS at noise 0.8 in a window of the first 3 steps, clip 1e-5.
+Not published upstream, derived here and marked so: GenEval without Fast and OCR (the original's issue #110:
+beta 0.04 crashed FLUX OCR, beta 0 trained; #141: FLUX trained on many steps showed bright spots until only
+the high-noise steps were trained), and the forward-process objectives (their SD3.5-M papers' settings,
+config/forward.py, with FLUX's guidance, steps and LoRA).
+"""
+
+import os
+
+from flow_grpo.config_cli import config_by_name, load_module
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+REPO = os.path.dirname(HERE)
+TASKS = {"geneval": ("geneval", {"geneval": 1.0}), "ocr": ("ocr", {"ocr": 1.0}), "pickscore": ("pickscore", {"pickscore": 1.0})}
+
+
+def _flux(task: str, gpu_number: int = 32, groups_per_epoch: int = 48):
+    config = base.default()
+    config.run_name = f"{task}_flux"
+    config.pretrained.model = "black-forest-labs/FLUX.1-dev"
+    config.pretrained.family = "flux"
+    config.resolution = 512
+    config.max_sequence_length = 128
+    config.mixed_precision = "bf16"
+    config.sample.num_steps = 6
+    config.sample.eval_num_steps = 28
+    config.sample.guidance_scale = 3.5  # distilled guidance: an input of the model, not CFG
+    config.sample.eval_guidance_scale = 3.5
+    config.sample.noise_level = 0.9
+    base.epoch_sizes(config, gpu_number, groups_per_epoch, num_image_per_prompt=24, max_batch=3)
+    config.sample.test_batch_size = 16
+    config.train.timestep_fraction = 0.99  # int(6 x 0.99) = 5 of the 6 steps
+    config.train.learning_rate = 3e-4
+    config.train.clip_range = 1e-4
+    config.train.beta = 0.0
+    config.train.global_std = True
+    config.train.ema = True
+    config.lora.rank, config.lora.alpha = 64, 128
+    config.save_freq = 60
+    config.eval_freq = 60
+    dataset, reward = TASKS[task]
+    config.dataset = os.path.join(REPO, "dataset", dataset)
+    config.reward_fn = reward
+    return config
+
+
+def _fast(config):
+    """The original's train_flux_fast.py settings: CPS at noise 0.8 in a window of 3 steps starting in the first
+    half (6 // 2 = 3 positions, so always steps 0-2), every window step trained, clip 1e-5."""
+    config.sample.sde_type = "cps"
+    config.sample.noise_level = 0.8
+    config.sample.sde_window_size = 3
+    config.sample.sde_window_range = (0, config.sample.num_steps // 2)
+    config.train.timestep_fraction = 1.0
+    config.train.clip_range = 1e-5
+    return config
+
+
+def pickscore_flux():
+    return _flux("pickscore")
+
+
+def pickscore_flux_8gpu():
+    """The original's 8-GPU variant: the same 48 groups per epoch in 48 batches per GPU."""
+    return _flux("pickscore", gpu_number=8)
+
+
+def pickscore_flux_fast():
+    config = _fast(_flux("pickscore"))
+    config.train.global_std = False  # as published for this one
+    return config
+
+
+def geneval_flux():
+    """Published as Fast only (``geneval_flux_fast``): this is that."""
+    config = _fast(_flux("geneval"))
+    config.sample.test_batch_size = 14
+    return config
+
+
+def geneval_flux_8gpu():
+    config = _fast(_flux("geneval", gpu_number=8))
+    config.sample.test_batch_size = 14
+    return config
+
+
+def general_ocr_flux():
+    """Derived (no FLUX OCR config upstream): pickscore_flux's settings, the OCR reward, no KL (#110)."""
+    return _flux("ocr")
+
+
+def general_ocr_flux_8gpu():
+    return _flux("ocr", gpu_number=8)
+
+
+# ---- the forward-process objectives (derived: their papers' SD3.5-M settings, config/forward.py) ----
+
+
+def _nft(task: str):
+    """DiffusionNFT on FLUX: ODE rollouts with FLUX's own guidance (it has no negative pass to drop), 48 groups
+    of 24 per epoch on 8 GPUs, one optimizer step per epoch, 5 of the 6 steps trained at random, the old
+    policy's decay schedule, the evaluation EMA with warm-up; NFT's strength 0.1 for OCR as in its paper."""
+    config = _flux(task, gpu_number=8)
+    config.run_name = f"{task}_flux_nft"
+    config.train.gradient_accumulation_steps *= 2  # one optimizer step per epoch
+    return base.nft_settings(config, task)
+
+
+def geneval_flux_nft():
+    return _nft("geneval")
+
+
+def general_ocr_flux_nft():
+    return _nft("ocr")
+
+
+def pickscore_flux_nft():
+    return _nft("pickscore")
+
+
+def geneval_flux_awm():
+    """Advantage Weighted Matching on FLUX: 6 stratified times in the first 90% of the steps (AWM trains 14
+    steps; FLUX samples 6 here, so 4 strata), power 0.25, clip 1, KL-EMA snapshot, beta 0.001."""
+    config = _flux("geneval", gpu_number=8)
+    config.run_name = "geneval_flux_awm"
+    config.train.gradient_accumulation_steps *= 2
+    return base.awm_settings(config, beta=0.001, timestep_count=4)
+
+
+def get_config(name):
+    return config_by_name(name, globals())

@@ -1,0 +1,117 @@
+"""The backbone layer (docs/backbones.md): one folder per diffusers flow-matching family, each a
+:class:`~flow_grpo.backbones.base.Backbone`; above this layer nothing knows the family.
+
+    backbone = load_backbone("black-forest-labs/FLUX.1-dev")        # family from model_index.json
+    backbone = load_backbone("/models/qwen-image", family="qwenimage")
+    backbone = load_backbone("builtin:tiny_flux")                     # a tiny one built from config
+
+To add a family: a folder here with its ``Backbone`` subclass and a ``tiny.py``, one entry in
+``BACKBONES`` and one in ``BUILTIN``, and the tests of tests/test_backbones.py run on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flow_grpo.backbones.base import Backbone, Guidance, ModelLoadError
+from flow_grpo.backbones.flux.backbone import FluxBackbone
+from flow_grpo.backbones.qwenimage.backbone import QwenImageBackbone
+from flow_grpo.backbones.sd3.backbone import SD3Backbone
+
+BACKBONES: dict[str, type[Backbone]] = {cls.family: cls for cls in (SD3Backbone, FluxBackbone, QwenImageBackbone)}
+# built-in tiny models: name -> (family, the module:function that builds its pipeline from a seed)
+BUILTIN = {
+    "builtin:tiny": ("sd3", "flow_grpo.backbones.sd3.tiny:build_tiny_sd3_pipeline"),
+    "builtin:tiny_flux": ("flux", "flow_grpo.backbones.flux.tiny:build_tiny_flux_pipeline"),
+    "builtin:tiny_qwenimage": ("qwenimage", "flow_grpo.backbones.qwenimage.tiny:build_tiny_qwenimage_pipeline"),
+}
+
+
+def backbone_class(family: str) -> type[Backbone]:
+    if family not in BACKBONES:
+        raise ModelLoadError(f"unknown model family {family!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[family]
+
+
+def family_of_pipeline(class_name: str, where: str) -> str:
+    """The family whose pipeline class is ``class_name`` (from a ``model_index.json``)."""
+    for family, cls in BACKBONES.items():
+        if class_name in cls.pipeline_classes:
+            return family
+    known = ", ".join(f"{name} ({', '.join(cls.pipeline_classes)})" for name, cls in BACKBONES.items())
+    raise ModelLoadError(f"{where} is a {class_name}, which no backbone trains; known families: {known}")
+
+
+def _looks_local(model: str) -> bool:
+    return os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
+
+
+def detect_family(model: str, revision: str = "") -> str:
+    """The family of a local diffusers folder or a hub id, read from its ``model_index.json``."""
+    if model in BUILTIN:
+        return BUILTIN[model][0]
+    if _looks_local(model):
+        index = os.path.join(model, "model_index.json")
+        if not os.path.isdir(model):
+            raise ModelLoadError(f"config.pretrained.model {model!r}: no such folder")
+        if not os.path.isfile(index):
+            raise ModelLoadError(f"config.pretrained.model {model!r} is not a diffusers pipeline folder (no model_index.json)")
+        with open(index) as handle:
+            class_name = json.load(handle).get("_class_name", "")
+    else:
+        from diffusers import DiffusionPipeline
+
+        try:
+            class_name = DiffusionPipeline.load_config(model, **({"revision": revision} if revision else {}))["_class_name"]
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelLoadError(f"cannot read the model_index.json of {model!r} (set config.pretrained.family to skip this): "
+                                 f"{str(error).splitlines()[0]}") from error
+    return family_of_pipeline(class_name, repr(model))
+
+
+def load_pipeline(model: str, family: str = "", revision: str = ""):
+    """The diffusers pipeline of ``model`` (a built-in tiny name, a local folder, or a hub id) and its family."""
+    if model.startswith("builtin:"):
+        if model not in BUILTIN:
+            raise ModelLoadError(f"unknown built-in model {model!r}; valid: {', '.join(BUILTIN)}")
+        built_family, target = BUILTIN[model]
+        if family and family != built_family:
+            raise ModelLoadError(f"{model!r} is a {built_family} model, but config.pretrained.family is {family!r}")
+        import importlib
+
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)(seed=0), built_family
+    if family and _looks_local(model):
+        found = detect_family(model)
+        if found != family:
+            raise ModelLoadError(f"config.pretrained.model {model!r} holds a {found} pipeline, but config.pretrained.family is {family!r}")
+    family = family or detect_family(model, revision)
+    cls = backbone_class(family)
+    if _looks_local(model) and not os.path.isfile(os.path.join(model, "model_index.json")):
+        raise ModelLoadError(f"config.pretrained.model {model!r} is not a diffusers pipeline folder (no model_index.json)")
+    import diffusers
+
+    pipeline_class = getattr(diffusers, cls.pipeline_classes[0])
+    try:
+        return pipeline_class.from_pretrained(model, **({"revision": revision} if revision else {})), family
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise ModelLoadError(f"cannot load config.pretrained.model {model!r} as {family}: {str(error).splitlines()[0]}") from error
+
+
+def load_backbone(model: str, family: str = "", revision: str = "") -> Backbone:
+    """The :class:`Backbone` of ``model``; ``family`` (``config.pretrained.family``) skips the detection."""
+    if family:
+        backbone_class(family)  # an unknown family stops here, with the known ones
+    pipeline, family = load_pipeline(model, family, revision)
+    pipeline.set_progress_bar_config(disable=True)
+    return backbone_class(family)(pipeline)
+
+
+def backbone_for_pipeline(pipeline) -> Backbone:
+    """The :class:`Backbone` around an already built pipeline (e.g. one a test or script made)."""
+    return backbone_class(family_of_pipeline(type(pipeline).__name__, type(pipeline).__name__))(pipeline)
+
+
+__all__ = ["BACKBONES", "BUILTIN", "Backbone", "Guidance", "ModelLoadError", "backbone_for_pipeline", "detect_family",
+           "load_backbone", "load_pipeline"]

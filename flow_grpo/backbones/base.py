@@ -1,0 +1,193 @@
+"""The backbone interface (docs/backbones.md): what sampling and training need from one diffusers
+flow-matching family, and nothing else.
+
+A :class:`Backbone` wraps one diffusers pipeline (SD3, FLUX.1, Qwen-Image, ...) and gives
+
+- ``encode(prompts, max_sequence_length, device)``: the family's typed :class:`~flow_grpo.rollout.Conditioning`;
+- ``negative_conditioning(...)``: the negative prompt's, for families that run a negative pass (else None);
+- ``latent_shape(height, width)``: one sample's latent as the VAE makes it (``[C, h, w]``). Sampling, the
+  SDE step and every objective work on these; a family that packs 2x2 patches into tokens (FLUX, Qwen-Image)
+  packs and unpacks inside ``velocity``. Packing is a permutation, so the step's log-prob (a mean over
+  elements) and every element-wise loss are the same on either layout;
+- ``sigmas(num_steps, height, width, device)``: the family's schedule, ``[T + 1]`` ending in 0;
+- ``velocity(transformer, latents, sigmas, conditioning, guidance, model_dtype)``: ``v`` in float32 with the
+  family's guidance, the one function sampling and training share;
+- ``decode(latents, batch_size)``: images ``[N, 3, H, W]`` in ``[0, 1]`` with the family's VAE scaling;
+- ``lora_target_modules``, ``frozen_modules``, ``pooled_dim``: for making the transformer trainable.
+
+Latents are float32 throughout; the transformer sees them in ``model_dtype`` and its output comes back as
+float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Sequence
+
+import torch
+
+from flow_grpo.rollout import Conditioning
+
+
+class ModelLoadError(ValueError):
+    """A model path, hub id or family that cannot be loaded; the message names it."""
+
+
+@dataclasses.dataclass
+class Guidance:
+    """The guidance a velocity is computed with; each family reads ``scale`` its own way
+    (``Backbone.guidance_kind``): classifier-free guidance with the negative conditioning when ``scale > 1``
+    (SD3, Qwen-Image's true CFG), or a distilled guidance value fed to the model (FLUX.1-dev)."""
+
+    scale: float = 4.5
+    negative: Conditioning | None = None  # the negative prompt's conditioning: one row, or one per image
+    batched: bool = True  # one transformer call on the doubled batch; False: two calls (less memory, slower)
+
+
+class Backbone:
+    """One diffusers flow-matching family around its pipeline. Subclasses set the class attributes and
+    implement the methods that raise ``NotImplementedError``."""
+
+    family: ClassVar[str]  # the name in configs: config.pretrained.family
+    pipeline_classes: ClassVar[tuple[str, ...]]  # diffusers pipeline class names this family loads (model_index.json)
+    guidance_kind: ClassVar[str]  # "cfg" (a negative pass, scale > 1) or "embedded" (a guidance input, no negative pass)
+    negative_prompt: ClassVar[str | None] = ""  # the unconditional prompt of the negative pass (None: no negative pass)
+    lora_target_modules: ClassVar[tuple[str, ...]]  # the LoRA targets Flow-GRPO trains on this family
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    # ---- components ----
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipeline.transformer
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipeline.vae
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The frozen text encoders (moved to the inference dtype when training)."""
+        raise NotImplementedError
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipeline.vae_scale_factor)
+
+    @property
+    def pooled_dim(self) -> int:
+        """The width of ``Conditioning.pooled`` (FlowRL's log Z head reads it)."""
+        raise NotImplementedError
+
+    # ---- what sampling and training call ----
+    def encode(self, prompts: Sequence[str], max_sequence_length: int, device) -> Conditioning:
+        raise NotImplementedError
+
+    def negative_conditioning(self, max_sequence_length: int, device) -> Conditioning | None:
+        """The negative prompt's conditioning (one row), or None for a family without a negative pass."""
+        if self.negative_prompt is None:
+            return None
+        return self.encode([self.negative_prompt], max_sequence_length, device)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """One sample's latent, as the VAE encodes an image of ``height x width``: ``(C, h, w)``."""
+        scale = self.vae_scale_factor
+        if height % (2 * scale) or width % (2 * scale):
+            raise ValueError(f"{self.family}: height and width must be multiples of {2 * scale}, got {height} x {width}")
+        return (self.latent_channels, height // scale, width // scale)
+
+    @property
+    def latent_channels(self) -> int:
+        raise NotImplementedError
+
+    def sigmas(self, num_steps: int, height: int, width: int, device=None) -> torch.Tensor:
+        """The ``num_steps + 1`` flow times (ending in 0) the family's pipeline samples with."""
+        raise NotImplementedError
+
+    def velocity(self, transformer, latents: torch.Tensor, sigmas, conditioning: Conditioning, guidance: Guidance,
+                 model_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``v`` (float32, the latents' shape) at flow time ``sigmas`` (a scalar or ``[B]``) with ``guidance``."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Latents ``[N, *latent_shape]`` to float32 images ``[N, 3, H, W]`` in ``[0, 1]``, in chunks."""
+        raise NotImplementedError
+
+    def diffusers_call(self, conditioning: Conditioning, negative: Conditioning | None, latents: torch.Tensor, spec) -> torch.Tensor:
+        """The family's own diffusers pipeline ``__call__`` on the same conditioning, initial latents
+        (``[B, *latent_shape]``) and ``spec`` (steps, guidance, size): its images ``[B, 3, H, W]`` in [0, 1].
+        The reference that sampling with noise level 0 must reproduce (tests/test_backbones.py)."""
+        raise NotImplementedError
+
+    def dead_lora_modules(self, targets: Sequence[str]) -> list[str]:
+        """Full names of modules among ``targets`` that are not in the velocity's autograd graph (a LoRA there
+        would never get a gradient, and DDP stops on parameters unused in the loss); left out of the LoRA.
+        Default: none."""
+        return []
+
+    def training_guidance_scale(self, sampling_scale: float, train_cfg: bool) -> float:
+        """The scale the trainer re-scores with: the sampling one, or 1 (no negative pass) when ``train.cfg`` is
+        off. An embedded guidance value is part of the model's input, so it never changes."""
+        if self.guidance_kind == "embedded":
+            return sampling_scale
+        return sampling_scale if train_cfg else 1.0
+
+    def summary(self) -> str:
+        """One line: family, transformer size, latent layout (printed before a run starts)."""
+        count = sum(p.numel() for p in self.transformer.parameters())
+        return f"{self.family} ({type(self.pipeline).__name__}, transformer {count / 1e6:.2f}M parameters, guidance {self.guidance_kind})"
+
+
+def cast_latents(latents: torch.Tensor, model_dtype: torch.dtype | None, transformer) -> torch.Tensor:
+    return latents.to(model_dtype or transformer.dtype)
+
+
+def timestep_batch(sigmas, latents: torch.Tensor) -> torch.Tensor:
+    """``sigmas`` (a scalar or ``[B]``) as a float32 ``[B]`` tensor on the latents' device."""
+    return torch.as_tensor(sigmas, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
+
+
+def classifier_free(call, guidance: Guidance, batch: int):
+    """``(v_uncond, v_text)`` from ``call(which)`` with ``which`` in ("negative", "positive", "both"): one call
+    on the doubled batch (``guidance.batched``) or two; ``call("both")`` returns the negative half first."""
+    if guidance.negative is None:
+        raise ValueError("a guidance scale > 1 needs the negative prompt's conditioning")
+    if guidance.batched:
+        return call("both").chunk(2)
+    return call("negative"), call("positive")
+
+
+def flow_match_sigmas(scheduler, num_steps: int, image_seq_len: int, device=None, sigmas=None) -> torch.Tensor:
+    """The sigmas ``[T + 1]`` (ending in 0) of ``FlowMatchEulerDiscreteScheduler.set_timesteps`` on a fresh
+    copy of ``scheduler`` (the pipeline's own state is left alone), with the resolution-dependent shift ``mu``
+    when the scheduler uses dynamic shifting (FLUX, Qwen-Image; diffusers' ``calculate_shift``)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    fresh = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)
+    kwargs = {}
+    if fresh.config.get("use_dynamic_shifting", False):
+        base_len, max_len = fresh.config.get("base_image_seq_len", 256), fresh.config.get("max_image_seq_len", 4096)
+        base_shift, max_shift = fresh.config.get("base_shift", 0.5), fresh.config.get("max_shift", 1.15)
+        slope = (max_shift - base_shift) / (max_len - base_len)
+        kwargs["mu"] = image_seq_len * slope + (base_shift - slope * base_len)
+    if sigmas is not None:
+        kwargs["sigmas"] = sigmas
+    fresh.set_timesteps(num_steps if sigmas is None else None, device=device, **kwargs)
+    return fresh.sigmas.float()
+
+
+def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale) -> torch.Tensor:
+    """``vae.decode(unscale(chunk))`` per chunk of ``batch_size``, as float32 images in [0, 1]."""
+    images = []
+    vae_dtype = next(vae.parameters()).dtype
+    for chunk in latents.split(batch_size or latents.shape[0]):
+        decoded = vae.decode(unscale(chunk).to(vae_dtype), return_dict=False)[0]
+        images.append((decoded.float() / 2 + 0.5).clamp(0, 1))
+    return torch.cat(images)
+
+
+def decode_scaled(vae, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """An ``AutoencoderKL``'s decode of latents stored as ``(z - shift_factor) * scaling_factor`` (SD3, FLUX)."""
+    shift = vae.config.shift_factor or 0.0
+    return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk / vae.config.scaling_factor + shift)

@@ -1,0 +1,114 @@
+"""The one place a training run is put together (docs/architecture.md, "Assembly"): the backbone's
+transformer made trainable, the objective and its heads, the optimizer, accelerate's preparation, the EMA, the
+policy and the learner. ``scripts/train.py``, ``scripts/benchmark.py``, ``scripts/gradient_snr.py`` and
+``scripts/check_logprob_consistency.py`` all build their runs here, so none of them can drift from the trainer.
+
+    backbone = load_backbone(config.pretrained.model, config.pretrained.family)
+    model = prepare_model(backbone, config, accelerator.device)   # once per model: adds the LoRA
+    run = assemble_run(backbone, model, config, accelerator)      # per run: optimizer, EMA, policy, learner
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from flow_grpo.backbones.base import Backbone, Guidance
+from flow_grpo.backbones.policy import BackbonePolicy
+from flow_grpo.backbones.trainable import TrainableTransformer, inference_dtype, prepare_transformer
+from flow_grpo.config_cli import ConfigError
+from flow_grpo.ema import EMA
+from flow_grpo.objectives import OBJECTIVES, Objective, build_objective
+from flow_grpo.rollout import Conditioning
+from flow_grpo.sde import SDEParams
+from flow_grpo.training.phases import Timer, no_timer
+from flow_grpo.training.update import Learner
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """Everything a run trains with, built by :func:`assemble_run`."""
+
+    backbone: Backbone
+    model: TrainableTransformer
+    objective: Objective
+    optimizer: torch.optim.Optimizer  # as prepared by accelerate
+    prepared: torch.nn.Module  # the transformer as prepared by accelerate (DDP-wrapped with several processes)
+    unwrapped: torch.nn.Module  # the same, unwrapped: what checkpoints export
+    sampling_transformer: torch.nn.Module  # what samples and evaluates (the prepared module under FSDP)
+    trainable: dict[str, torch.nn.Parameter]  # name -> parameter: the model's, then the objective heads' (<head>.<name>)
+    ema: EMA | None
+    negative: Conditioning | None  # the negative prompt's conditioning (None: the family runs no negative pass)
+    policy: BackbonePolicy
+    learner: Learner
+
+
+def prepare_model(backbone: Backbone, config, device) -> TrainableTransformer:
+    """The backbone's transformer made trainable for ``config`` (LoRA or every weight; the frozen reference
+    copy when the objective needs one). Draws the LoRA's initial weights from the global generator."""
+    needs_reference = OBJECTIVES[config.train.objective].needs_reference(config.train)
+    return prepare_transformer(backbone, config, device, needs_reference)
+
+
+def _distributed_settings(accelerator, config) -> None:
+    """What FSDP and DeepSpeed need before ``accelerator.prepare``; a LoRA run under FSDP is refused."""
+    import sys
+
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if config.use_lora:
+            raise ConfigError("FSDP shards weights, which a LoRA run does not need: launch with multi_gpu.yaml or deepspeed_zero2.yaml")
+        if config.train.ema:
+            print("warning: EMA is off under FSDP (the sharded weights have no full copy to average)", file=sys.stderr)
+            config.train.ema = False
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed sizes its engine by a micro-batch and cannot read one from a dataloader here: ours is the
+        # training minibatch (measured: accelerate.prepare raises without it)
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.train.batch_size
+
+
+def assemble_run(backbone: Backbone, model: TrainableTransformer, config, accelerator, timer: Timer = no_timer) -> TrainingRun:
+    """Objective, optimizer, accelerate, EMA, policy and learner around ``model``, as the trainer uses them.
+
+    The objective's heads start from ``config.seed``. ``config.compile`` wraps the prepared transformer in
+    ``torch.compile`` for sampling and training alike.
+    """
+    from accelerate.utils import DistributedType
+
+    torch.manual_seed(config.seed)  # objective heads (FlowRL's log Z) start from the seed
+    objective = build_objective(config.train, pooled_dim=backbone.pooled_dim)
+    for module in objective.trained_modules.values():
+        module.to(accelerator.device)
+    trainable = {**model.trainable, **{f"{name}.{n}": p for name, module in objective.trained_modules.items()
+                                       for n, p in module.named_parameters()}}
+    optimizer = torch.optim.AdamW(
+        trainable.values(), lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
+        weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
+    )
+    _distributed_settings(accelerator, config)
+    prepared, optimizer = accelerator.prepare(model.transformer, optimizer)
+    unwrapped = accelerator.unwrap_model(prepared)
+    # the module that samples and evaluates: FSDP's inner blocks run only under its root (measured: "Non-root
+    # FSDP instance's _is_root should not have been set yet"), so under FSDP it is the prepared module
+    sampling_transformer = prepared if accelerator.distributed_type == DistributedType.FSDP else unwrapped
+    if config.compile:
+        prepared = torch.compile(prepared)
+        sampling_transformer = prepared if sampling_transformer is not unwrapped else torch.compile(unwrapped)
+    objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
+    ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable),
+              warmup=config.train.ema_warmup) if config.train.ema else None
+    objective.attach(list(model.trainable.values()), list(model.trainable))  # snapshots of the policy's weights, if any
+    negative = backbone.negative_conditioning(config.max_sequence_length, accelerator.device)
+    scale = backbone.training_guidance_scale(config.sample.guidance_scale, config.train.cfg)
+    policy = BackbonePolicy(
+        backbone=backbone, transformer=prepared, unwrapped=sampling_transformer, frozen_reference=model.frozen_reference,
+        guidance=Guidance(scale, negative, config.batched_cfg), sde=SDEParams(config.sample.noise_level, config.sample.sde_type),
+        model_dtype=inference_dtype(config.mixed_precision),
+    )
+    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer,
+                      parameters=list(trainable.values()), ema=ema, timer=timer)
+    return TrainingRun(backbone=backbone, model=model, objective=objective, optimizer=optimizer, prepared=prepared,
+                       unwrapped=unwrapped, sampling_transformer=sampling_transformer, trainable=trainable, ema=ema,
+                       negative=negative, policy=policy, learner=learner)

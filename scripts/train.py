@@ -1,0 +1,284 @@
+"""Flow-GRPO and its relatives for any backbone (SD3, FLUX.1, Qwen-Image) with LoRA (or full fine-tuning), on
+one process or many. ``scripts/train_sd3.py`` is this script under its original name.
+
+    accelerate launch scripts/train.py --config config/grpo.py:geneval_sd3
+    accelerate launch scripts/train.py --config config/grpo.py:pickscore_flux
+    python scripts/train.py --config config/tiny.py:tiny                      # CPU, tiny SD3
+    python scripts/train.py --config config/tiny.py:tiny_flux                 # CPU, tiny FLUX.1-dev
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config config/tiny.py:tiny_qwenimage   # 2 CPU processes
+
+The family is ``config.pretrained.family`` or the model folder's ``model_index.json``
+(docs/backbones.md); nothing below knows which it is.
+
+Per epoch (docs/architecture.md, "Data flow"):
+  1. rollouts: groups of k images per prompt (prompts from the distributed k-repeat sampler, so a group
+     spreads over processes): the SDE with each stored step's latents and log-prob for the objectives that
+     re-score steps, the ODE keeping only the clean latents for the forward-process ones; rewards run in a
+     background thread while the next batch is sampled;
+  2. advantages: rewards gathered over processes, normalised within each prompt's group; samples whose
+     advantage is 0 are dropped;
+  3. update: the objective (``config.train.objective``, flow_grpo.objectives.OBJECTIVES) on one micro-step per
+     (minibatch, trained timestep), an optimizer step every accumulation window, then the EMA;
+  4. every eval_freq epochs evaluate with the EMA weights (ODE, eval steps, eval guidance), every
+     save_freq epochs write a checkpoint (and both after the last epoch).
+Flow-GRPO-Fast, CPS, the counting variants and the objectives are config flags of this one script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flow_grpo.backbones import ModelLoadError, load_backbone
+from flow_grpo.checkpoint import CheckpointError, resolve_resume
+from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
+from flow_grpo.config_cli import ConfigError, parse_args
+from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
+from flow_grpo.images import image_grid, to_pil
+from flow_grpo.lora import LoraLoadError
+from flow_grpo.objectives import check_train_config
+from flow_grpo.plots import plot_training_curves
+from flow_grpo.rewards import RewardError, multi_score
+from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
+from flow_grpo.seeding import generator_for
+from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
+from flow_grpo.training.evaluate import evaluate
+from flow_grpo.training.assembly import assemble_run, prepare_model
+from flow_grpo.training.rollout import RolloutCollector
+from flow_grpo.training.sizes import run_sizes
+from flow_grpo.training.update import update
+
+USER_ERRORS = (ConfigError, ModelLoadError, LoraLoadError, RewardError, CheckpointError, FileNotFoundError, ValueError)
+
+
+def check_config(config) -> None:
+    """Fail before any heavy work on settings that cannot run."""
+    check_train_config(config.train)
+    choices = {"mixed_precision": ("fp16", "bf16", "no"), "sample.sde_type": ("sde", "cps"),
+               "train.timestep_strategy": ("first", "random", "stratified")}
+    for key, valid in choices.items():
+        section, _, name = key.rpartition(".")
+        value = (config[section] if section else config)[name]
+        if value not in valid:
+            raise ConfigError(f"config.{key} {value!r}; valid: {', '.join(valid)}")
+    if not config.dataset:
+        raise ConfigError("config.dataset is empty: give a folder with train/test prompts")
+
+
+def run_folder(config) -> tuple[str, str]:
+    """The run folder (the resumed run's own when resuming) and the checkpoint to resume from, if any."""
+    from accelerate.utils import broadcast_object_list
+
+    resume_path = ""
+    if config.resume_from:
+        own = os.path.join(config.logdir, config.run_name, "checkpoints")
+        resume_path = resolve_resume(config.resume_from, own)
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(resume_path)))
+    else:
+        run_dir = unique_run_dir(config.logdir, config.run_name)
+    shared = [run_dir]
+    broadcast_object_list(shared)  # timestamps may differ between processes: the main process decides
+    return shared[0], resume_path
+
+
+def available_trackers(config) -> list[str]:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    wanted = [t.strip() for t in config.log_with.split(",") if t.strip()]
+    available = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    for name in [t for t in wanted if not available.get(t, False)]:
+        print(f"warning: log_with {name!r} is not installed; logging to metrics.jsonl only for it", file=sys.stderr)
+    if "wandb" in wanted:
+        os.environ.setdefault("WANDB_MODE", config.wandb_mode)
+    return [t for t in wanted if available.get(t, False)]
+
+
+def reward_metrics(accelerator, rollout) -> dict:
+    """The epoch's reward columns (and numeric reward info, e.g. GenEval's per-tag accuracy) over all processes."""
+    gathered = gather_rewards(accelerator, rollout.rewards)
+    finite = {k: v[np.isfinite(v)] for k, v in gathered.items()}
+    row = {"reward_mean": float(finite["avg"].mean()), "reward_std": float(finite["avg"].std())}
+    row.update({f"reward_{k}_mean": float(v.mean()) for k, v in finite.items() if k != "avg"})
+    if rollout.reward_info:  # e.g. batch_geneval_tag_counting: this epoch's accuracy on counting prompts
+        with np.errstate(all="ignore"):
+            row.update({f"batch_{k}": float(np.nanmean(v)) for k, v in gather_rewards(accelerator, rollout.reward_info).items()
+                        if np.isfinite(v).any()})
+    return row
+
+
+# (label, metrics key, format) of the per-epoch line
+PRINTED_METRICS = (("loss", "policy_loss", ".3e"), ("approx_kl", "approx_kl", ".2e"), ("clipfrac", "clipfrac", ".3f"), ("kl", "kl_loss", ".2e"))
+
+
+def main(argv=None) -> int:
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType, ProjectConfiguration
+
+    started = time.time()
+    try:
+        config = parse_args(argv)
+        check_config(config)
+        # cheap checks first: the prompts, then the rewards (which may load a model), before the model
+        train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
+        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+        trackers = available_trackers(config)
+        # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
+        sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available()).num_processes)
+        run_dir, resume_path = run_folder(config)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision, log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=run_dir, logging_dir=os.path.join(run_dir, "tracking")),
+        gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step,
+    )
+    if config.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(config.seed)
+
+    # ---- the model: the backbone's frozen parts + a trainable LoRA (or every weight), the objective's heads ----
+    try:
+        backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision)
+        model = prepare_model(backbone, config, accelerator.device)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logger = RunLogger(run_dir, config) if accelerator.is_main_process else None  # the run folder, once the model is in
+    try:
+        run = assemble_run(backbone, model, config, accelerator)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    objective, ema = run.objective, run.ema
+    sampler = DistributedKRepeatSampler(len(train_set), config.sample.train_batch_size, config.sample.num_image_per_prompt,
+                                        accelerator.num_processes, accelerator.process_index, seed=config.seed)
+    state = TrainingState(accelerator=accelerator, unwrapped=run.unwrapped, prepared=run.prepared, use_lora=config.use_lora,
+                          trainable=run.trainable, optimizer=run.optimizer, ema=ema, sampler=sampler, objective=objective,
+                          pipeline_class=type(backbone.pipeline))
+    checkpoints_dir = os.path.join(run_dir, "checkpoints")
+
+    first_epoch, global_step = 0, 0
+    if resume_path:
+        resumed = load_training_checkpoint(state, resume_path)
+        first_epoch, global_step = resumed["epoch"], resumed["global_step"]
+        if accelerator.is_main_process:
+            truncate_metrics(logger.metrics_path, first_epoch + 1)
+            print(f"resumed from {resume_path}: epoch {first_epoch}, step {global_step}")
+    if trackers:
+        # the project: wandb's project, tensorboard's folder under tracking/; the run keeps its own name
+        accelerator.init_trackers(config.wandb_project, config=flat_config(config),
+                                  init_kwargs={"wandb": {"dir": run_dir, "name": config.run_name}})
+    if accelerator.is_main_process:
+        print(f"run folder: {run_dir} | {backbone.summary()} | objective {objective.name} | "
+              f"{len(train_set)} train / {len(test_set)} test prompts")
+        print(sizes.describe())
+
+    def run_eval(epoch):
+        context = ema.swapped_in() if ema is not None else torch.no_grad()
+        with context:
+            return evaluate(backbone=backbone, transformer=run.sampling_transformer, dataset=test_set, reward_fn=reward_fn,
+                            config=config, accelerator=accelerator, grid_path=os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png"))
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
+    collector = RolloutCollector(backbone=backbone, transformer=run.sampling_transformer, negative=run.negative, dataset=train_set,
+                                 sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
+    last_checkpoint, train_seconds, done = None, 0.0, first_epoch  # done: completed epochs
+
+    def out_of_time(seconds: float) -> bool:
+        """config.max_minutes of training (epochs, without evaluation) spent, decided on the main process."""
+        from accelerate.utils import broadcast_object_list
+
+        flag = [bool(config.max_minutes) and seconds >= 60 * config.max_minutes]
+        broadcast_object_list(flag)
+        return flag[0]
+
+    try:
+        if first_epoch == 0:  # the base model
+            eval_metrics = run_eval(0)
+            if accelerator.is_main_process:
+                logger.log({"epoch": 0, "global_step": 0, **eval_metrics})
+        # a time-bounded run has no meaningful epoch total: count epochs and say when it stops instead of a bogus ETA
+        timed = {"desc": f"{objective.name} epochs (stops after {config.max_minutes:g} min of training)",
+                 "bar_format": "{desc}: {n_fmt} [{elapsed}, {rate_fmt}]"} if config.max_minutes else {"desc": f"{objective.name} epochs"}
+        epochs = tqdm(range(first_epoch, config.num_epochs), initial=first_epoch, total=config.num_epochs,
+                      disable=not (config.progress and accelerator.is_main_process), **timed)
+        for epoch in epochs:
+            epoch_start = time.time()
+            # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
+            #    objectives) from the weights the objective samples with; rewards in the background
+            with objective.rollout_weights(global_step):
+                rollout = collector.collect(epoch, stochastic=objective.needs_log_probs, store_means=objective.needs_step_means)
+            # 2. advantages over the rewards of all processes, grouped by prompt; zero-advantage samples dropped
+            advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
+            advantages = objective.training_advantages(rollout, advantages)  # DPO / SFT: their chosen samples
+            update_generator = generator_for(config.seed, "update", epoch, accelerator.process_index)
+            keep, keep_stats = select_training_samples(accelerator, advantages, update_generator, sizes.minibatch * sizes.accumulation,
+                                                       objective.skips_zero_advantages)
+            # 3. the update: the objective per (minibatch, trained timestep) micro-step
+            train_stats, global_step = update(run.learner, rollout, advantages, keep, config, update_generator, global_step)
+
+            done = epoch + 1  # completed epochs: the row's "epoch"
+            row = {"epoch": done, "global_step": global_step, **reward_metrics(accelerator, rollout), **train_stats,
+                   **advantage_stats, **keep_stats, **rollout.timing, "epoch_time_s": time.time() - epoch_start}
+            train_seconds += row["epoch_time_s"]
+            last = done == config.num_epochs or out_of_time(train_seconds)
+            # 4. evaluation with the EMA weights, and checkpoints
+            if done % config.eval_freq == 0 or last:
+                row.update(run_eval(done))
+                if accelerator.is_main_process:
+                    image_grid(to_pil(rollout.images[:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
+            if accelerator.is_main_process:
+                logger.log(row)
+                # the objective's measured quantities only (the forward-process ones have no ratio: no approx_kl)
+                measured = "".join(f"{name} {row[key]:{form}} " for name, key, form in PRINTED_METRICS
+                                   if np.isfinite(row.get(key, float("nan"))))
+                tqdm.write(
+                    f"epoch {done}/{config.num_epochs} step {global_step} reward {row['reward_mean']:.4f} {measured}"
+                    + (f"eval {row['eval_reward_avg']:.4f} " if "eval_reward_avg" in row else "")
+                    + f"({row['epoch_time_s']:.1f}s)"
+                )
+            if trackers:
+                accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=global_step)
+            if done % config.save_freq == 0 or last:
+                last_checkpoint = save_training_checkpoint(state, checkpoints_dir, done, global_step, config.num_checkpoint_limit)
+            if last:
+                break
+    except RewardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    if accelerator.is_main_process:
+        rows = logger.read_metrics()
+        plot_training_curves(rows, "eval_reward_avg", logger.path("plots", "curves.png"), title=config.run_name)
+        evals = [r for r in rows if "eval_reward_avg" in r]
+        logger.write_summary(
+            {
+                "run_name": config.run_name,
+                "run_dir": run_dir,
+                "objective": objective.name,
+                "epochs": done,
+                "global_step": global_step,
+                "eval_reward_first": evals[0]["eval_reward_avg"] if evals else None,
+                "eval_reward_last": evals[-1]["eval_reward_avg"] if evals else None,
+                "last_checkpoint": last_checkpoint,
+                "num_processes": accelerator.num_processes,
+                "train_seconds": train_seconds,
+                "wall_clock_s": time.time() - started,
+            }
+        )
+        print(f"done: {global_step} optimizer steps; checkpoint {last_checkpoint}")
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
