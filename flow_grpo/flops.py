@@ -1,4 +1,5 @@
-"""Analytic FLOP counts of the SD3 transformer (one multiply-add = 2 FLOPs), for throughput and MFU figures.
+"""Analytic FLOP counts of each family's transformer (SD3, FLUX.1, Qwen-Image; one multiply-add = 2 FLOPs),
+for throughput and MFU figures. Each is checked against PyTorch's FLOP counter (tests/test_benchmark.py).
 
 ``linear`` covers every matrix product with weights (projections, MLPs, adaLN modulation, patch embedding,
 output projection); ``attention`` the two products of scaled-dot-product attention (QK^T and AV), which
@@ -43,6 +44,57 @@ def sd3_transformer_flops(config, batch: int, image_tokens: int, text_tokens: in
     }
 
 
-def image_tokens(config, resolution: int, vae_scale_factor: int) -> int:
+def _joint_block(d: int, n_img: int, n_txt: int) -> tuple[float, float]:
+    """(linear, attention) FLOPs of one dual-stream block (FLUX's double blocks, Qwen-Image's blocks): q, k, v and
+    output projections of both streams, attention over the joint sequence, a 4x MLP on each stream."""
+    linear = 2 * 3 * d * d * (n_img + n_txt) + 2 * d * d * (n_img + n_txt) + 2 * 2 * 4 * d * d * (n_img + n_txt)
+    return linear, 2 * 2 * (n_img + n_txt) ** 2 * d
+
+
+def flux_transformer_flops(config, batch: int, image_tokens: int, text_tokens: int) -> dict[str, float]:
+    """Forward FLOPs of ``FluxTransformer2DModel`` with ``config`` on ``batch`` samples (packed image tokens)."""
+    d = config.num_attention_heads * config.attention_head_dim
+    n_img, n_txt, n = image_tokens, text_tokens, image_tokens + text_tokens
+    out_channels = config.out_channels or config.in_channels
+    linear = 2 * n_img * config.in_channels * d + 2 * n_txt * config.joint_attention_dim * d
+    linear += 2 * (256 * d + d * d) * (2 if config.guidance_embeds else 1) + 2 * (config.pooled_projection_dim * d + d * d)
+    attention = 0.0
+    for _ in range(config.num_layers):  # double blocks: adaLN (6 chunks) per stream, then the joint block
+        block_linear, block_attention = _joint_block(d, n_img, n_txt)
+        linear += 2 * 2 * d * 6 * d + block_linear
+        attention += block_attention
+    for _ in range(config.num_single_layers):  # single blocks: adaLN (3), q k v and a 4x MLP in, one projection out
+        linear += 2 * d * 3 * d + 2 * 3 * d * d * n + 2 * n * d * 4 * d + 2 * n * 5 * d * d
+        attention += 2 * 2 * n * n * d
+    linear += 2 * d * 2 * d + 2 * n_img * d * config.patch_size ** 2 * out_channels
+    return {"linear": batch * linear, "attention": batch * attention, "total": batch * (linear + attention)}
+
+
+def qwenimage_transformer_flops(config, batch: int, image_tokens: int, text_tokens: int) -> dict[str, float]:
+    """Forward FLOPs of ``QwenImageTransformer2DModel`` with ``config`` on ``batch`` samples (packed image tokens)."""
+    d = config.num_attention_heads * config.attention_head_dim
+    n_img, n_txt = image_tokens, text_tokens
+    linear = 2 * n_img * config.in_channels * d + 2 * n_txt * config.joint_attention_dim * d + 2 * (256 * d + d * d)
+    attention = 0.0
+    for _ in range(config.num_layers):  # modulation (6 chunks) per stream, then the joint block
+        block_linear, block_attention = _joint_block(d, n_img, n_txt)
+        linear += 2 * 2 * d * 6 * d + block_linear
+        attention += block_attention
+    linear += 2 * d * 2 * d + 2 * n_img * d * config.patch_size ** 2 * config.out_channels
+    return {"linear": batch * linear, "attention": batch * attention, "total": batch * (linear + attention)}
+
+
+TRANSFORMER_FLOPS = {"sd3": sd3_transformer_flops, "flux": flux_transformer_flops, "qwenimage": qwenimage_transformer_flops}
+
+
+def transformer_flops(family: str, config, batch: int, image_tokens: int, text_tokens: int) -> dict[str, float]:
+    """The forward FLOPs of ``family``'s transformer (``TRANSFORMER_FLOPS``)."""
+    return TRANSFORMER_FLOPS[family](config, batch, image_tokens, text_tokens)
+
+
+def image_tokens(config, resolution: int, vae_scale_factor: int, family: str = "sd3") -> int:
+    """Image tokens of the transformer at ``resolution``: SD3 and Qwen-Image patchify by ``patch_size`` (Qwen's 2
+    is its 2x2 packing); FLUX's patch 1 works on latents already packed 2x2."""
     latent = resolution // vae_scale_factor
-    return (latent // config.patch_size) ** 2
+    step = 2 * config.patch_size if family == "flux" else config.patch_size
+    return (latent // step) ** 2

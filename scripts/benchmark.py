@@ -4,16 +4,19 @@
     python scripts/benchmark.py --preset sd35m-flowgrpo --reduced          # CPU-sized SD3.5-M analogue
     python scripts/benchmark.py --preset sd35m-fast --device cuda           # full size, on a GPU
     python scripts/benchmark.py --preset tiny-cpu --levers                  # each lever on and off
+    python scripts/benchmark.py --preset flux-dev-flowgrpo --device cuda    # FLUX.1-dev at its published size
+    python scripts/benchmark.py --preset qwenimage-flowgrpo --reduced       # a CPU-sized Qwen-Image analogue
+    python scripts/benchmark.py --count-parameters                          # every preset's sizes, on the meta device
 
-A step is one epoch of scripts/train_sd3.py run by the trainer's own parts (the model set-up of
-``flow_grpo.sd3.pipeline``, ``training.rollout.SD3RolloutCollector``, ``training.advantages``, ``SD3Policy``,
-the objective and ``training.update.update``) with a device-synchronised clock on each phase
+A step is one epoch of scripts/train.py run by the trainer's own parts (``training.assembly``: the model
+set-up, objective, optimizer, EMA and policy; ``training.rollout.RolloutCollector``, ``training.advantages``
+and ``training.update.update``) with a device-synchronised clock on each phase
 (``training.phases``): prompt encoding, SDE sampling with log-probs, VAE decoding, the reward, the training
 micro-steps (forward + backward, one per minibatch and trained timestep, the KL reference forward when
 beta > 0), the optimizer and the EMA. Levers that are trainer options are set in its config. FLOPs are counted analytically (flow_grpo/flops.py, checked against PyTorch's counter); MFU is the
-training micro-steps' FLOP rate over the matmul peak measured in the same run. The SD3.5-M presets build the
-transformer, VAE and text encoders at their published sizes with random weights (no download);
-``--reduced`` shrinks them to run on a CPU.
+training micro-steps' FLOP rate over the matmul peak measured in the same run. The SD3.5-M, FLUX.1-dev and
+Qwen-Image presets build the transformer, VAE and text encoders at their published sizes with random weights
+(no download); ``--reduced`` shrinks them to run on a CPU.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ PRESETS = {
     "sd35m-fast": dict(model="sd35m", resolution=512, prompts=8, images_per_prompt=16, steps=10, guidance=1.0, sde_type="cps",
                        noise=0.8, trained_steps=3, window=3, window_range=(0, 5), beta=0.0, reward="ocr", lora_rank=32,
                        train_batch=16, max_sequence_length=128),
+    # the original flow_grpo's pickscore_flux: 512 px, 6 steps (5 trained), distilled guidance 3.5, noise 0.9,
+    # LoRA r64, 3 images per GPU in groups of 24 (here two groups per step), T5 at 128 tokens
+    "flux-dev-flowgrpo": dict(model="flux-dev", resolution=512, prompts=2, images_per_prompt=24, steps=6, guidance=3.5,
+                              sde_type="sde", noise=0.9, trained_steps=5, window=0, window_range=(0, 6), beta=0.0,
+                              reward="ocr", lora_rank=64, train_batch=3, max_sequence_length=128),
+    # the original flow_grpo's pickscore_qwenimage: 512 px, 10 steps, true CFG 4 (negative " "), noise 1.2, an
+    # SDE window of 2 in steps 0-4 (both trained), LoRA r64, 4 images per GPU in groups of 16
+    "qwenimage-flowgrpo": dict(model="qwenimage", resolution=512, prompts=2, images_per_prompt=16, steps=10, guidance=4.0,
+                               sde_type="sde", noise=1.2, trained_steps=2, window=2, window_range=(0, 5), beta=0.0,
+                               reward="ocr", lora_rank=64, train_batch=4, max_sequence_length=512),
 }
 LEVERS = {
     "no_autocast": "sample and train without bf16/fp16 autocast (frozen weights stay in that dtype; GPU only)",
@@ -82,10 +95,10 @@ def build_sd35m(reduced: bool, device, dtype):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from flow_grpo.tiny_sd3 import BOS_ID, EOS_ID, PAD_ID, _vocabulary, make_tokenizer
+    from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, make_tokenizer, vocabulary_size
 
     parts = sd35m_components(reduced)
-    vocab = len(_vocabulary())
+    vocab = vocabulary_size()
     with torch.device(device):  # allocate on the target device: no 8 B-parameter CPU initialisation
         transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
                                             pos_embed_max_size=384, qk_norm="rms_norm", **parts["transformer"])
@@ -105,6 +118,132 @@ def build_sd35m(reduced: bool, device, dtype):
     for module in (transformer, clips[0], clips[1], t5):
         module.to(dtype)
     return pipeline, parts["resolution"]
+
+
+def flux_dev_components(reduced: bool):
+    """FLUX.1-dev's parts (black-forest-labs/FLUX.1-dev's configs: 19 double and 38 single blocks of width 3072,
+    CLIP-L, T5-XXL, a 16-channel VAE), or a CPU-sized analogue with the same structure."""
+    if reduced:
+        return dict(
+            transformer=dict(num_layers=2, num_single_layers=2, attention_head_dim=64, num_attention_heads=4,
+                             joint_attention_dim=256, pooled_projection_dim=64, axes_dims_rope=(8, 28, 28)),
+            vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16),
+            clip_l=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256),
+            t5=dict(d_model=256, d_kv=64, d_ff=512, num_layers=2, num_heads=4),
+            resolution=128,
+        )
+    return dict(
+        transformer=dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+                         joint_attention_dim=4096, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56)),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
+        clip_l=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        t5=dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
+        resolution=512,
+    )
+
+
+def qwenimage_components(reduced: bool):
+    """Qwen-Image's parts (Qwen/Qwen-Image's configs: 60 dual-stream blocks of width 3072, the Qwen2.5-VL-7B
+    text encoder, the causal 3-D VAE), or a CPU-sized analogue with the same structure."""
+    if reduced:
+        return dict(
+            transformer=dict(num_layers=2, attention_head_dim=64, num_attention_heads=4, joint_attention_dim=256,
+                             axes_dims_rope=(8, 28, 28)),
+            vae=dict(base_dim=16, num_res_blocks=1),
+            text=dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      mrope_section=[8, 12, 12]),
+            vision=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[0]),
+            resolution=128,
+        )
+    return dict(
+        transformer=dict(num_layers=60, attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
+                         axes_dims_rope=(16, 56, 56)),
+        vae=dict(base_dim=96, num_res_blocks=2),
+        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                  mrope_section=[16, 24, 24]),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
+        resolution=512,
+    )
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """Build modules in ``dtype`` (a 20 B-parameter model initialised in float32 first would need 80 GB)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_flux_dev(reduced: bool, device, dtype):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, make_tokenizer, vocabulary_size
+
+    parts = flux_dev_components(reduced)
+    vocab = vocabulary_size()
+    with torch.device(device), default_dtype(dtype):
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, guidance_embeds=True, **parts["transformer"])
+        blocks = len(parts["vae"]["block_out_channels"])
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                            latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                            use_post_quant_conv=False, **parts["vae"])
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, max_position_embeddings=77, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
+                                            eos_token_id=EOS_ID, **parts["clip_l"]))
+        t5 = T5EncoderModel(T5Config(vocab_size=vocab, feed_forward_proj="gated-gelu", pad_token_id=PAD_ID, eos_token_id=EOS_ID, **parts["t5"]))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
+                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+    pipeline = FluxPipeline(scheduler=scheduler, vae=vae.float(), text_encoder=clip, tokenizer=make_tokenizer("clip", 77),
+                            text_encoder_2=t5, tokenizer_2=make_tokenizer("t5", 512), transformer=transformer)
+    return pipeline, parts["resolution"]
+
+
+def build_qwenimage(reduced: bool, device, dtype):
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from flow_grpo.backbones.tiny_text import PAD_ID, make_tokenizer
+
+    parts = qwenimage_components(reduced)
+    tokenizer = make_tokenizer("qwen", 1024)
+    text = dict(parts["text"])
+    section = text.pop("mrope_section")
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=152064, max_position_embeddings=32768, pad_token_id=PAD_ID, bos_token_id=None,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}, **text),
+        vision_config=dict(out_hidden_size=text["hidden_size"], **parts["vision"]),
+        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
+    )
+    with torch.device(device), default_dtype(dtype):
+        transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, guidance_embeds=False,
+                                                  **parts["transformer"])
+        vae = AutoencoderKLQwenImage(z_dim=16, dim_mult=[1, 2, 4, 4], attn_scales=[], temperal_downsample=[False, True, True],
+                                     **parts["vae"])
+        text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=1.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=8192, base_shift=0.5, max_shift=0.9,
+        shift_terminal=0.02, time_shift_type="exponential",
+    )
+    pipeline = QwenImagePipeline(scheduler=scheduler, vae=vae.float(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                                 transformer=transformer)
+    return pipeline, parts["resolution"]
+
+
+BUILDERS = {"sd35m": build_sd35m, "flux-dev": build_flux_dev, "qwenimage": build_qwenimage}
+
+
+def count_parameters(model: str) -> dict[str, int]:
+    """Parameters of each part of a full-size preset model, built on the meta device (no memory, no weights)."""
+    pipeline, _ = BUILDERS[model](False, "meta", torch.bfloat16)
+    counts = {}
+    for name, module in pipeline.components.items():
+        if isinstance(module, torch.nn.Module):
+            counts[name] = sum(p.numel() for p in module.parameters())
+    return counts
 
 
 def matmul_peak(device, dtype, size: int) -> float:
@@ -195,12 +334,14 @@ def step_config(preset: dict, resolution: int, precision: str, levers: set):
     config.train.gradient_checkpointing = "gradient_checkpointing" in levers
     config.train.learning_rate = 1e-4
     config.train.ema_update_interval = 1
+    config.train.ema_decay = 0.9
+    config.compile = "compile" in levers
     return config
 
 
 def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
-    """One training step of scripts/train_sd3.py, built from the same library parts (rollout collector,
-    advantages, policy, objective, the update loop) with a clock on each phase; returns times, FLOPs, memory.
+    """One training step of scripts/train.py, built from the same library parts (``training.assembly``, the
+    rollout collector, advantages, the update loop) with a clock on each phase; returns times, FLOPs, memory.
 
     Every sample is trained: the random-weight models give whole groups equal rewards, which the trainer
     would drop as zero-advantage samples."""
@@ -208,18 +349,14 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
     from accelerate.state import AcceleratorState
 
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-    from flow_grpo.ema import EMA
-    from flow_grpo.flops import image_tokens, sd3_transformer_flops
-    from flow_grpo.objectives import build_objective
-    from flow_grpo.sd3 import Guidance, encode_prompt
-    from flow_grpo.sd3.policy import SD3Policy
-    from flow_grpo.sde import SDEParams
+    from flow_grpo.flops import image_tokens, transformer_flops
     from flow_grpo.training.advantages import compute_advantages
-    from flow_grpo.training.rollout import SD3RolloutCollector
+    from flow_grpo.training.assembly import assemble_run
+    from flow_grpo.training.rollout import RolloutCollector
     from flow_grpo.training.sizes import run_sizes
-    from flow_grpo.training.update import Learner, update
+    from flow_grpo.training.update import update
 
-    pipeline, preset, device = setup["pipeline"], setup["preset"], setup["device"]
+    backbone, preset, device = setup["backbone"], setup["preset"], setup["device"]
     config = step_config(preset, setup["resolution"], setup["precision"], levers)
     config.seed = seed
     sizes = run_sizes(config, processes=1)
@@ -228,23 +365,13 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
         AcceleratorState._reset_state()  # the no_autocast lever changes the precision within this process
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step)
-    transformer = setup["transformer"]
+    transformer = backbone.transformer
     if config.train.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     else:
         transformer.disable_gradient_checkpointing()
-    model = torch.compile(transformer) if "compile" in levers else transformer
-    trainable = [p for n, p in transformer.named_parameters() if "lora_" in n]
-    objective = build_objective(config.train, pooled_dim=transformer.config.pooled_projection_dim)
-    optimizer = accelerator.prepare(torch.optim.AdamW(trainable, lr=config.train.learning_rate))
     timer = PhaseTimer(device)
-    negative = encode_prompt(pipeline, [""], config.max_sequence_length, device)
-    policy = SD3Policy(transformer=model, unwrapped=model, frozen_reference=None,
-                       guidance=Guidance(config.sample.guidance_scale, negative, config.batched_cfg),
-                       sde=SDEParams(config.sample.noise_level, config.sample.sde_type), model_dtype=setup["model_dtype"],
-                       timestep_scale=pipeline.scheduler.config.num_train_timesteps)
-    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer, parameters=trainable,
-                      ema=EMA(trainable, 0.9, 1), timer=timer)
+    run = assemble_run(backbone, setup["model"], config, accelerator, timer=timer)
     prompts = [f'a sign that says "prompt {i}"' for i in range(preset["prompts"])]
     dataset = PromptDataset.from_prompts(prompts)
     executor = InlineExecutor() if "serial_reward" in levers else ThreadPoolExecutor(1)
@@ -253,8 +380,8 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
         def reward_fn(*args, _inner=setup["reward_fn"]):  # noqa: E306 - timed where it runs: in line
             with timer("reward"):
                 return _inner(*args)
-    collector = SD3RolloutCollector(
-        pipeline=pipeline, transformer=model, negative=negative, dataset=dataset,
+    collector = RolloutCollector(
+        backbone=backbone, transformer=run.sampling_transformer, negative=run.negative, dataset=dataset,
         sampler=DistributedKRepeatSampler(len(prompts), config.sample.train_batch_size, config.sample.num_image_per_prompt, seed=seed),
         reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config, timer=timer,
     )
@@ -264,22 +391,22 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
     synchronize(device)
     step_started = time.perf_counter()
     with attention:
-        rollout = collector.collect(epoch=seed, store_means=objective.needs_step_means)
+        rollout = collector.collect(epoch=seed, store_means=run.objective.needs_step_means)
         advantages, _ = compute_advantages(accelerator, rollout, config.train)
         keep = torch.arange(len(rollout))
-        _, steps_taken = update(learner, rollout, advantages, keep, config, torch.Generator().manual_seed(seed), 0)
+        _, steps_taken = update(run.learner, rollout, advantages, keep, config, torch.Generator().manual_seed(seed), 0)
     synchronize(device)
     total = time.perf_counter() - step_started
     if isinstance(executor, ThreadPoolExecutor):
         executor.shutdown()
 
-    tokens = image_tokens(transformer.config, config.resolution, pipeline.vae_scale_factor)
-    text_tokens = negative.prompt_embeds.shape[1]
-    cfg_factor = 2 if config.sample.guidance_scale > 1 else 1
+    tokens = image_tokens(transformer.config, config.resolution, backbone.vae_scale_factor, backbone.family)
+    text_tokens = rollout.conditioning.prompt_embeds.shape[1]
+    cfg_factor = 2 if config.sample.guidance_scale > 1 and backbone.guidance_kind == "cfg" else 1
     images = sizes.images_per_epoch
 
     def forward(batch):
-        return sd3_transformer_flops(transformer.config, batch, tokens, text_tokens)["total"]
+        return transformer_flops(backbone.family, transformer.config, batch, tokens, text_tokens)["total"]
 
     train_forwards = 2 + (1 if config.train.beta > 0 else 0)  # policy forward + backward (~1 forward) + reference
     return {"times": timer.times, "total_s": total, "images": images, "optimizer_steps": steps_taken,
@@ -317,11 +444,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed steps (after one warm-up step)")
     parser.add_argument("--reward", default="", help="override the preset's reward (e.g. brightness)")
     parser.add_argument("--json", default="", help="write the figures here")
+    parser.add_argument("--count-parameters", action="store_true",
+                        help="print each full-size preset model's parameters (meta device, no memory) and stop")
     args = parser.parse_args(argv)
+    if args.count_parameters:
+        counts = {model: count_parameters(model) for model in BUILDERS}
+        for model, parts in counts.items():
+            print(f"{model:10s} " + ", ".join(f"{name} {count / 1e9:.3f} B" for name, count in parts.items()))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(counts, handle, indent=2)
+        return 0
 
+    from flow_grpo.backbones import backbone_for_pipeline
+    from flow_grpo.backbones.sd3.tiny import build_tiny_sd3_pipeline
     from flow_grpo.rewards import multi_score
-    from flow_grpo.sd3.pipeline import inference_dtype, prepare_transformer
-    from flow_grpo.tiny_sd3 import build_tiny_sd3_pipeline
+    from flow_grpo.training.assembly import prepare_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
@@ -331,20 +469,21 @@ def main(argv=None) -> int:
         pipeline, resolution = build_tiny_sd3_pipeline(), preset["resolution"]
     else:
         if device.type == "cpu" and not args.reduced:
-            print("note: the full-size SD3.5-M presets need a GPU; add --reduced for the CPU analogue", file=sys.stderr)
-        pipeline, resolution = build_sd35m(args.reduced, device, dtype)
+            print(f"note: the full-size {args.preset} preset needs a GPU; add --reduced for the CPU analogue", file=sys.stderr)
+        pipeline, resolution = BUILDERS[preset["model"]](args.reduced, device, dtype)
         if args.reduced:
             preset.update(prompts=min(preset["prompts"], 2), max_sequence_length=32)
+            preset.update(images_per_prompt=min(preset["images_per_prompt"], 8), train_batch=4)
     pipeline.set_progress_bar_config(disable=True)
+    backbone = backbone_for_pipeline(pipeline)
     reward_name = args.reward or preset["reward"]
     # the trainer's model set-up: frozen weights in the inference dtype, a float32 LoRA
     config = step_config(preset, resolution, precision, set())
-    model = prepare_transformer(pipeline, config, device, needs_reference=False)
-    setup = {"pipeline": pipeline, "transformer": model.transformer, "preset": preset, "resolution": resolution,
-             "device": device, "precision": precision, "model_dtype": inference_dtype(config.mixed_precision),
-             "reward_fn": multi_score({reward_name: 1.0})}
+    model = prepare_model(backbone, config, device)
+    setup = {"backbone": backbone, "model": model, "preset": preset, "resolution": resolution, "device": device,
+             "precision": precision, "reward_fn": multi_score({reward_name: 1.0})}
     peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 1024)
-    print(f"{args.preset}{' (reduced)' if args.reduced else ''} on {device} ({precision}): "
+    print(f"{args.preset}{' (reduced)' if args.reduced else ''}, {backbone.summary()}, on {device} ({precision}): "
           f"{preset['prompts']} prompts x {preset['images_per_prompt']} images at {resolution} px, {preset['steps']} steps, "
           f"CFG {preset['guidance']}, {preset['sde_type']} {preset['noise']}, {preset['trained_steps']} trained steps, "
           f"beta {preset['beta']}, reward {reward_name}; matmul peak {peak / 1e12:.2f} TFLOP/s")

@@ -57,3 +57,55 @@ def test_benchmark_runs_and_reports(tmp_path):
     assert figures["step_s"] >= sum(figures["phases_s"].values()) * 0.95
     assert 0 < figures["train_mfu"] < 1 and figures["train_tflop"] > 0 and figures["peak_rss_gb"] > 0
     assert figures["images_per_s"] == pytest.approx(16 / figures["step_s"])
+
+
+def _flux_inputs(batch, image_tokens, text_tokens):
+    from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
+
+    side = int(image_tokens ** 0.5)
+    return dict(hidden_states=torch.randn(batch, image_tokens, 64), timestep=torch.rand(batch), guidance=torch.full((batch,), 3.5),
+                pooled_projections=torch.randn(batch, 40), encoder_hidden_states=torch.randn(batch, text_tokens, 24),
+                txt_ids=torch.zeros(text_tokens, 3), img_ids=FluxPipeline._prepare_latent_image_ids(batch, side, side, "cpu", torch.float32))
+
+
+@pytest.mark.parametrize("family", ["flux", "qwenimage"])
+def test_analytic_flops_of_flux_and_qwenimage_equal_pytorchs_count(family):
+    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
+
+    from flow_grpo.flops import transformer_flops
+
+    batch, image_tokens, text_tokens = 3, 16, 7
+    if family == "flux":
+        model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=3, attention_head_dim=16,
+                                       num_attention_heads=2, joint_attention_dim=24, pooled_projection_dim=40,
+                                       guidance_embeds=True, axes_dims_rope=(4, 6, 6))
+        inputs = _flux_inputs(batch, image_tokens, text_tokens)
+    else:
+        model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=3, attention_head_dim=16,
+                                            num_attention_heads=2, joint_attention_dim=24, guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+        inputs = dict(hidden_states=torch.randn(batch, image_tokens, 64), timestep=torch.rand(batch),
+                      encoder_hidden_states=torch.randn(batch, text_tokens, 24),
+                      encoder_hidden_states_mask=torch.ones(batch, text_tokens, dtype=torch.long), img_shapes=[[(1, 4, 4)]] * batch)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    analytic = transformer_flops(family, model.config, batch=batch, image_tokens=image_tokens, text_tokens=text_tokens)
+    assert analytic["attention"] == counts["aten.bmm"]
+    assert analytic["linear"] == counts["aten.addmm"] + counts.get("aten.mm", 0)
+    assert analytic["total"] == sum(counts.values())
+
+
+def test_flux_and_qwenimage_presets_have_the_published_sizes():
+    """Built on the meta device: FLUX.1-dev's transformer is 11.9 B parameters (its 23.8 GB bf16 file), Qwen-Image's
+    20.4 B (40.9 GB), with the Qwen2.5-VL-7B text encoder (8.3 B)."""
+    flux, qwen = benchmark.count_parameters("flux-dev"), benchmark.count_parameters("qwenimage")
+    assert 11.85e9 < flux["transformer"] < 11.95e9, flux
+    assert 20.38e9 < qwen["transformer"] < 20.48e9 and 8.2e9 < qwen["text_encoder"] < 8.4e9, qwen
+
+
+@pytest.mark.parametrize("preset", ["flux-dev-flowgrpo", "qwenimage-flowgrpo"])
+def test_family_presets_run_reduced(tmp_path, preset):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--preset", preset, "--reduced", "--repeats", "1", "--reward", "brightness", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())["baseline"]
+    assert figures["phases_s"]["train_forward_backward"] > 0 and 0 < figures["train_mfu"] < 1
