@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
-from flow_grpo.ema import EMA
 from flow_grpo.objectives import OBJECTIVES, build_objective, check_train_config
 from flow_grpo.plots import plot_histogram, plot_training_curves
 from flow_grpo.runlog import RunLogger, unique_run_dir
@@ -41,7 +40,8 @@ from flow_grpo.toy.rollout import collect_toy_rollout
 from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
 from flow_grpo.training.advantages import compute_advantages, select_training_samples
 from flow_grpo.training.sizes import run_sizes
-from flow_grpo.training.update import Learner, update
+from flow_grpo.training.assembly import head_parameters, make_learner, make_optimizer
+from flow_grpo.training.update import update
 
 WORLDS = ("line_shapes", "moons", "four_modes")
 
@@ -118,15 +118,11 @@ def main(argv=None) -> int:
     policy = ToyPolicy(model, reference, SDEParams(config.sample.noise_level, config.sample.sde_type))
     torch.manual_seed(config.seed)  # objective heads (FlowRL's log Z) start from the seed
     objective = build_objective(config.train, pooled_dim=world.cond_dim)
-    parameters = [*model.parameters(), *(p for module in objective.trained_modules.values() for p in module.parameters())]
+    model_parameters = dict(model.named_parameters())
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step)
-    optimizer = accelerator.prepare(torch.optim.AdamW(
-        parameters, lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
-        weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
-    ))
-    ema = EMA(parameters, config.train.ema_decay, config.train.ema_update_interval, warmup=config.train.ema_warmup) if config.train.ema else None
-    objective.attach(list(model.parameters()), [name for name, _ in model.named_parameters()])
-    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer, parameters=parameters, ema=ema)
+    optimizer = accelerator.prepare(make_optimizer([*model_parameters.values(), *head_parameters(objective).values()], config.train))
+    learner = make_learner(accelerator, policy, objective, optimizer, model_parameters, config.train)
+    ema = learner.ema
     # a one-prompt world fills each batch with its one prompt
     k = config.sample.train_batch_size if len(world.train_prompts) == 1 else config.sample.num_image_per_prompt
     sampler = DistributedKRepeatSampler(len(world.train_prompts), config.sample.train_batch_size, k, seed=config.seed)

@@ -51,6 +51,32 @@ def prepare_model(backbone: Backbone, config, device) -> TrainableTransformer:
     return prepare_transformer(backbone, config, device, needs_reference)
 
 
+def make_optimizer(parameters, train_config) -> torch.optim.AdamW:
+    """AdamW over ``parameters`` with ``config.train``'s learning rate, betas, weight decay and epsilon."""
+    return torch.optim.AdamW(
+        parameters, lr=train_config.learning_rate, betas=(train_config.adam_beta1, train_config.adam_beta2),
+        weight_decay=train_config.adam_weight_decay, eps=train_config.adam_epsilon,
+    )
+
+
+def head_parameters(objective: Objective) -> dict[str, torch.nn.Parameter]:
+    """The objective's own trained heads' parameters, named ``<head>.<parameter>`` (FlowRL's ``log_z.*``)."""
+    return {f"{name}.{n}": p for name, module in objective.trained_modules.items() for n, p in module.named_parameters()}
+
+
+def make_learner(accelerator, policy, objective: Objective, optimizer, model_trainable: dict, train_config,
+                 timer: Timer = no_timer) -> Learner:
+    """The update's :class:`Learner`: the EMA of the model's and the heads' trained weights (when
+    ``train.ema``), the objective's snapshots attached to the model's, and the optimizer. The toy worlds'
+    trainer builds its learner here too."""
+    trainable = {**model_trainable, **head_parameters(objective)}
+    ema = EMA(trainable.values(), train_config.ema_decay, train_config.ema_update_interval, names=list(trainable),
+              warmup=train_config.ema_warmup) if train_config.ema else None
+    objective.attach(list(model_trainable.values()), list(model_trainable))  # snapshots of the policy's weights, if any
+    return Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer,
+                   parameters=list(trainable.values()), ema=ema, timer=timer)
+
+
 def _distributed_settings(accelerator, config) -> None:
     """What FSDP and DeepSpeed need before ``accelerator.prepare``; a LoRA run under FSDP is refused."""
     import sys
@@ -81,12 +107,8 @@ def assemble_run(backbone: Backbone, model: TrainableTransformer, config, accele
     objective = build_objective(config.train, pooled_dim=backbone.pooled_dim)
     for module in objective.trained_modules.values():
         module.to(accelerator.device)
-    trainable = {**model.trainable, **{f"{name}.{n}": p for name, module in objective.trained_modules.items()
-                                       for n, p in module.named_parameters()}}
-    optimizer = torch.optim.AdamW(
-        trainable.values(), lr=config.train.learning_rate, betas=(config.train.adam_beta1, config.train.adam_beta2),
-        weight_decay=config.train.adam_weight_decay, eps=config.train.adam_epsilon,
-    )
+    trainable = {**model.trainable, **head_parameters(objective)}
+    optimizer = make_optimizer(trainable.values(), config.train)
     _distributed_settings(accelerator, config)
     prepared, optimizer = accelerator.prepare(model.transformer, optimizer)
     unwrapped = accelerator.unwrap_model(prepared)
@@ -97,9 +119,6 @@ def assemble_run(backbone: Backbone, model: TrainableTransformer, config, accele
         prepared = torch.compile(prepared)
         sampling_transformer = prepared if sampling_transformer is not unwrapped else torch.compile(unwrapped)
     objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
-    ema = EMA(trainable.values(), config.train.ema_decay, config.train.ema_update_interval, names=list(trainable),
-              warmup=config.train.ema_warmup) if config.train.ema else None
-    objective.attach(list(model.trainable.values()), list(model.trainable))  # snapshots of the policy's weights, if any
     negative = backbone.negative_conditioning(config.max_sequence_length, accelerator.device)
     scale = backbone.training_guidance_scale(config.sample.guidance_scale, config.train.cfg)
     policy = BackbonePolicy(
@@ -107,8 +126,7 @@ def assemble_run(backbone: Backbone, model: TrainableTransformer, config, accele
         guidance=Guidance(scale, negative, config.batched_cfg), sde=SDEParams(config.sample.noise_level, config.sample.sde_type),
         model_dtype=inference_dtype(config.mixed_precision),
     )
-    learner = Learner(accelerator=accelerator, policy=policy, objective=objective, optimizer=optimizer,
-                      parameters=list(trainable.values()), ema=ema, timer=timer)
+    learner = make_learner(accelerator, policy, objective, optimizer, model.trainable, config.train, timer)
     return TrainingRun(backbone=backbone, model=model, objective=objective, optimizer=optimizer, prepared=prepared,
-                       unwrapped=unwrapped, sampling_transformer=sampling_transformer, trainable=trainable, ema=ema,
+                       unwrapped=unwrapped, sampling_transformer=sampling_transformer, trainable=trainable, ema=learner.ema,
                        negative=negative, policy=policy, learner=learner)
