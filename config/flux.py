@@ -133,8 +133,8 @@ def pickscore_flux_nft():
 
 
 def geneval_flux_awm():
-    """Advantage Weighted Matching on FLUX: 6 stratified times in the first 90% of the steps (AWM trains 14
-    steps; FLUX samples 6 here, so 4 strata), power 0.25, clip 1, KL-EMA snapshot, beta 0.001."""
+    """Advantage Weighted Matching on FLUX: stratified times in the first 90% of the steps (AWM draws 6 of its
+    14 steps; with FLUX's 6 steps, 4 strata), power 0.25, clip 1, the KL-EMA snapshot, beta 0.001."""
     config = _flux("geneval", gpu_number=8)
     config.run_name = "geneval_flux_awm"
     config.train.gradient_accumulation_steps *= 2

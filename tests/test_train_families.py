@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import REPO, load_script
@@ -105,6 +106,21 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     name_0 = sorted(k for k in ema if "lora_B" in k)[0].removeprefix("shadow.")
     match = [p for n, p in loaded.items() if n.replace(".default_0", "").replace(".default", "") == name_0.replace(".default", "")]
     assert match and torch.equal(match[0].detach(), ema[f"shadow.{name_0}"])
+
+    # inference_demo.py and GenEval generation take the family's model and its checkpoint
+    demo = load_script("inference_demo.py")
+    out = tmp_path / "demo"
+    assert demo.main(["--lora_path", final, "--model_name", f"builtin:{name}", "--custom_prompt", "a red circle",
+                      "--num_images", "2", "--height", "64", "--width", "64", "--num_steps", "3", "--max_sequence_length", "32",
+                      "--guidance_scale", "3.5", "--output_dir", str(out), "--device", "cpu"]) == 0
+    base, lora = (np.asarray(Image.open(out / kind / "000_0.png"), dtype=float) for kind in ("base", "lora"))
+    assert (out / "grid.png").is_file() and np.abs(base - lora).max() > 0
+    generate = load_script("scripts/geneval/generate.py")
+    metadata = os.path.join(REPO, "dataset", "geneval", "test_metadata.jsonl")
+    assert generate.main(["--metadata", metadata, "--limit", "1", "--outdir", str(tmp_path / "geneval"), "--model", f"builtin:{name}",
+                          "--lora_path", final, "--n_samples", "2", "--steps", "3", "--H", "64", "--W", "64",
+                          "--max_sequence_length", "32"]) == 0
+    assert sorted(os.listdir(tmp_path / "geneval" / "00000" / "samples")) == ["0000.png", "0001.png"]
 
 
 @pytest.mark.parametrize("name,port", [("tiny_flux", 29541), ("tiny_qwenimage", 29542)])

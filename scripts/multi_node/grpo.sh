@@ -28,4 +28,4 @@ echo "node $NODE_RANK/$NUM_NODES, $GPUS_PER_NODE processes, master $MASTER_ADDR:
 exec accelerate launch --config_file "${ACCELERATE_CONFIG:-scripts/accelerate_configs/multi_node.yaml}" \
     --num_machines "$NUM_NODES" --num_processes $((NUM_NODES * GPUS_PER_NODE)) --machine_rank "$NODE_RANK" \
     --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \
-    scripts/train_sd3.py --config "$CONFIG" "$@"
+    scripts/train.py --config "$CONFIG" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Flow-GRPO on one node. Usage:
+# Flow-GRPO (any family, any objective) on one node. Usage:
 #   bash scripts/single_node/grpo.sh [CONFIG] [extra --config.key=value ...]
 # CONFIG defaults to config/grpo.py:geneval_sd3; NUM_GPUS (default: all visible) and
 # ACCELERATE_CONFIG (default: scripts/accelerate_configs/multi_gpu.yaml) come from the environment.
@@ -15,4 +15,4 @@ fi
 if [ "$NUM_GPUS" -eq 1 ]; then ACCELERATE_CONFIG=""; fi
 exec accelerate launch ${ACCELERATE_CONFIG:+--config_file "$ACCELERATE_CONFIG"} --num_processes "$NUM_GPUS" \
     --main_process_port "${MAIN_PROCESS_PORT:-29501}" \
-    scripts/train_sd3.py --config "$CONFIG" "$@"
+    scripts/train.py --config "$CONFIG" "$@"
