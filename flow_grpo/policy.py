@@ -3,7 +3,7 @@ see of a model.
 
 A :class:`FlowPolicy` gives velocities for ``(latents, sigmas, conditioning)`` with the trained weights and
 with the frozen reference, and turns them into the log-probability of a stored transition with the same
-``flow_grpo.sde`` step that sampled it. ``flow_grpo.sd3.policy.SD3Policy`` (a diffusers transformer, CFG,
+``flow_grpo.sde`` step that sampled it. ``flow_grpo.backbones.policy.BackbonePolicy`` (any diffusers family, its guidance,
 LoRA adapters disabled as the reference) and ``flow_grpo.toy.policy.ToyPolicy`` (an MLP and a frozen copy)
 implement it; nothing above this layer knows which one it trains.
 """
