@@ -57,7 +57,7 @@ def load_model(args, device: str, dtype: torch.dtype):
     from flow_grpo.backbones import ModelLoadError, load_backbone
 
     try:
-        backbone = load_backbone(args.model_name, args.family)
+        backbone = load_backbone(args.model_name, args.family, torch_dtype={"default": dtype, "vae": torch.float32})
     except ModelLoadError as error:
         raise DemoError(str(error).replace("config.pretrained.model", "--model_name")) from error
     backbone.pipeline.to(device, dtype)
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--num_steps", type=int, default=40)
-    parser.add_argument("--guidance_scale", type=float, default=4.5, help="CFG scale (FLUX.1-dev: its distilled guidance, 3.5)")
+    parser.add_argument("--guidance_scale", type=float, default=None,
+                        help="CFG scale, or FLUX.1-dev's distilled guidance; default: the family's (SD3 4.5, FLUX 3.5, Qwen-Image 4)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default="./demo_outputs")
     parser.add_argument("--device", default="", help="default: cuda when available, else cpu")
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
         resolve_lora_path(args.lora_path)  # fail before the (slow) model load
         prompts = read_prompts(args)
         backbone = load_model(args, device, dtype)
+        if args.guidance_scale is None:
+            args.guidance_scale = backbone.default_guidance_scale
         print(f"{len(prompts)} prompts x {args.num_images} images, {args.num_steps} steps, guidance {args.guidance_scale}, "
               f"{backbone.family}, on {device}")
         base = generate(backbone, prompts, args)

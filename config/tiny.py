@@ -137,7 +137,7 @@ def tiny_sft():
 
 def tiny_flux():
     """The tiny run on a tiny FLUX.1-dev (``builtin:tiny_flux``): distilled guidance 3.5 as the model's input
-    (no negative pass), FLUX's dynamic shift, 2x2-packed latents; FLUX's noise level 0.9 (config/grpo.py)."""
+    (no negative pass), FLUX's dynamic shift, 2x2-packed latents; FLUX's noise level 0.9 (config/flux.py)."""
     config = tiny()
     config.run_name = "tiny_flux"
     config.pretrained.model = "builtin:tiny_flux"
@@ -150,7 +150,7 @@ def tiny_flux():
 def tiny_qwenimage():
     """The tiny run on a tiny Qwen-Image (``builtin:tiny_qwenimage``): true CFG 4 with the negative prompt " "
     and the norm rescale, Qwen-Image's shift and terminal sigma; noise level 1.2 with an SDE window of 2 among
-    the first 3 steps (Flow-GRPO's Qwen-Image settings, config/grpo.py)."""
+    the first 3 steps (Flow-GRPO's Qwen-Image settings, config/qwenimage.py)."""
     config = tiny()
     config.run_name = "tiny_qwenimage"
     config.pretrained.model = "builtin:tiny_qwenimage"

@@ -49,6 +49,7 @@ def _adapter_metadata(transformer, adapter_name: str) -> dict:
         "lora_dropout": config.lora_dropout,
         "bias": config.bias,
         "use_dora": config.use_dora,
+        **({"exclude_modules": sorted(config.exclude_modules)} if getattr(config, "exclude_modules", None) else {}),
     }
 
 

@@ -7,7 +7,7 @@ for ``sde``) for each setting. Any family: the config names the model.
 
     python scripts/check_logprob_consistency.py                                   # tiny SD3
     python scripts/check_logprob_consistency.py --config config/tiny.py:tiny_qwenimage
-    python scripts/check_logprob_consistency.py --config config/grpo.py:pickscore_flux --device cuda --dtype bfloat16
+    python scripts/check_logprob_consistency.py --config config/flux.py:pickscore_flux --device cuda --dtype bfloat16
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 one process or many. ``scripts/train_sd3.py`` is this script under its original name.
 
     accelerate launch scripts/train.py --config config/grpo.py:geneval_sd3
-    accelerate launch scripts/train.py --config config/grpo.py:pickscore_flux
+    accelerate launch scripts/train.py --config config/flux.py:pickscore_flux
     python scripts/train.py --config config/tiny.py:tiny                      # CPU, tiny SD3
     python scripts/train.py --config config/tiny.py:tiny_flux                 # CPU, tiny FLUX.1-dev
     accelerate launch --multi_gpu --num_processes 2 scripts/train.py --config config/tiny.py:tiny_qwenimage   # 2 CPU processes
@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flow_grpo.backbones import ModelLoadError, load_backbone
+from flow_grpo.backbones.trainable import inference_dtype
 from flow_grpo.checkpoint import CheckpointError, resolve_resume
 from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 from flow_grpo.config_cli import ConfigError, parse_args
@@ -145,7 +146,11 @@ def main(argv=None) -> int:
 
     # ---- the model: the backbone's frozen parts + a trainable LoRA (or every weight), the objective's heads ----
     try:
-        backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision)
+        # frozen weights load in the inference dtype, the VAE and a fully fine-tuned transformer in float32 (a 20 B
+        # model loaded in float32 first needs 80 GB of RAM per process)
+        dtype = inference_dtype(config.mixed_precision)
+        load_dtypes = {"default": dtype, "vae": torch.float32, "transformer": dtype if config.use_lora else torch.float32}
+        backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision, load_dtypes)
         model = prepare_model(backbone, config, accelerator.device)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

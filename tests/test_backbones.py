@@ -347,3 +347,36 @@ def test_dead_lora_modules_are_exactly_the_targets_without_a_gradient(name):
     assert (backbone.family == "qwenimage") == bool(outside)
     last = f"transformer_blocks.{len(backbone.transformer.transformer_blocks) - 1}.attn.add_q_proj"
     assert zero == (set() if backbone.family == "flux" else {last})
+
+
+def test_full_fine_tuning_trains_exactly_the_weights_in_the_graph():
+    """Qwen-Image trained in full: the last block's text output branch is frozen (DDP stops on parameters
+    outside the loss's graph), every other weight gets a gradient."""
+    from flow_grpo.backbones.trainable import prepare_transformer
+    from flow_grpo.config_cli import parse_args
+
+    config = parse_args(["--config", os.path.join(os.path.dirname(__file__), "..", "config", "tiny.py") + ":tiny_qwenimage",
+                         "--config.use_lora=false"])
+    backbone = load_backbone("builtin:tiny_qwenimage")
+    model = prepare_transformer(backbone, config, "cpu", needs_reference=False)
+    frozen = {n for n, p in backbone.transformer.named_parameters() if not p.requires_grad}
+    dead = backbone.dead_lora_modules(backbone.lora_target_modules)
+    assert frozen and all(any(n.startswith(d + ".") for d in dead) for n in frozen)
+    conditioning, negative = encode(backbone, PROMPTS[:2])
+    velocity = backbone.velocity(backbone.transformer, noise(backbone, 2), torch.tensor(0.7), conditioning, Guidance(4.0, negative))
+    velocity.square().mean().backward()
+    assert all(p.grad is not None for p in model.trainable.values()) and set(model.trainable).isdisjoint(frozen)
+
+
+def test_bad_model_folders_stop_with_their_problem(tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not a diffusers model_index.json"):
+        load_backbone(str(broken))
+    (broken / "model_index.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="names no pipeline class"):
+        load_backbone(str(broken))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        load_backbone("broken/missing")  # a relative path under an existing folder, not a hub id

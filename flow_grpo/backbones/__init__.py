@@ -44,7 +44,11 @@ def family_of_pipeline(class_name: str, where: str) -> str:
 
 
 def _looks_local(model: str) -> bool:
-    return os.path.isabs(model) or model.startswith(".") or os.path.exists(model)
+    """A path rather than a hub id ("org/name"): absolute, relative with "." or more than one "/", existing, or
+    under an existing folder (``models/qwen`` when ``models/`` is here)."""
+    head = model.split("/")[0]
+    return (os.path.isabs(model) or model.startswith(".") or os.path.exists(model) or model.count("/") > 1
+            or ("/" in model and os.path.isdir(head)))
 
 
 def detect_family(model: str, revision: str = "") -> str:
@@ -57,8 +61,13 @@ def detect_family(model: str, revision: str = "") -> str:
             raise ModelLoadError(f"config.pretrained.model {model!r}: no such folder")
         if not os.path.isfile(index):
             raise ModelLoadError(f"config.pretrained.model {model!r} is not a diffusers pipeline folder (no model_index.json)")
-        with open(index) as handle:
-            class_name = json.load(handle).get("_class_name", "")
+        try:
+            with open(index) as handle:
+                class_name = json.load(handle).get("_class_name", "")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise ModelLoadError(f"{index}: not a diffusers model_index.json ({error})") from error
+        if not class_name:
+            raise ModelLoadError(f"{index} names no pipeline class (_class_name)")
     else:
         from diffusers import DiffusionPipeline
 
@@ -70,8 +79,10 @@ def detect_family(model: str, revision: str = "") -> str:
     return family_of_pipeline(class_name, repr(model))
 
 
-def load_pipeline(model: str, family: str = "", revision: str = ""):
-    """The diffusers pipeline of ``model`` (a built-in tiny name, a local folder, or a hub id) and its family."""
+def load_pipeline(model: str, family: str = "", revision: str = "", torch_dtype=None):
+    """The diffusers pipeline of ``model`` (a built-in tiny name, a local folder, or a hub id) and its family.
+    ``torch_dtype``: the dtype the weights load in, or diffusers' ``{"default": ..., "<component>": ...}``
+    (default float32; a 20 B model in float32 is 80 GB of RAM per process); built-in tiny models are float32."""
     if model.startswith("builtin:"):
         if model not in BUILTIN:
             raise ModelLoadError(f"unknown built-in model {model!r}; valid: {', '.join(BUILTIN)}")
@@ -93,17 +104,20 @@ def load_pipeline(model: str, family: str = "", revision: str = ""):
     import diffusers
 
     pipeline_class = getattr(diffusers, cls.pipeline_classes[0])
+    kwargs = {"revision": revision} if revision else {}
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
     try:
-        return pipeline_class.from_pretrained(model, **({"revision": revision} if revision else {})), family
+        return pipeline_class.from_pretrained(model, **kwargs), family
     except (OSError, ValueError, EnvironmentError) as error:
         raise ModelLoadError(f"cannot load config.pretrained.model {model!r} as {family}: {str(error).splitlines()[0]}") from error
 
 
-def load_backbone(model: str, family: str = "", revision: str = "") -> Backbone:
+def load_backbone(model: str, family: str = "", revision: str = "", torch_dtype=None) -> Backbone:
     """The :class:`Backbone` of ``model``; ``family`` (``config.pretrained.family``) skips the detection."""
     if family:
         backbone_class(family)  # an unknown family stops here, with the known ones
-    pipeline, family = load_pipeline(model, family, revision)
+    pipeline, family = load_pipeline(model, family, revision, torch_dtype)
     pipeline.set_progress_bar_config(disable=True)
     return backbone_class(family)(pipeline)
 

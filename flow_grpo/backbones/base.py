@@ -51,6 +51,7 @@ class Backbone:
     family: ClassVar[str]  # the name in configs: config.pretrained.family
     pipeline_classes: ClassVar[tuple[str, ...]]  # diffusers pipeline class names this family loads (model_index.json)
     guidance_kind: ClassVar[str]  # "cfg" (a negative pass, scale > 1) or "embedded" (a guidance input, no negative pass)
+    default_guidance_scale: ClassVar[float]  # what the family's pipeline samples with by default (inference_demo.py)
     negative_prompt: ClassVar[str | None] = ""  # the unconditional prompt of the negative pass (None: no negative pass)
     lora_target_modules: ClassVar[tuple[str, ...]]  # the LoRA targets Flow-GRPO trains on this family
 
@@ -121,9 +122,9 @@ class Backbone:
         raise NotImplementedError
 
     def dead_lora_modules(self, targets: Sequence[str]) -> list[str]:
-        """Full names of modules among ``targets`` that are not in the velocity's autograd graph (a LoRA there
-        would never get a gradient, and DDP stops on parameters unused in the loss); left out of the LoRA.
-        Default: none."""
+        """Full names of modules among ``targets`` (PEFT's suffix rule) that are not in the velocity's autograd
+        graph (a LoRA there would never get a gradient, and DDP stops on parameters unused in the loss): left out
+        of the LoRA, and frozen in full fine-tuning. Default: none."""
         return []
 
     def training_guidance_scale(self, sampling_scale: float, train_cfg: bool) -> float:

@@ -151,8 +151,8 @@ def generate_batches(backbone: Backbone, jobs: Sequence[ImageJob], spec: Samplin
         conditioning = backbone.encode([job.prompt for job in chunk], options.max_sequence_length, device)
         noise = SampleNoise(latents=initial_latents((len(chunk), *shape), generators, device), steps=generators)
         with options.autocast():
-            trajectory = sample(backbone, conditioning, negative, dataclasses.replace(spec, decode=True), noise,
-                                transformer=options.transformer)
+            trajectory = sample(backbone, conditioning, negative, dataclasses.replace(spec, decode=True, store_latents=False),
+                                noise, transformer=options.transformer)
         yield chunk, trajectory.images.cpu()
 
 

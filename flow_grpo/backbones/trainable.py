@@ -105,7 +105,10 @@ def prepare_transformer(backbone: Backbone, config, device, needs_reference: boo
     else:
         _move(transformer, device, torch.float32)
         transformer.requires_grad_(True)
-        trainable = dict(transformer.named_parameters())
+        modules = dict(transformer.named_modules())
+        for name in backbone.dead_lora_modules(backbone.lora_target_modules):
+            modules[name].requires_grad_(False)  # outside the velocity's graph: DDP would stop on them
+        trainable = {n: p for n, p in transformer.named_parameters() if p.requires_grad}
         if needs_reference:
             reference = copy.deepcopy(transformer).requires_grad_(False).to(dtype)
     if config.train.gradient_checkpointing:
@@ -117,7 +120,9 @@ def load_trained_weights(pipeline, checkpoint: str):
     """Put a trainer checkpoint's exported (EMA) weights into ``pipeline``: its ``transformer/`` (full
     fine-tuning) or its ``lora/``. Returns the pipeline."""
     if os.path.isdir(os.path.join(checkpoint, "transformer")):
-        pipeline.transformer = type(pipeline.transformer).from_pretrained(os.path.join(checkpoint, "transformer"))
+        old = pipeline.transformer
+        loaded = type(old).from_pretrained(os.path.join(checkpoint, "transformer"))
+        pipeline.transformer = loaded.to(old.device, old.dtype)
     else:
         load_lora(pipeline, checkpoint)
     return pipeline

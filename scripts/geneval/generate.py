@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lora_path", default="")
     parser.add_argument("--n_samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--scale", type=float, default=4.5, help="guidance: CFG scale (FLUX.1-dev: its distilled guidance, 3.5)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="CFG scale, or FLUX.1-dev's distilled guidance; default: the family's (SD3 4.5, FLUX 3.5, Qwen-Image 4)")
     parser.add_argument("--H", type=int, default=512)
     parser.add_argument("--W", type=int, default=512)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -59,9 +60,10 @@ def main(argv=None) -> int:
     from flow_grpo.lora import LoraLoadError, load_lora
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    dtype = torch.bfloat16 if state.device.type == "cuda" else torch.float32
     try:
         metadata = read_metadata(args.metadata)
-        backbone = load_backbone(args.model, args.family)
+        backbone = load_backbone(args.model, args.family, torch_dtype={"default": dtype, "vae": torch.float32})
         if args.lora_path:
             load_lora(backbone.pipeline, args.lora_path)
     except (ValueError, ModelLoadError, LoraLoadError, FileNotFoundError) as error:
@@ -69,7 +71,6 @@ def main(argv=None) -> int:
         return 2
     if args.limit:
         metadata = metadata[: args.limit]
-    dtype = torch.bfloat16 if state.device.type == "cuda" else torch.float32
     backbone.pipeline.to(state.device, dtype)
     backbone.vae.to(torch.float32)
 
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     jobs = [ImageJob(metadata[i]["prompt"], i, k) for i in todo for k in range(args.n_samples)]
     if state.is_main_process:
         print(f"{len(metadata)} prompts x {args.n_samples} images ({backbone.family}); this process: {len(todo)} of its {len(mine)} prompts to do")
-    spec = SamplingSpec(num_steps=args.steps, guidance_scale=args.scale, height=args.H, width=args.W)
+    scale = backbone.default_guidance_scale if args.scale is None else args.scale
+    spec = SamplingSpec(num_steps=args.steps, guidance_scale=scale, height=args.H, width=args.W)
     options = GenerationOptions(
         seed=args.seed, max_sequence_length=args.max_sequence_length, batch_size=args.batch_size, progress=state.is_main_process,
         autocast=lambda: torch.autocast(state.device.type, dtype=dtype, enabled=dtype != torch.float32), description="generating",

@@ -66,6 +66,7 @@ class FluxBackbone(Backbone):
     family = "flux"
     pipeline_classes = ("FluxPipeline",)
     guidance_kind = "embedded"
+    default_guidance_scale = 3.5
     negative_prompt = None
     lora_target_modules = FLUX_LORA_TARGET_MODULES
 

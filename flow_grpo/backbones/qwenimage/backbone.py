@@ -54,6 +54,7 @@ class QwenImageBackbone(Backbone):
     family = "qwenimage"
     pipeline_classes = ("QwenImagePipeline",)
     guidance_kind = "cfg"
+    default_guidance_scale = 4.0
     negative_prompt = " "  # Flow-GRPO's negative prompt for Qwen-Image's true CFG
     lora_target_modules = QWENIMAGE_LORA_TARGET_MODULES
 
@@ -74,8 +75,9 @@ class QwenImageBackbone(Backbone):
         later layer reads (only the image tokens reach ``proj_out``). Its text queries (``add_q_proj``) stay: they
         are in the graph (zero gradient, as SD3's last block's), so DDP does not stop on them."""
         last = f"transformer_blocks.{len(self.transformer.transformer_blocks) - 1}"
-        text_only = ("attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2")
-        return [f"{last}.{name}" for name in text_only if name in targets]
+        names = [f"{last}.{name}" for name in ("attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2")]
+        # PEFT's rule: a target names a module when it is the module's full name or a suffix of it after a dot
+        return [name for name in names if any(name == t or name.endswith("." + t) for t in targets)]
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str], max_sequence_length: int, device) -> QwenImageConditioning:

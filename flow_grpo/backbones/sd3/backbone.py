@@ -31,6 +31,7 @@ class SD3Backbone(Backbone):
     family = "sd3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     guidance_kind = "cfg"
+    default_guidance_scale = 4.5
     negative_prompt = ""
     lora_target_modules = SD3_LORA_TARGET_MODULES
 
