@@ -135,7 +135,7 @@ class Backbone:
         return sampling_scale if train_cfg else 1.0
 
     def summary(self) -> str:
-        """One line: family, transformer size, latent layout (printed before a run starts)."""
+        """One line: family, pipeline class, transformer size, guidance kind (printed before a run starts)."""
         count = sum(p.numel() for p in self.transformer.parameters())
         return f"{self.family} ({type(self.pipeline).__name__}, transformer {count / 1e6:.2f}M parameters, guidance {self.guidance_kind})"
 
@@ -149,7 +149,7 @@ def timestep_batch(sigmas, latents: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(sigmas, device=latents.device, dtype=torch.float32).reshape(-1).expand(latents.shape[0])
 
 
-def classifier_free(call, guidance: Guidance, batch: int):
+def classifier_free(call, guidance: Guidance):
     """``(v_uncond, v_text)`` from ``call(which)`` with ``which`` in ("negative", "positive", "both"): one call
     on the doubled batch (``guidance.batched``) or two; ``call("both")`` returns the negative half first."""
     if guidance.negative is None:

@@ -128,7 +128,7 @@ class QwenImageBackbone(Backbone):
                 return call(hidden_states, timestep, negative_embeds, negative_mask)
             return call(hidden_states, timestep, embeds, mask)
 
-        negative_tokens, text_tokens = classifier_free(guided, guidance, batch)
+        negative_tokens, text_tokens = classifier_free(guided, guidance)
         combined = negative_tokens + guidance.scale * (text_tokens - negative_tokens)
         rescaled = combined * (text_tokens.norm(dim=-1, keepdim=True) / combined.norm(dim=-1, keepdim=True))
         return unpack_latents(rescaled, height, width)

@@ -80,7 +80,7 @@ class SD3Backbone(Backbone):
                 return call(model_input, timestep, negative_embeds, negative_pooled)
             return call(model_input, timestep, embeds, pooled)
 
-        velocity_uncond, velocity_text = classifier_free(guided, guidance, batch)
+        velocity_uncond, velocity_text = classifier_free(guided, guidance)
         return velocity_uncond + guidance.scale * (velocity_text - velocity_uncond)
 
     @torch.no_grad()
