@@ -164,26 +164,29 @@ def flow_match_sigmas(scheduler, num_steps: int, image_seq_len: int, device=None
     copy of ``scheduler`` (the pipeline's own state is left alone), with the resolution-dependent shift ``mu``
     when the scheduler uses dynamic shifting (FLUX, Qwen-Image; diffusers' ``calculate_shift``)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift  # SD3's and Qwen-Image's are the same formula
 
     fresh = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)
     kwargs = {}
     if fresh.config.get("use_dynamic_shifting", False):
-        base_len, max_len = fresh.config.get("base_image_seq_len", 256), fresh.config.get("max_image_seq_len", 4096)
-        base_shift, max_shift = fresh.config.get("base_shift", 0.5), fresh.config.get("max_shift", 1.15)
-        slope = (max_shift - base_shift) / (max_len - base_len)
-        kwargs["mu"] = image_seq_len * slope + (base_shift - slope * base_len)
+        kwargs["mu"] = calculate_shift(
+            image_seq_len, fresh.config.get("base_image_seq_len", 256), fresh.config.get("max_image_seq_len", 4096),
+            fresh.config.get("base_shift", 0.5), fresh.config.get("max_shift", 1.15),
+        )
     if sigmas is not None:
         kwargs["sigmas"] = sigmas
     fresh.set_timesteps(num_steps if sigmas is None else None, device=device, **kwargs)
     return fresh.sigmas.float()
 
 
-def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale) -> torch.Tensor:
-    """``vae.decode(unscale(chunk))`` per chunk of ``batch_size``, as float32 images in [0, 1]."""
+def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale, one_frame: bool = False) -> torch.Tensor:
+    """``vae.decode(unscale(chunk))`` per chunk of ``batch_size``, as float32 images in [0, 1]. ``one_frame``:
+    a video VAE's output ``[b, 3, 1, H, W]``, whose single frame is the image."""
     images = []
     vae_dtype = next(vae.parameters()).dtype
     for chunk in latents.split(batch_size or latents.shape[0]):
         decoded = vae.decode(unscale(chunk).to(vae_dtype), return_dict=False)[0]
+        decoded = decoded[:, :, 0] if one_frame else decoded
         images.append((decoded.float() / 2 + 0.5).clamp(0, 1))
     return torch.cat(images)
 

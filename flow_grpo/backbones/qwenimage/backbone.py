@@ -23,7 +23,9 @@ from typing import Sequence
 
 import torch
 
-from flow_grpo.backbones.base import Backbone, Guidance, cast_latents, classifier_free, flow_match_sigmas, timestep_batch
+from flow_grpo.backbones.base import (
+    Backbone, Guidance, cast_latents, classifier_free, decode_in_chunks, flow_match_sigmas, timestep_batch,
+)
 from flow_grpo.backbones.flux.backbone import pack_latents, patch_sigmas, unpack_latents
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.rollout import Conditioning
@@ -147,14 +149,8 @@ class QwenImageBackbone(Backbone):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        vae = self.vae
-        vae_dtype = next(vae.parameters()).dtype
-        channels = latents.shape[1]
+        vae, channels = self.vae, latents.shape[1]
         mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(1, channels, 1, 1, 1)
         std = torch.tensor(vae.config.latents_std, device=latents.device).view(1, channels, 1, 1, 1)
-        images = []
-        for chunk in latents.split(batch_size or latents.shape[0]):
-            video = chunk.unsqueeze(2) * std + mean  # [b, C, 1, h, w]: one frame
-            decoded = vae.decode(video.to(vae_dtype), return_dict=False)[0][:, :, 0]
-            images.append((decoded.float() / 2 + 0.5).clamp(0, 1))
-        return torch.cat(images)
+        # [b, C, h, w] -> [b, C, 1, h, w]: one frame through the video VAE
+        return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk.unsqueeze(2) * std + mean, one_frame=True)
