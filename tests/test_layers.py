@@ -9,7 +9,7 @@ from conftest import REPO
 LAYERS = [
     # 0: pure math, data and utilities
     ["sde", "advantages", "rollout", "seeding", "data", "config_cli", "images", "flops", "snr", "ema", "plots",
-     "runlog", "checkpoint", "checkpoint.atomic", "checkpoint.folders"],
+     "runlog", "checkpoint", "checkpoint.atomic", "checkpoint.folders", "videos"],
     # 1: the sampling loop and the model boundary
     ["sampling", "policy"],
     # 2: models and what scores them
@@ -62,7 +62,7 @@ def test_layers_import_only_downwards():
     assert not violations, "\n".join(violations)
 
 
-FAMILY_FOLDERS = ("backbones.sd3", "backbones.flux", "backbones.qwenimage")
+FAMILY_FOLDERS = ("backbones.sd3", "backbones.flux", "backbones.qwenimage", "backbones.wan", "backbones.flux_kontext")
 
 
 def test_nothing_above_the_backbone_layer_knows_the_family():

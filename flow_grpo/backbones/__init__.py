@@ -16,15 +16,19 @@ import os
 
 from flow_grpo.backbones.base import Backbone, Guidance, ModelLoadError
 from flow_grpo.backbones.flux.backbone import FluxBackbone
+from flow_grpo.backbones.flux_kontext.backbone import FluxKontextBackbone
 from flow_grpo.backbones.qwenimage.backbone import QwenImageBackbone
 from flow_grpo.backbones.sd3.backbone import SD3Backbone
+from flow_grpo.backbones.wan.backbone import WanBackbone
 
-BACKBONES: dict[str, type[Backbone]] = {cls.family: cls for cls in (SD3Backbone, FluxBackbone, QwenImageBackbone)}
+BACKBONES: dict[str, type[Backbone]] = {cls.family: cls for cls in (SD3Backbone, FluxBackbone, QwenImageBackbone, WanBackbone, FluxKontextBackbone)}
 # built-in tiny models: name -> (family, the module:function that builds its pipeline from a seed)
 BUILTIN = {
     "builtin:tiny": ("sd3", "flow_grpo.backbones.sd3.tiny:build_tiny_sd3_pipeline"),
     "builtin:tiny_flux": ("flux", "flow_grpo.backbones.flux.tiny:build_tiny_flux_pipeline"),
     "builtin:tiny_qwenimage": ("qwenimage", "flow_grpo.backbones.qwenimage.tiny:build_tiny_qwenimage_pipeline"),
+    "builtin:tiny_wan": ("wan", "flow_grpo.backbones.wan.tiny:build_tiny_wan_pipeline"),
+    "builtin:tiny_kontext": ("flux_kontext", "flow_grpo.backbones.flux_kontext.tiny:build_tiny_kontext_pipeline"),
 }
 
 

@@ -4,15 +4,19 @@ flow-matching family, and nothing else.
 A :class:`Backbone` wraps one diffusers pipeline (SD3, FLUX.1, Qwen-Image, ...) and gives
 
 - ``encode(prompts, max_sequence_length, device)``: the family's typed :class:`~flow_grpo.rollout.Conditioning`;
+  ``condition(prompts, max_sequence_length, device, input_images)`` adds the input images of an editing
+  family (``takes_input_image``: FLUX.1 Kontext), which the conditioning then carries as latents;
 - ``negative_conditioning(...)``: the negative prompt's, for families that run a negative pass (else None);
-- ``latent_shape(height, width)``: one sample's latent as the VAE makes it (``[C, h, w]``). Sampling, the
-  SDE step and every objective work on these; a family that packs 2x2 patches into tokens (FLUX, Qwen-Image)
-  packs and unpacks inside ``velocity``. Packing is a permutation, so the step's log-prob (a mean over
-  elements) and every element-wise loss are the same on either layout;
+- ``latent_shape(height, width, num_frames)``: one sample's latent as the VAE makes it (``[C, h, w]`` for
+  images, ``[C, f, h, w]`` for a video family, ``modality == "video"``: Wan). Sampling, the SDE step and every
+  objective work on these; a family that packs 2x2 patches into tokens (FLUX, Qwen-Image) packs and unpacks
+  inside ``velocity``. Packing is a permutation, so the step's log-prob (a mean over elements) and every
+  element-wise loss are the same on either layout;
 - ``sigmas(num_steps, height, width, device)``: the family's schedule, ``[T + 1]`` ending in 0;
 - ``velocity(transformer, latents, sigmas, conditioning, guidance, model_dtype)``: ``v`` in float32 with the
   family's guidance, the one function sampling and training share;
-- ``decode(latents, batch_size)``: images ``[N, 3, H, W]`` in ``[0, 1]`` with the family's VAE scaling;
+- ``decode(latents, batch_size)``: images ``[N, 3, H, W]`` (videos ``[N, F, 3, H, W]``) in ``[0, 1]`` with the
+  family's VAE scaling;
 - ``lora_target_modules``, ``frozen_modules``, ``pooled_dim``: for making the transformer trainable.
 
 Latents are float32 throughout; the transformer sees them in ``model_dtype`` and its output comes back as
@@ -54,6 +58,8 @@ class Backbone:
     default_guidance_scale: ClassVar[float]  # what the family's pipeline samples with by default (inference_demo.py)
     negative_prompt: ClassVar[str | None] = ""  # the unconditional prompt of the negative pass (None: no negative pass)
     lora_target_modules: ClassVar[tuple[str, ...]]  # the LoRA targets Flow-GRPO trains on this family
+    modality: ClassVar[str] = "image"  # "image": decode gives [N, 3, H, W]; "video": [N, F, 3, H, W]
+    takes_input_image: ClassVar[bool] = False  # an editing family: every prompt comes with an input image
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
@@ -85,14 +91,36 @@ class Backbone:
     def encode(self, prompts: Sequence[str], max_sequence_length: int, device) -> Conditioning:
         raise NotImplementedError
 
+    def condition(self, prompts: Sequence[str], max_sequence_length: int, device, input_images=None) -> Conditioning:
+        """``encode(prompts)``, and for an editing family the input images ``[N, 3, H, W]`` in [0, 1] (one per
+        prompt) joined to it (:meth:`attach_input_images`). Images for a family that takes none, or none for one
+        that needs them, stop here with the family named."""
+        if self.takes_input_image and input_images is None:
+            raise ValueError(f"{self.family} edits images: every prompt needs an input image (the dataset's 'image' field)")
+        if not self.takes_input_image and input_images is not None:
+            raise ValueError(f"{self.family} generates from text only, but the prompts come with input images "
+                             "(an editing dataset needs an editing family, e.g. flux_kontext)")
+        conditioning = self.encode(prompts, max_sequence_length, device)
+        if input_images is None:
+            return conditioning
+        if len(input_images) != len(prompts):
+            raise ValueError(f"{len(input_images)} input images for {len(prompts)} prompts")
+        return self.attach_input_images(conditioning, input_images)
+
+    def attach_input_images(self, conditioning: Conditioning, input_images: torch.Tensor) -> Conditioning:
+        """An editing family's conditioning with the input images' latents (``takes_input_image``)."""
+        raise NotImplementedError
+
     def negative_conditioning(self, max_sequence_length: int, device) -> Conditioning | None:
         """The negative prompt's conditioning (one row), or None for a family without a negative pass."""
         if self.negative_prompt is None:
             return None
         return self.encode([self.negative_prompt], max_sequence_length, device)
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+    def latent_shape(self, height: int, width: int, num_frames: int = 1) -> tuple[int, ...]:
         """One sample's latent, as the VAE encodes an image of ``height x width``: ``(C, h, w)``."""
+        if num_frames != 1:
+            raise ValueError(f"{self.family} makes images, not videos: num_frames must be 1, got {num_frames}")
         scale = self.vae_scale_factor
         if height % (2 * scale) or width % (2 * scale):
             raise ValueError(f"{self.family}: height and width must be multiples of {2 * scale}, got {height} x {width}")
@@ -112,7 +140,8 @@ class Backbone:
         raise NotImplementedError
 
     def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Latents ``[N, *latent_shape]`` to float32 images ``[N, 3, H, W]`` in ``[0, 1]``, in chunks."""
+        """Latents ``[N, *latent_shape]`` to float32 images ``[N, 3, H, W]`` (a video family: ``[N, F, 3, H, W]``)
+        in ``[0, 1]``, in chunks."""
         raise NotImplementedError
 
     def diffusers_call(self, conditioning: Conditioning, negative: Conditioning | None, latents: torch.Tensor, spec) -> torch.Tensor:
@@ -179,14 +208,20 @@ def flow_match_sigmas(scheduler, num_steps: int, image_seq_len: int, device=None
     return fresh.sigmas.float()
 
 
-def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale, one_frame: bool = False) -> torch.Tensor:
-    """``vae.decode(unscale(chunk))`` per chunk of ``batch_size``, as float32 images in [0, 1]. ``one_frame``:
-    a video VAE's output ``[b, 3, 1, H, W]``, whose single frame is the image."""
+def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale, frames: str = "image") -> torch.Tensor:
+    """``vae.decode(unscale(chunk))`` per chunk of ``batch_size``, as float32 images in [0, 1]. ``frames``:
+    ``"image"`` (the VAE makes ``[b, 3, H, W]``), ``"one"`` (a video VAE's ``[b, 3, 1, H, W]``, whose single
+    frame is the image) or ``"video"`` (a video VAE's ``[b, 3, F, H, W]``, returned as ``[b, F, 3, H, W]``)."""
+    if frames not in ("image", "one", "video"):
+        raise ValueError(f"frames must be 'image', 'one' or 'video', got {frames!r}")
     images = []
     vae_dtype = next(vae.parameters()).dtype
     for chunk in latents.split(batch_size or latents.shape[0]):
         decoded = vae.decode(unscale(chunk).to(vae_dtype), return_dict=False)[0]
-        decoded = decoded[:, :, 0] if one_frame else decoded
+        if frames == "one":
+            decoded = decoded[:, :, 0]
+        elif frames == "video":
+            decoded = decoded.transpose(1, 2)
         images.append((decoded.float() / 2 + 0.5).clamp(0, 1))
     return torch.cat(images)
 

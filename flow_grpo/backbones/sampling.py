@@ -34,6 +34,7 @@ class SamplingSpec:
     guidance_scale: float
     height: int
     width: int
+    num_frames: int = 1  # a video family's frames (1 for images)
     noise_level: float = 0.0
     sde_type: str = "sde"
     sde_window_size: int = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic (and stored)
@@ -116,6 +117,7 @@ class ImageJob:
     prompt: str
     prompt_index: int
     image_index: int = 0
+    input_image: torch.Tensor | None = None  # [3, H, W] in [0, 1]: the image an editing family edits
 
 
 @dataclasses.dataclass
@@ -138,17 +140,19 @@ def image_jobs(prompts: Sequence[str], images_per_prompt: int) -> list[ImageJob]
 @torch.no_grad()
 def generate_batches(backbone: Backbone, jobs: Sequence[ImageJob], spec: SamplingSpec,
                      options: GenerationOptions) -> Iterator[tuple[list[ImageJob], torch.Tensor]]:
-    """``(jobs of the batch, images [b, 3, H, W] in [0, 1] on the CPU)`` per batch of ``options.batch_size``.
+    """``(jobs of the batch, images [b, 3, H, W] (videos [b, F, 3, H, W]) in [0, 1] on the CPU)`` per batch of
+    ``options.batch_size``.
     ``spec`` is used as given (set ``noise_level`` 0 for the ODE); the initial noise of each image comes
     from :func:`image_generator` and so does its SDE noise, if any."""
     device = backbone.transformer.device
     negative = backbone.negative_conditioning(options.max_sequence_length, device)
-    shape = backbone.latent_shape(spec.height, spec.width)
+    shape = backbone.latent_shape(spec.height, spec.width, spec.num_frames)
     batches = range(0, len(jobs), options.batch_size)
     for start in tqdm(batches, desc=options.description, disable=not options.progress, leave=False):
         chunk = list(jobs[start : start + options.batch_size])
         generators = [image_generator(options.seed, job.prompt_index, job.image_index) for job in chunk]
-        conditioning = backbone.encode([job.prompt for job in chunk], options.max_sequence_length, device)
+        inputs = None if chunk[0].input_image is None else torch.stack([job.input_image for job in chunk]).to(device)
+        conditioning = backbone.condition([job.prompt for job in chunk], options.max_sequence_length, device, inputs)
         noise = SampleNoise(latents=initial_latents((len(chunk), *shape), generators, device), steps=generators)
         with options.autocast():
             trajectory = sample(backbone, conditioning, negative, dataclasses.replace(spec, decode=True, store_latents=False),

@@ -107,16 +107,24 @@ class FluxBackbone(Backbone):
         device = latents.device
         hidden_states = pack_latents(cast_latents(latents, model_dtype, transformer))
         image_ids = FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, device, hidden_states.dtype)
+        reference = self.reference_tokens(conditioning, hidden_states.dtype)
+        model_input, ids = hidden_states, image_ids
+        if reference is not None:  # an editing family: the input image's tokens after the noisy ones
+            model_input, ids = torch.cat([hidden_states, reference[0]], dim=1), torch.cat([image_ids, reference[1]])
         text_ids = torch.zeros(conditioning.prompt_embeds.shape[1], 3, device=device, dtype=hidden_states.dtype)
         embedded = self.transformer.config.guidance_embeds  # the backbone's own module: `transformer` may be DDP-wrapped
         guidance_input = torch.full((batch,), float(guidance.scale), device=device, dtype=torch.float32) if embedded else None
         tokens = transformer(
-            hidden_states=hidden_states, timestep=timestep_batch(sigmas, latents), guidance=guidance_input,
+            hidden_states=model_input, timestep=timestep_batch(sigmas, latents), guidance=guidance_input,
             pooled_projections=conditioning.pooled_prompt_embeds.to(hidden_states.dtype),
             encoder_hidden_states=conditioning.prompt_embeds.to(hidden_states.dtype),
-            txt_ids=text_ids, img_ids=image_ids, return_dict=False,
+            txt_ids=text_ids, img_ids=ids, return_dict=False,
         )[0]
-        return unpack_latents(tokens.float(), height, width)
+        return unpack_latents(tokens[:, : hidden_states.shape[1]].float(), height, width)
+
+    def reference_tokens(self, conditioning: FluxConditioning, dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Tokens joined to the noisy ones and their position ids (an editing family's input image); none here."""
+        return None
 
     @torch.no_grad()
     def diffusers_call(self, conditioning: FluxConditioning, negative, latents, spec):

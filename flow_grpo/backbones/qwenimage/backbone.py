@@ -153,4 +153,4 @@ class QwenImageBackbone(Backbone):
         mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(1, channels, 1, 1, 1)
         std = torch.tensor(vae.config.latents_std, device=latents.device).view(1, channels, 1, 1, 1)
         # [b, C, h, w] -> [b, C, 1, h, w]: one frame through the video VAE
-        return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk.unsqueeze(2) * std + mean, one_frame=True)
+        return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk.unsqueeze(2) * std + mean, frames="one")
