@@ -29,10 +29,13 @@ def default():
 
     # ---- model ----
     config.pretrained = ml_collections.ConfigDict()
-    config.pretrained.model = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local folder, or "builtin:tiny[_flux|_qwenimage]"
-    config.pretrained.family = ""  # "sd3", "flux", "qwenimage"; "": read from the model's model_index.json
+    config.pretrained.model = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local folder, or "builtin:tiny[_flux|_qwenimage|_wan|_kontext]"
+    config.pretrained.family = ""  # "sd3", "flux", "qwenimage", "wan", "flux_kontext"; "": read from the model's model_index.json
     config.pretrained.revision = ""
-    config.resolution = 512
+    config.resolution = 512  # the side of a square image or video frame
+    config.height = 0  # a frame of another shape: height and width in pixels (0: config.resolution)
+    config.width = 0
+    config.num_frames = 1  # frames per video for a video family (Wan: 4k + 1, e.g. 33); 1 for images
     config.max_sequence_length = 128  # T5 tokens
     config.use_lora = True  # False: full fine-tuning of the transformer
     config.lora = ml_collections.ConfigDict()
@@ -74,6 +77,7 @@ def default():
     # ---- reward ----
     config.reward_fn = {}  # {"name": weight}; the weighted sum is "avg"
     config.reward_options = {}  # {"name": {option: value}} passed to each reward's factory
+    config.reward_frame_interval = 4  # videos: image rewards score frames 0, 4, 8, ... and average them
     config.reward_nan_policy = "error"  # "error": stop; "drop": leave NaN-reward images out of the update
     return config
 

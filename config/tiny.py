@@ -1,5 +1,5 @@
-"""CPU-sized runs of scripts/train.py on tiny models built in code (real diffusers classes): SD3, FLUX.1-dev
-and Qwen-Image.
+"""CPU-sized runs of scripts/train.py on tiny models built in code (real diffusers classes): SD3, FLUX.1-dev,
+Qwen-Image, Wan2.1 text-to-video and FLUX.1 Kontext editing.
 
     python scripts/train.py --config config/tiny.py:tiny
     python scripts/train.py --config config/tiny.py:tiny_flux --config.train.objective=nft
@@ -160,6 +160,40 @@ def tiny_qwenimage():
     config.sample.sde_window_size = 2
     config.sample.sde_window_range = (0, 3)
     config.train.timestep_fraction = 1.0
+    return config
+
+
+def tiny_wan():
+    """The tiny run on a tiny Wan2.1 text-to-video model (``builtin:tiny_wan``): 9 frames of 32 x 48 (latents
+    ``[16, 3, 4, 6]``), CFG 4.5 with the empty negative prompt, Wan's flow shift; the reward is brightness on
+    frames 0, 4 and 8 (every 4th, averaged) plus the video-native temporal consistency. Flow-GRPO's Wan2.1
+    settings where they fit a CPU (config/wan.py): lr 1e-4 is too slow here, so the tiny run's 1e-2 stays."""
+    config = tiny()
+    config.run_name = "tiny_wan"
+    config.pretrained.model = "builtin:tiny_wan"
+    config.height, config.width, config.num_frames = 32, 48, 9
+    config.sample.guidance_scale = 4.5
+    config.sample.eval_guidance_scale = 4.5
+    config.reward_fn = {"brightness": 1.0, "temporal_consistency": 0.5}
+    return config
+
+
+def tiny_kontext():
+    """The tiny run on a tiny FLUX.1 Kontext (``builtin:tiny_kontext``): the shapes world's editing task at its
+    32 px (dataset/shapes_edit: input scene, instruction, edited scene's metadata), FLUX's distilled guidance
+    2.5 and noise 0.9 (config/kontext.py). The reward is the detector's edit check times preservation
+    (``shapes_edit``; a random model scores 0 on it) plus the dense pixel match to the edited scene at half
+    weight, which gives the random model a signal."""
+    config = tiny()
+    config.run_name = "tiny_kontext"
+    config.pretrained.model = "builtin:tiny_kontext"
+    config.resolution = 32
+    config.dataset = os.path.join(REPO, "dataset", "shapes_edit")
+    config.sample.guidance_scale = 2.5
+    config.sample.eval_guidance_scale = 2.5
+    config.sample.noise_level = 0.9
+    config.sample.eval_max_prompts = 8
+    config.reward_fn = {"shapes_edit": 1.0, "shapes_edit_pixels": 0.5}
     return config
 
 

@@ -93,10 +93,31 @@ class DistributedKRepeatSampler:
         self.seed = int(state["seed"])
 
 
-def group_ids(prompts: list[str]) -> list[int]:
-    """The GRPO group of each prompt: the index of its text's first occurrence (duplicates share a group)."""
-    first: dict[str, int] = {}
-    return [first.setdefault(prompt, i) for i, prompt in enumerate(prompts)]
+def group_ids(prompts: list[str], images: list[str] | None = None) -> list[int]:
+    """The GRPO group of each prompt: the index of its first occurrence (duplicates share a group). With input
+    images (an editing dataset) the key is the (instruction, image) pair: one instruction on two images is two
+    groups."""
+    first: dict = {}
+    keys = prompts if images is None else list(zip(prompts, images))
+    return [first.setdefault(key, i) for i, key in enumerate(keys)]
+
+
+def load_input_image(path: str, size: tuple[int, int]):
+    """An input image as ``[3, H, W]`` floats in [0, 1], resized (bicubic) to ``size = (H, W)`` when it differs."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input image {path!r} not found")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"input image {path!r} cannot be read as an image ({error})") from None
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 class PromptDataset:
@@ -105,6 +126,10 @@ class PromptDataset:
     ``<folder>/<split>_metadata.jsonl`` (GenEval style: one JSON object per line with a ``prompt`` field, the
     whole object is the metadata) is used when present, else ``<folder>/<split>.txt`` (one prompt per line,
     metadata ``{}``).
+
+    An editing dataset gives every line an ``image`` field too: the input image's path, relative to the folder
+    (the prompt is then the instruction). :meth:`input_images` loads them; ``has_input_images`` says whether
+    the dataset has them (all lines or none).
     """
 
     def __init__(self, folder: str, split: str):
@@ -127,7 +152,34 @@ class PromptDataset:
             raise FileNotFoundError(f"no {split} prompts in {folder!r}: expected {os.path.basename(jsonl)} or {os.path.basename(txt)}")
         if not self.prompts:
             raise ValueError(f"{self.path} holds no prompts")
-        self.group_ids = group_ids(self.prompts)
+        self.folder = folder
+        self._set_images()
+
+    def _set_images(self) -> None:
+        with_image = [isinstance(m.get("image"), str) for m in self.metadata]
+        if any(with_image) and not all(with_image):
+            line = with_image.index(False) + 1
+            raise ValueError(f"{self.path}:{line}: no 'image' field, but other lines have one (an editing dataset "
+                             "gives every instruction its input image)")
+        self.has_input_images = bool(with_image) and all(with_image)
+        self.image_paths = [m["image"] for m in self.metadata] if self.has_input_images else None
+        self.group_ids = group_ids(self.prompts, self.image_paths)
+        self._image_cache: dict = {}
+
+    def input_images(self, indices, size: tuple[int, int]):
+        """The input images of dataset rows ``indices`` as ``[n, 3, H, W]`` in [0, 1] at ``size = (H, W)``, or
+        None for a text-only dataset. Each file is read once."""
+        if not self.has_input_images:
+            return None
+        images = []
+        for i in indices:
+            key = (i, tuple(size))
+            if key not in self._image_cache:
+                path = self.image_paths[i]
+                path = path if os.path.isabs(path) else os.path.join(self.folder, path)
+                self._image_cache[key] = load_input_image(path, size)
+            images.append(self._image_cache[key])
+        return torch.stack(images)
 
     @classmethod
     def from_prompts(cls, prompts: list[str], metadata: list[dict] | None = None) -> "PromptDataset":
@@ -135,7 +187,8 @@ class PromptDataset:
         dataset = cls.__new__(cls)
         dataset.prompts, dataset.path = list(prompts), "<memory>"
         dataset.metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
-        dataset.group_ids = group_ids(dataset.prompts)
+        dataset.folder = "."
+        dataset._set_images()
         return dataset
 
     def __len__(self) -> int:

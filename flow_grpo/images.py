@@ -51,22 +51,25 @@ def image_grid(
     col_labels: Sequence[str] | None = None,
     cell: int | None = None,
 ) -> Image.Image:
-    """A grid with optional labels left of each row and above each column; cells resized to ``cell`` px."""
+    """A grid with optional labels left of each row and above each column; cells keep the first image's aspect
+    ratio, with its longer side resized to ``cell`` px."""
     if not images:
         raise ValueError("no images for the grid")
-    cell = cell or max(images[0].size)
+    width, height = images[0].size
+    scale = (cell or max(width, height)) / max(width, height)
+    cell_w, cell_h = max(1, round(width * scale)), max(1, round(height * scale))
     rows = (len(images) + cols - 1) // cols
     font = ImageFont.load_default()
     label_w = 0 if not row_labels else 150
     label_h = 0 if not col_labels else 16
-    grid = Image.new("RGB", (label_w + cols * cell, label_h + rows * cell), "white")
+    grid = Image.new("RGB", (label_w + cols * cell_w, label_h + rows * cell_h), "white")
     draw = ImageDraw.Draw(grid)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        grid.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (label_w + c * cell, label_h + r * cell))
+        grid.paste(image.convert("RGB").resize((cell_w, cell_h), Image.NEAREST), (label_w + c * cell_w, label_h + r * cell_h))
     for c, label in enumerate(col_labels or []):
-        draw.text((label_w + c * cell + 2, 2), label[: max(4, cell // 6)], fill="black", font=font)
+        draw.text((label_w + c * cell_w + 2, 2), label[: max(4, cell_w // 6)], fill="black", font=font)
     for r, label in enumerate(row_labels or []):
-        for k, line in enumerate(_wrap(label, 24)[: max(1, cell // 12)]):
-            draw.text((2, label_h + r * cell + 2 + 12 * k), line, fill="black", font=font)
+        for k, line in enumerate(_wrap(label, 24)[: max(1, cell_h // 12)]):
+            draw.text((2, label_h + r * cell_h + 2 + 12 * k), line, fill="black", font=font)
     return grid

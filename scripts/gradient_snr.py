@@ -137,7 +137,8 @@ def main(argv=None) -> dict | int:
 
     try:
         config = parse_args([*overrides, "--config.progress=false"])
-        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy,
+                                config.reward_frame_interval)
         dataset = PromptDataset(config.dataset, "train")
         backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision)
     except (ConfigError, RewardError, ModelLoadError, FileNotFoundError, ValueError) as error:

@@ -41,7 +41,7 @@ from flow_grpo.checkpoint import CheckpointError, resolve_resume
 from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-from flow_grpo.images import image_grid, to_pil
+from flow_grpo.videos import save_samples
 from flow_grpo.lora import LoraLoadError
 from flow_grpo.objectives import check_train_config
 from flow_grpo.plots import plot_training_curves
@@ -50,7 +50,7 @@ from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_ru
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
 from flow_grpo.training.evaluate import evaluate
-from flow_grpo.training.assembly import assemble_run, prepare_model
+from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model
 from flow_grpo.training.rollout import RolloutCollector
 from flow_grpo.training.sizes import run_sizes
 from flow_grpo.training.update import update
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
         check_config(config)
         # cheap checks first: the prompts, then the rewards (which may load a model), before the model
         train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
-        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy)
+        reward_fn = multi_score(dict(config.reward_fn), dict(config.reward_options), config.reward_nan_policy,
+                                config.reward_frame_interval)
         trackers = available_trackers(config)
         # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
         sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available()).num_processes)
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
         dtype = inference_dtype(config.mixed_precision)
         load_dtypes = {"default": dtype, "vae": torch.float32, "transformer": dtype if config.use_lora else torch.float32}
         backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision, load_dtypes)
+        for dataset in (train_set, test_set):
+            check_samples(backbone, config, dataset)
         model = prepare_model(backbone, config, accelerator.device)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
@@ -238,7 +241,8 @@ def main(argv=None) -> int:
             if done % config.eval_freq == 0 or last:
                 row.update(run_eval(done))
                 if accelerator.is_main_process:
-                    image_grid(to_pil(rollout.images[:16]), cols=4).save(logger.path("samples", f"train_epoch_{done:05d}.png"))
+                    save_samples(rollout.images[:16], logger.path("samples", f"train_epoch_{done:05d}.png"), cols=4,
+                                 labels=rollout.prompts[:16])
             if accelerator.is_main_process:
                 logger.log(row)
                 # the objective's measured quantities only (the forward-process ones have no ratio: no approx_kl)

@@ -23,6 +23,7 @@ from flow_grpo.objectives import OBJECTIVES, Objective, build_objective
 from flow_grpo.rollout import Conditioning
 from flow_grpo.sde import SDEParams
 from flow_grpo.training.phases import Timer, no_timer
+from flow_grpo.training.sizes import frame_size
 from flow_grpo.training.update import Learner
 
 
@@ -49,6 +50,19 @@ def prepare_model(backbone: Backbone, config, device) -> TrainableTransformer:
     copy when the objective needs one). Draws the LoRA's initial weights from the global generator."""
     needs_reference = OBJECTIVES[config.train.objective].needs_reference(config.train)
     return prepare_transformer(backbone, config, device, needs_reference)
+
+
+def check_samples(backbone: Backbone, config, dataset) -> None:
+    """Stops before any work on samples the family cannot make (a frame size or frame count off its grid, a
+    video for an image family) or a dataset of the wrong kind (input images for a text-only family, none for
+    an editing one); the ``ValueError`` names the family."""
+    height, width = frame_size(config)
+    backbone.latent_shape(height, width, config.num_frames)
+    if dataset.has_input_images and not backbone.takes_input_image:
+        raise ValueError(f"{dataset.path} is an editing dataset (its prompts have input images), but {backbone.family} "
+                         "generates from text only: use an editing family (flux_kontext)")
+    if backbone.takes_input_image and not dataset.has_input_images:
+        raise ValueError(f"{backbone.family} edits images, but {dataset.path} has no 'image' field per prompt")
 
 
 def make_optimizer(parameters, train_config) -> torch.optim.AdamW:

@@ -1,5 +1,5 @@
 """Evaluation: ODE sampling of the test prompts with the eval step count and guidance, every reward column
-averaged over all processes, and an image grid."""
+averaged over all processes, and an image grid (videos: a grid clip and a frame strip)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
-from flow_grpo.images import image_grid, to_pil
+from flow_grpo.training.sizes import frame_size
+from flow_grpo.videos import save_samples
 
 
 @torch.no_grad()
@@ -26,9 +27,10 @@ def evaluate(*, backbone, transformer, dataset, reward_fn, config, accelerator, 
     per_process = -(-jobs // world)
     mine = [q for q in range(rank, per_process * world, world)]  # q >= jobs: padding
     columns, valid, grid_images, grid_prompts, info_columns = [], [], [], [], []
-    jobs_here = [ImageJob(dataset.prompts[q // per_prompt], q // per_prompt, q % per_prompt) for q in (q if q < jobs else 0 for q in mine)]
+    height, width = frame_size(config)
+    jobs_here = [job_of(dataset, q // per_prompt, q % per_prompt, (height, width)) for q in (q if q < jobs else 0 for q in mine)]
     spec = SamplingSpec(num_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
-                        height=config.resolution, width=config.resolution, batched_cfg=config.batched_cfg,
+                        height=height, width=width, num_frames=config.num_frames, batched_cfg=config.batched_cfg,
                         decode_batch_size=config.sample.decode_batch_size or None)
     options = GenerationOptions(seed=config.seed, max_sequence_length=config.max_sequence_length,
                                 batch_size=config.sample.test_batch_size, transformer=transformer, autocast=accelerator.autocast,
@@ -63,6 +65,11 @@ def evaluate(*, backbone, transformer, dataset, reward_fn, config, accelerator, 
                 if np.isfinite(column).any():
                     metrics[f"eval_{name}"] = float(np.nanmean(column))
     if grid_path and accelerator.is_main_process and grid_images:
-        cols = min(4, len(grid_images))
-        image_grid(to_pil(torch.stack(grid_images)), cols=cols).save(grid_path)
+        save_samples(torch.stack(grid_images), grid_path, cols=4, labels=grid_prompts)
     return metrics
+
+
+def job_of(dataset, prompt_index: int, image_index: int, size: tuple[int, int]) -> ImageJob:
+    """Image ``image_index`` of dataset row ``prompt_index``, with its input image for an editing dataset."""
+    inputs = dataset.input_images([prompt_index], size)
+    return ImageJob(dataset.prompts[prompt_index], prompt_index, image_index, None if inputs is None else inputs[0])

@@ -19,6 +19,7 @@ from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_late
 from flow_grpo.rollout import Conditioning
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer
+from flow_grpo.training.sizes import frame_size
 
 
 def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
@@ -83,14 +84,15 @@ class RolloutCollector:
         config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device
         prompts = [self.dataset.prompts[i] for i in prompt_ids]
         n = len(prompts)
-        shape = (n, *self.backbone.latent_shape(config.resolution, config.resolution))
+        height, width = frame_size(config)
+        shape = (n, *self.backbone.latent_shape(height, width, config.num_frames))
         if config.sample.same_latent:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, prompt_id) for prompt_id in prompt_ids]
         else:
             latent_generators = [generator_for(config.seed, "latent", epoch, b, rank, i) for i in range(n)]
         spec = SamplingSpec(
             num_steps=config.sample.num_steps, guidance_scale=config.sample.guidance_scale,
-            height=config.resolution, width=config.resolution,
+            height=height, width=width, num_frames=config.num_frames,
             noise_level=config.sample.noise_level if stochastic else 0.0, sde_type=config.sample.sde_type,
             sde_window_size=config.sample.sde_window_size if stochastic else 0,
             sde_window_range=tuple(config.sample.sde_window_range), store_means=store_means, store_latents=stochastic,
@@ -99,8 +101,10 @@ class RolloutCollector:
         noise = SampleNoise(latents=initial_latents(shape, latent_generators, device),
                             steps=[generator_for(config.seed, "noise", epoch, b, rank, i) for i in range(n)],
                             window=generator_for(config.seed, "window", epoch, b, rank))
+        input_images = self.dataset.input_images(prompt_ids, (height, width))  # an editing dataset's, else None
         with self.timer("prompt_encoding"):
-            conditioning = self.backbone.encode(prompts, config.max_sequence_length, device)
+            conditioning = self.backbone.condition(prompts, config.max_sequence_length, device,
+                                                   None if input_images is None else input_images.to(device))
         with self.accelerator.autocast(), self.timer("sampling"):
             trajectory = sample(self.backbone, conditioning, self.negative, spec, noise, transformer=self.transformer)
         with self.accelerator.autocast(), self.timer("vae_decode"):

@@ -93,3 +93,12 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
     if sizes.trained_steps > stored:
         raise ConfigError(f"train.timestep_fraction {train.timestep_fraction} asks for {sizes.trained_steps} of {stored} stored steps")
     return sizes
+
+
+def frame_size(config) -> tuple[int, int]:
+    """``(height, width)`` of a sample: ``config.height`` and ``config.width``, or ``config.resolution`` where
+    they are 0."""
+    height, width = int(config.get("height", 0) or config.resolution), int(config.get("width", 0) or config.resolution)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"the sample size must be positive, got {height} x {width}")
+    return height, width
