@@ -1,14 +1,21 @@
-"""Base vs LoRA images for the same prompts and seeds, side by side.
+"""Base vs LoRA samples for the same prompts and seeds, side by side: images, videos or edits.
 
     python inference_demo.py --lora_path logs/run/checkpoints/checkpoint-100 --custom_prompt "a photo of two cats"
     python inference_demo.py --lora_path my_lora/ --test_file dataset/geneval/test_metadata.jsonl --num_images 2
+    python inference_demo.py --model_name Wan-AI/Wan2.1-T2V-1.3B-Diffusers --lora_path ... --height 240 --width 416 --num_frames 33
+    python inference_demo.py --model_name black-forest-labs/FLUX.1-Kontext-dev --lora_path ... \
+        --custom_prompt "make the circle red" --input_image scene.png
 
 Writes ``<output_dir>/base/`` and ``<output_dir>/lora/`` (``<prompt index>_<image index>.png``, same seed for
-the two) and ``<output_dir>/grid.png`` (one row per prompt: base images, then LoRA images). ``--lora_path``
-takes a flow_grpo checkpoint folder (its ``lora/``), a diffusers LoRA folder or file, or a PEFT adapter
-folder. Any family (SD3, FLUX.1, Qwen-Image; ``--family`` or the model's ``model_index.json``). Sampling is the
-deterministic ODE of ``flow_grpo.backbones.sampling`` (the same as the family's diffusers pipeline), image k of
-prompt i seeded by (seed, i, k).
+the two; a video family writes ``.mp4``, or ``.gif`` without OpenCV) and ``<output_dir>/grid.png`` (one row per
+prompt: base samples, then LoRA samples; for an editing family the input image first; for videos a frame
+strip, one row per clip, with the side-by-side clip in ``grid.mp4``). ``--lora_path`` takes a flow_grpo
+checkpoint folder (its ``lora/``), a diffusers LoRA folder or file, or a PEFT adapter folder. Any family
+(SD3, FLUX.1, Qwen-Image, Wan2.1, FLUX.1 Kontext; ``--family`` or the model's ``model_index.json``). An editing
+family needs an input image per instruction: ``--input_image`` with ``--custom_prompt``, or a ``--test_file``
+jsonl whose lines have an ``image`` field (relative to the file's folder, as dataset/shapes_edit). Sampling is
+the deterministic ODE of ``flow_grpo.backbones.sampling`` (the same as the family's diffusers pipeline),
+sample k of prompt i seeded by (seed, i, k).
 """
 
 from __future__ import annotations
@@ -27,14 +34,17 @@ class DemoError(ValueError):
     pass
 
 
-def read_prompts(args) -> list[str]:
+def read_prompts(args) -> tuple[list[str], list[str] | None]:
+    """The prompts, and for an edit the input image of each (paths), or None."""
     if args.custom_prompt:
-        return [args.custom_prompt]
+        return [args.custom_prompt], ([args.input_image] if args.input_image else None)
+    if args.input_image:
+        raise DemoError("--input_image goes with --custom_prompt (a --test_file names its images in an 'image' field)")
     if not args.test_file:
-        return list(DEFAULT_PROMPTS)
+        return list(DEFAULT_PROMPTS), None
     if not os.path.isfile(args.test_file):
         raise DemoError(f"--test_file {args.test_file!r} not found")
-    prompts = []
+    prompts, images = [], []
     with open(args.test_file, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             line = line.strip()
@@ -42,18 +52,24 @@ def read_prompts(args) -> list[str]:
                 continue
             if args.test_file.endswith(".jsonl"):
                 try:
-                    prompts.append(json.loads(line)["prompt"])
+                    item = json.loads(line)
+                    prompts.append(item["prompt"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     raise DemoError(f"{args.test_file}:{number}: expected a JSON object with a 'prompt' field") from None
+                if isinstance(item.get("image"), str):
+                    images.append(os.path.join(os.path.dirname(os.path.abspath(args.test_file)), item["image"]))
             else:
                 prompts.append(line)
     if not prompts:
         raise DemoError(f"--test_file {args.test_file!r} holds no prompts")
-    return prompts[: args.max_prompts] if args.max_prompts else prompts
+    if images and len(images) != len(prompts):
+        raise DemoError(f"{args.test_file}: {len(images)} of {len(prompts)} lines have an 'image' field (all or none)")
+    count = args.max_prompts or len(prompts)
+    return prompts[:count], (images[:count] if images else None)
 
 
 def load_model(args, device: str, dtype: torch.dtype):
-    """The backbone of ``--model_name`` (any family: SD3, FLUX.1, Qwen-Image) on ``device``."""
+    """The backbone of ``--model_name`` (any family) on ``device``."""
     from flow_grpo.backbones import ModelLoadError, load_backbone
 
     try:
@@ -65,31 +81,79 @@ def load_model(args, device: str, dtype: torch.dtype):
     return backbone
 
 
-def generate(backbone, prompts, args) -> torch.Tensor:
-    """Every prompt's ``--num_images`` ODE images, from flow_grpo's one generation function and seeding scheme."""
-    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
+def generate(backbone, prompts, inputs, args) -> torch.Tensor:
+    """Every prompt's ``--num_images`` ODE samples, from flow_grpo's one generation function and seeding scheme;
+    ``inputs``: the input images ``[P, 3, H, W]`` of an edit, or None."""
+    from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_images
 
-    spec = SamplingSpec(num_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width)
+    spec = SamplingSpec(num_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
+                        num_frames=args.num_frames)
     options = GenerationOptions(seed=args.seed, max_sequence_length=args.max_sequence_length, batch_size=args.batch_size,
                                 progress=True)
-    return generate_images(backbone, image_jobs(prompts, args.num_images), spec, options)
+    jobs = [ImageJob(prompt, i, k, None if inputs is None else inputs[i]) for i, prompt in enumerate(prompts) for k in range(args.num_images)]
+    return generate_images(backbone, jobs, spec, options)
+
+
+def load_inputs(paths, backbone, args):
+    """The edit's input images at the output size, or None; an editing family without them (or the reverse) stops."""
+    from flow_grpo.data import load_input_image
+
+    if backbone.takes_input_image and paths is None:
+        raise DemoError(f"{backbone.family} edits images: give --input_image with --custom_prompt, or a --test_file jsonl "
+                        "with an 'image' field per line")
+    if paths is None:
+        return None
+    if not backbone.takes_input_image:
+        raise DemoError(f"{backbone.family} generates from text only: drop --input_image (or the test file's images)")
+    try:
+        return torch.stack([load_input_image(path, (args.height, args.width)) for path in paths])
+    except (FileNotFoundError, ValueError) as error:
+        raise DemoError(str(error)) from error
+
+
+def save_side_by_side(base, lora, prompts, inputs, args) -> str:
+    """``grid.png``: per prompt the base samples, then the LoRA ones (an edit's input image first); videos: a
+    frame strip per clip and the clips side by side in ``grid.mp4``."""
+    from flow_grpo.images import image_grid, to_pil
+    from flow_grpo.videos import frame_strip, video_grid, write_video
+
+    n = args.num_images
+    if base.ndim == 5:
+        order = torch.cat([torch.cat([base[p * n:(p + 1) * n], lora[p * n:(p + 1) * n]]) for p in range(len(prompts))])
+        labels = [f"{'base' if k < n else 'LoRA'} {k % n}: {prompts[p]}" for p in range(len(prompts)) for k in range(2 * n)]
+        write_video(video_grid(order, cols=2 * n), os.path.join(args.output_dir, "grid.mp4"))
+        frame_strip(order, labels=labels, cell=min(256, max(96, args.height, args.width))).save(os.path.join(args.output_dir, "grid.png"))
+        return "grid.png (frame strips) and the side-by-side clip grid.mp4"
+    cells, base_pil, lora_pil = [], to_pil(base), to_pil(lora)
+    input_pil = to_pil(inputs) if inputs is not None else None
+    for p in range(len(prompts)):
+        rows = slice(p * n, (p + 1) * n)
+        cells += ([input_pil[p]] if input_pil else []) + base_pil[rows] + lora_pil[rows]
+    col_labels = (["input"] if input_pil else []) + [f"base {k}" for k in range(n)] + [f"LoRA {k}" for k in range(n)]
+    grid = image_grid(cells, cols=len(col_labels), row_labels=prompts, col_labels=col_labels, cell=min(256, max(96, args.height)))
+    grid.save(os.path.join(args.output_dir, "grid.png"))
+    return "grid.png"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lora_path", required=True)
     parser.add_argument("--model_name", default="stabilityai/stable-diffusion-3.5-medium",
-                        help="hub id, local diffusers folder, or builtin:tiny / builtin:tiny_flux / builtin:tiny_qwenimage")
-    parser.add_argument("--family", default="", help="sd3, flux or qwenimage (default: from the model's model_index.json)")
+                        help="hub id, local diffusers folder, or builtin:tiny[_flux|_qwenimage|_wan|_kontext]")
+    parser.add_argument("--family", default="",
+                        help="sd3, flux, qwenimage, wan or flux_kontext (default: from the model's model_index.json)")
     parser.add_argument("--custom_prompt", default="")
+    parser.add_argument("--input_image", default="", help="an editing family's input image, with --custom_prompt")
     parser.add_argument("--test_file", default="", help=".txt (one prompt per line) or .jsonl with a 'prompt' field")
     parser.add_argument("--max_prompts", type=int, default=0, help="use only the first N prompts of --test_file")
     parser.add_argument("--num_images", type=int, default=4)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--num_frames", type=int, default=0, help="frames per video (4k + 1); default: 33 for a video family, else 1")
     parser.add_argument("--num_steps", type=int, default=40)
     parser.add_argument("--guidance_scale", type=float, default=None,
-                        help="CFG scale, or FLUX.1-dev's distilled guidance; default: the family's (SD3 4.5, FLUX 3.5, Qwen-Image 4)")
+                        help="CFG scale, or FLUX.1's distilled guidance; default: the family's (SD3 4.5, FLUX 3.5, Qwen-Image 4, "
+                             "Wan 5, Kontext 2.5)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default="./demo_outputs")
     parser.add_argument("--device", default="", help="default: cuda when available, else cpu")
@@ -97,41 +161,43 @@ def main(argv=None) -> int:
     parser.add_argument("--max_sequence_length", type=int, default=256, help="T5 tokens")
     args = parser.parse_args(argv)
 
-    from flow_grpo.images import image_grid, save_images, to_pil
+    from flow_grpo.images import save_images
     from flow_grpo.lora import LoraLoadError, load_lora, resolve_lora_path
+    from flow_grpo.videos import write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
         resolve_lora_path(args.lora_path)  # fail before the (slow) model load
-        prompts = read_prompts(args)
+        prompts, input_paths = read_prompts(args)
         backbone = load_model(args, device, dtype)
+        inputs = load_inputs(input_paths, backbone, args)
         if args.guidance_scale is None:
             args.guidance_scale = backbone.default_guidance_scale
-        print(f"{len(prompts)} prompts x {args.num_images} images, {args.num_steps} steps, guidance {args.guidance_scale}, "
+        args.num_frames = args.num_frames or (33 if backbone.modality == "video" else 1)
+        backbone.latent_shape(args.height, args.width, args.num_frames)  # a size off the family's grid stops here
+        print(f"{len(prompts)} prompts x {args.num_images} samples, {args.num_steps} steps, guidance {args.guidance_scale}, "
               f"{backbone.family}, on {device}")
-        base = generate(backbone, prompts, args)
+        base = generate(backbone, prompts, inputs, args)
         kind = load_lora(backbone.pipeline, args.lora_path)
         print(f"loaded the LoRA at {args.lora_path} ({kind} format)")
-        lora = generate(backbone, prompts, args)
-    except (DemoError, LoraLoadError) as error:
+        lora = generate(backbone, prompts, inputs, args)
+    except (DemoError, LoraLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    names = [f"{p:03d}_{k}.png" for p in range(len(prompts)) for k in range(args.num_images)]
-    save_images(base, os.path.join(args.output_dir, "base"), names)
-    save_images(lora, os.path.join(args.output_dir, "lora"), names)
-    cells = []
-    base_pil, lora_pil = to_pil(base), to_pil(lora)
-    for p in range(len(prompts)):
-        rows = slice(p * args.num_images, (p + 1) * args.num_images)
-        cells += base_pil[rows] + lora_pil[rows]
-    col_labels = [f"base {k}" for k in range(args.num_images)] + [f"LoRA {k}" for k in range(args.num_images)]
-    grid = image_grid(cells, cols=2 * args.num_images, row_labels=prompts, col_labels=col_labels, cell=min(256, args.height))
-    grid.save(os.path.join(args.output_dir, "grid.png"))
+    stems = [f"{p:03d}_{k}" for p in range(len(prompts)) for k in range(args.num_images)]
+    for folder, samples in (("base", base), ("lora", lora)):
+        if samples.ndim == 5:  # videos
+            for stem, video in zip(stems, samples):
+                write_video(video, os.path.join(args.output_dir, folder, f"{stem}.mp4"))
+        else:
+            save_images(samples, os.path.join(args.output_dir, folder), [f"{stem}.png" for stem in stems])
+    written = save_side_by_side(base, lora, prompts, inputs, args)
     with open(os.path.join(args.output_dir, "prompts.json"), "w") as handle:
-        json.dump({"prompts": prompts, "seed": args.seed, "lora_path": args.lora_path, "model_name": args.model_name}, handle, indent=2)
-    print(f"wrote {args.output_dir}/base, {args.output_dir}/lora and {args.output_dir}/grid.png")
+        json.dump({"prompts": prompts, "input_images": input_paths, "seed": args.seed, "lora_path": args.lora_path,
+                   "model_name": args.model_name}, handle, indent=2)
+    print(f"wrote {args.output_dir}/base, {args.output_dir}/lora and {args.output_dir}/{written}")
     return 0
 
 

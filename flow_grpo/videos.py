@@ -128,5 +128,5 @@ def save_samples(samples: torch.Tensor, png_path: str, cols: int = 4, labels: Se
         raise ValueError(f"samples are images [N, 3, H, W] or videos [N, F, 3, H, W], got shape {tuple(samples.shape)}")
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
     clip = write_video(video_grid(samples, cols), os.path.splitext(png_path)[0] + ".mp4")
-    frame_strip(samples[:8], labels=labels, cell=max(64, samples.shape[-1])).save(png_path)
+    frame_strip(samples[:8], labels=labels, cell=max(96, samples.shape[-1])).save(png_path)
     return [clip, png_path]

@@ -1,6 +1,6 @@
-"""scripts/train.py on the tiny FLUX.1-dev and Qwen-Image (real diffusers classes): every objective trains,
-a run resumes bit-identically, two processes share groups, and the exported LoRA loads with the family's own
-diffusers pipeline."""
+"""scripts/train.py on the tiny FLUX.1-dev, Qwen-Image, Wan2.1 (videos) and FLUX.1 Kontext (edits of the shapes
+world; real diffusers classes): every objective trains, a run resumes bit-identically, two processes share
+groups, the exported LoRA loads with the family's own diffusers pipeline, and inference_demo.py shows it."""
 
 import json
 import os
@@ -20,7 +20,11 @@ from flow_grpo.objectives import OBJECTIVES
 
 train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
-FAMILIES = ("tiny_flux", "tiny_qwenimage")
+FAMILIES = ("tiny_flux", "tiny_qwenimage", "tiny_wan", "tiny_kontext")
+FAMILY = {"tiny_flux": "flux", "tiny_qwenimage": "qwenimage", "tiny_wan": "wan", "tiny_kontext": "flux_kontext"}
+PIPELINE = {"tiny_flux": "FluxPipeline", "tiny_qwenimage": "QwenImagePipeline", "tiny_wan": "WanPipeline",
+            "tiny_kontext": "FluxKontextPipeline"}
+SIZE = {"tiny_wan": (32, 48, 9), "tiny_kontext": (32, 32, 1)}  # (height, width, frames) of config/tiny.py; others 64 x 64
 # what each objective needs beyond the tiny config (config/tiny.py's SD3 variants give the same)
 OBJECTIVE_OVERRIDES = {
     "grpo": [], "grpo_guard": [], "flowrl": [],
@@ -50,8 +54,7 @@ def test_every_objective_trains_two_epochs(tmp_path, name, objective, capsys):
     assert run(tmp_path, name, "--config.num_epochs=2", "--config.eval_freq=100", f"--config.train.objective={objective}",
                f"--config.run_name={name}_{objective}", *OBJECTIVE_OVERRIDES[objective]) == 0
     out = capsys.readouterr().out
-    family = name.removeprefix("tiny_")
-    assert f"| {family} (" in out and f"objective {objective}" in out
+    assert f"| {FAMILY[name]} (" in out and f"objective {objective}" in out
     rows = [r for r in metrics(tmp_path / f"{name}_{objective}") if "reward_mean" in r]
     assert len(rows) == 2 and rows[-1]["global_step"] > 0
     assert all(np.isfinite(r["policy_loss"]) for r in rows)
@@ -89,10 +92,12 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     assert run(tmp_path, name, "--config.num_epochs=2", "--config.eval_freq=100") == 0
     final = resolve_resume("latest", str(tmp_path / name / "checkpoints"))
     backbone = load_backbone(f"builtin:{name}")
-    pipeline_class = {"tiny_flux": "FluxPipeline", "tiny_qwenimage": "QwenImagePipeline"}[name]
-    assert type(backbone.pipeline).__name__ == pipeline_class and BUILTIN[f"builtin:{name}"][0] == backbone.family
-    latents, sigma = torch.randn(1, *backbone.latent_shape(64, 64), generator=torch.Generator().manual_seed(0)), torch.tensor(0.7)
-    conditioning = backbone.encode(["a red circle"], 32, "cpu")
+    assert type(backbone.pipeline).__name__ == PIPELINE[name] and BUILTIN[f"builtin:{name}"][0] == backbone.family
+    height, width, frames = SIZE.get(name, (64, 64, 1))
+    latents = torch.randn(1, *backbone.latent_shape(height, width, frames), generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor(0.7)
+    inputs = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1)) if backbone.takes_input_image else None
+    conditioning = backbone.condition(["a red circle"], 32, "cpu", inputs)
     from flow_grpo.backbones.base import Guidance
 
     with torch.no_grad():
@@ -107,14 +112,28 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     match = [p for n, p in loaded.items() if n.replace(".default_0", "").replace(".default", "") == name_0.replace(".default", "")]
     assert match and torch.equal(match[0].detach(), ema[f"shadow.{name_0}"])
 
-    # inference_demo.py and GenEval generation take the family's model and its checkpoint
+    # inference_demo.py (and, for text-to-image families, GenEval generation) take the family's model and checkpoint
     demo = load_script("inference_demo.py")
     out = tmp_path / "demo"
-    assert demo.main(["--lora_path", final, "--model_name", f"builtin:{name}", "--custom_prompt", "a red circle",
-                      "--num_images", "2", "--height", "64", "--width", "64", "--num_steps", "3", "--max_sequence_length", "32",
-                      "--guidance_scale", "3.5", "--output_dir", str(out), "--device", "cpu"]) == 0
+    prompt = ["--test_file", os.path.join(REPO, "dataset", "shapes_edit", "test_metadata.jsonl"), "--max_prompts", "2"] \
+        if backbone.takes_input_image else ["--custom_prompt", "a red circle"]
+    assert demo.main(["--lora_path", final, "--model_name", f"builtin:{name}", *prompt, "--num_images", "2", "--height", str(height),
+                      "--width", str(width), "--num_frames", str(frames), "--num_steps", "3", "--max_sequence_length", "32",
+                      "--output_dir", str(out), "--device", "cpu"]) == 0
+    assert (out / "grid.png").is_file()
+    if backbone.modality == "video":
+        from flow_grpo.videos import read_video_frames
+
+        base, lora = (read_video_frames(str(out / kind / "000_0.mp4")).astype(float) for kind in ("base", "lora"))
+        assert base.shape == (frames, height, width, 3) and read_video_frames(str(out / "grid.mp4")).shape[0] == frames
+        assert np.abs(base - lora).max() > 0
+        return
     base, lora = (np.asarray(Image.open(out / kind / "000_0.png"), dtype=float) for kind in ("base", "lora"))
-    assert (out / "grid.png").is_file() and np.abs(base - lora).max() > 0
+    assert np.abs(base - lora).max() > 0
+    if backbone.takes_input_image:  # the grid's first column is the input scene
+        with Image.open(out / "grid.png") as grid:
+            assert grid.width == 150 + 5 * 96
+        return
     generate = load_script("scripts/geneval/generate.py")
     metadata = os.path.join(REPO, "dataset", "geneval", "test_metadata.jsonl")
     assert generate.main(["--metadata", metadata, "--limit", "1", "--outdir", str(tmp_path / "geneval"), "--model", f"builtin:{name}",
@@ -123,7 +142,7 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     assert sorted(os.listdir(tmp_path / "geneval" / "00000" / "samples")) == ["0000.png", "0001.png"]
 
 
-@pytest.mark.parametrize("name,port", [("tiny_flux", 29541), ("tiny_qwenimage", 29542)])
+@pytest.mark.parametrize("name,port", [("tiny_flux", 29541), ("tiny_qwenimage", 29542), ("tiny_wan", 29543), ("tiny_kontext", 29544)])
 def test_two_processes(tmp_path, name, port):
     """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages."""
     command = [
