@@ -95,6 +95,26 @@ def test_analytic_flops_of_flux_and_qwenimage_equal_pytorchs_count(family):
     assert analytic["total"] == sum(counts.values())
 
 
+def test_analytic_flops_of_wan_equal_pytorchs_count():
+    """Wan2.1's video transformer on 3 clips of 3 latent frames of 8 x 12 (72 patches) and 7 text tokens: the
+    attention products are PyTorch's bmm, the weights' products its addmm plus the patch convolution."""
+    from diffusers import WanTransformer3DModel
+
+    from flow_grpo.flops import transformer_flops
+
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+                                  text_dim=24, freq_dim=32, ffn_dim=80, num_layers=2, rope_max_seq_len=64)
+    batch, text_tokens = 3, 7
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(hidden_states=torch.randn(batch, 16, 3, 8, 12), timestep=torch.rand(batch) * 1000,
+              encoder_hidden_states=torch.randn(batch, text_tokens, 24))
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    analytic = transformer_flops("wan", model.config, batch=batch, image_tokens=3 * 4 * 6, text_tokens=text_tokens)
+    assert analytic["attention"] == counts["aten.bmm"]
+    assert analytic["linear"] == counts["aten.addmm"] + counts["aten.convolution"]
+    assert analytic["total"] == sum(counts.values())
+
+
 def test_flux_and_qwenimage_presets_have_the_published_sizes():
     """Built on the meta device: FLUX.1-dev's transformer is 11.9 B parameters (its 23.8 GB bf16 file), Qwen-Image's
     20.4 B (40.9 GB), with the Qwen2.5-VL-7B text encoder (8.3 B)."""
