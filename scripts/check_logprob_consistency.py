@@ -48,8 +48,9 @@ def main(argv=None) -> int:
     backbone = load_backbone(config.pretrained.model, config.pretrained.family)
     run = assemble_run(backbone, prepare_model(backbone, config, accelerator.device), config, accelerator)
     prompts = [f"a photo of {n} cats" for n in range(args.batch)]
-    dataset = PromptDataset.from_prompts(prompts)
-    sampler = DistributedKRepeatSampler(len(prompts), args.batch, 1, seed=config.seed)
+    # an editing family edits the configured dataset's input images; the others draw the prompts above
+    dataset = PromptDataset(config.dataset, "train") if backbone.takes_input_image else PromptDataset.from_prompts(prompts)
+    sampler = DistributedKRepeatSampler(len(dataset), args.batch, 1, seed=config.seed)
 
     def no_reward(images, prompts, metadata):
         return {"avg": np.zeros(len(prompts))}, {}

@@ -124,6 +124,10 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     if backbone.modality == "video":
         from flow_grpo.videos import read_video_frames
 
+        # the run folder's samples: the eval and training clips in a grid, as MP4 that FFmpeg decodes, and frame strips
+        samples = tmp_path / name / "samples"
+        for stem in ("eval_epoch_00002", "train_epoch_00002"):
+            assert read_video_frames(str(samples / f"{stem}.mp4")).shape[0] == frames and (samples / f"{stem}.png").is_file()
         base, lora = (read_video_frames(str(out / kind / "000_0.mp4")).astype(float) for kind in ("base", "lora"))
         assert base.shape == (frames, height, width, 3) and read_video_frames(str(out / "grid.mp4")).shape[0] == frames
         assert np.abs(base - lora).max() > 0
