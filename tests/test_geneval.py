@@ -22,9 +22,9 @@ from flow_grpo.geneval.scoring import (
     score_image,
 )
 
-generate = load_script("scripts/geneval/generate.py")
-evaluate_script = load_script("scripts/geneval/evaluate.py")
-summary_script = load_script("scripts/geneval/summary.py")
+generate = load_script("geneval/generation/generate.py")
+evaluate_script = load_script("geneval/evaluation/evaluate.py")
+summary_script = load_script("geneval/evaluation/summary.py")
 
 
 def det(x, y, w=10, h=10, score=0.99, color=None):

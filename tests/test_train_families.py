@@ -138,7 +138,7 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
         with Image.open(out / "grid.png") as grid:
             assert grid.width == 150 + 5 * 96
         return
-    generate = load_script("scripts/geneval/generate.py")
+    generate = load_script("geneval/generation/generate.py")
     metadata = os.path.join(REPO, "dataset", "geneval", "test_metadata.jsonl")
     assert generate.main(["--metadata", metadata, "--limit", "1", "--outdir", str(tmp_path / "geneval"), "--model", f"builtin:{name}",
                           "--lora_path", final, "--n_samples", "2", "--steps", "3", "--H", "64", "--W", "64",

@@ -1,9 +1,9 @@
 """Evaluate a folder of GenEval images into ``results.jsonl`` (one line per image).
 
-    python scripts/geneval/evaluate.py out/geneval --outfile out/geneval/results.jsonl \
+    python geneval/evaluation/evaluate.py out/geneval --outfile out/geneval/results.jsonl \
         --backend transformers --options '{"detector_model": "facebook/mask2former-swin-small-coco-instance",
                                            "clip_model": "openai/clip-vit-large-patch14"}'
-    python scripts/geneval/evaluate.py out/shapes --backend shapes
+    python geneval/evaluation/evaluate.py out/shapes --backend shapes
 
 Each line: ``filename``, ``tag``, ``prompt``, ``correct`` (official rule), ``strict_correct`` (exact counts),
 ``score`` (partial credit), ``reason``, ``metadata`` (JSON text) and ``details`` (kept boxes per class).

@@ -1,7 +1,7 @@
 """Summarise ``results.jsonl``: per-tag accuracy, overall (the mean over tags), shares of correct images and
 prompts (a prompt counts when any of its images is correct, as GenEval does), and bar charts by tag and by count.
 
-    python scripts/geneval/summary.py out/geneval/results.jsonl [--plots out/geneval/plots] [--json summary.json]
+    python geneval/evaluation/summary.py out/geneval/results.jsonl [--plots out/geneval/plots] [--json summary.json]
 """
 
 from __future__ import annotations

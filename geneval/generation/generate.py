@@ -1,8 +1,8 @@
 """Generate GenEval images: N per prompt, from a model plus an optional LoRA, sharded over processes, resumable.
 
-    python scripts/geneval/generate.py --metadata dataset/geneval/test_metadata.jsonl --outdir out/geneval \
+    python geneval/generation/generate.py --metadata dataset/geneval/test_metadata.jsonl --outdir out/geneval \
         --model stabilityai/stable-diffusion-3.5-medium --lora_path logs/run/checkpoints/checkpoint-600
-    accelerate launch --num_processes 8 scripts/geneval/generate.py ...          # prompt i on process i % 8
+    accelerate launch --num_processes 8 geneval/generation/generate.py ...          # prompt i on process i % 8
 
 Layout (GenEval's): ``<outdir>/<index:05d>/metadata.jsonl`` and ``<outdir>/<index:05d>/samples/<k:04d>.png``.
 A prompt whose folder already holds all its samples is skipped, so an interrupted run resumes where it
