@@ -1,8 +1,8 @@
-# Two commands do all the set-up on a fresh machine:
+# Each target does all the set-up on a fresh machine; the README's two commands are the first and the last:
 #   make demo      - the main job (CPU, ~15 min): DiffusionNFT on the shapes world, before/after under logs/
 #   make toy-demo  - Flow-GRPO on the toy worlds (~2 min)
-#   make test   - the test suite (CPU)
-# Both create .venv (override with VENV=...), install torch 2.13.0 (CPU wheel) when the venv has no torch,
+#   make test      - the test suite (CPU)
+# Each creates .venv (override with VENV=...), installs torch 2.13.0 (CPU wheel) when the venv has no torch,
 # then this package with the versions pinned in constraints.txt.
 
 VENV ?= .venv

@@ -85,7 +85,9 @@ def default():
 def train_config():
     """``config.train``: the update, the same keys for scripts/train_sd3.py and scripts/train_toy.py."""
     train = ml_collections.ConfigDict()
-    train.objective = "grpo"  # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance)
+    # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance) on SDE rollouts;
+    # "nft", "awm", "dpo", "sft" (the forward-process objectives) on ODE rollouts
+    train.objective = "grpo"
     train.batch_size = 1  # samples per micro-step per process
     train.learning_rate = 3e-4
     train.adam_beta1 = 0.9

@@ -9,7 +9,7 @@ the objective; the loop holds no objective branch.
 
 An epoch, as the trainers run it::
 
-    objective.attach(trained_parameters)             # once: snapshots of the policy's weights, if any
+    objective.attach(parameters, names)              # once: snapshots of the policy's weights, if any
     with objective.rollout_weights(global_step):     # the weights that sample (NFT's old policy, DPO's reference)
         rollout = collect(...)                       # SDE with log-probs if needs_log_probs, else the ODE
     advantages = compute_advantages(...)

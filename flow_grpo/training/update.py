@@ -140,10 +140,18 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
 def summarise(stats: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     """Means over the update (one host synchronisation), the first micro-step's on-policy checks, and the
     keys every metrics row has."""
-    logged = {key: float(torch.stack([v.float().cpu() for v in values]).mean()) for key, values in stats.items() if values}
-    for key, name in FIRST_MICRO_STEP_KEYS.items():
-        if stats.get(key):
-            logged[name] = float(stats[key][0])
+    keys = [key for key, values in stats.items() if values]
+    firsts = [(key, name) for key, name in FIRST_MICRO_STEP_KEYS.items() if stats.get(key)]
+    device = next((v.device for key in keys for v in stats[key] if isinstance(v, torch.Tensor)), "cpu")
+
+    def scalar(value):
+        return torch.as_tensor(value, device=device).float().reshape(())
+
+    values = [torch.stack([scalar(v) for v in stats[key]]).mean() for key in keys]
+    values += [scalar(stats[key][0]) for key, _ in firsts]
+    host = torch.stack(values).cpu().tolist() if values else []  # the one copy to the host
+    logged = dict(zip(keys, host[: len(keys)]))
+    logged.update({name: value for (_, name), value in zip(firsts, host[len(keys):])})
     logged.setdefault("kl_loss", 0.0)
     for key in REQUIRED_KEYS:
         logged.setdefault(key, float("nan"))
