@@ -30,7 +30,7 @@ import torch
 DEFAULT_PROMPTS = ["a photo of a cat", "a red circle to the left of a blue square", 'a sign that says "Flow GRPO"']
 
 
-class DemoError(ValueError):
+class DemoError(ValueError):  # an input error of this script's own flags
     pass
 
 
@@ -97,6 +97,7 @@ def generate(backbone, prompts, inputs, args) -> torch.Tensor:
 def load_inputs(paths, backbone, args):
     """The edit's input images at the output size, or None; an editing family without them (or the reverse) stops."""
     from flow_grpo.data import load_input_image
+    from flow_grpo.errors import InputError
 
     if backbone.takes_input_image and paths is None:
         raise DemoError(f"{backbone.family} edits images: give --input_image with --custom_prompt, or a --test_file jsonl "
@@ -107,7 +108,7 @@ def load_inputs(paths, backbone, args):
         raise DemoError(f"{backbone.family} generates from text only: drop --input_image (or the test file's images)")
     try:
         return torch.stack([load_input_image(path, (args.height, args.width)) for path in paths])
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, InputError) as error:
         raise DemoError(str(error)) from error
 
 
@@ -162,7 +163,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from flow_grpo.images import save_images
-    from flow_grpo.lora import LoraLoadError, load_lora, resolve_lora_path
+    from flow_grpo.errors import InputError
+    from flow_grpo.lora import load_lora, resolve_lora_path
     from flow_grpo.videos import write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
         kind = load_lora(backbone.pipeline, args.lora_path)
         print(f"loaded the LoRA at {args.lora_path} ({kind} format)")
         lora = generate(backbone, prompts, inputs, args)
-    except (DemoError, LoraLoadError, ValueError) as error:
+    except (DemoError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -21,8 +21,10 @@ from typing import Sequence
 
 import ml_collections
 
+from flow_grpo.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A config name, path, key or value that cannot be used; the message says which and why."""
 
 

@@ -6,8 +6,10 @@ import os
 
 import torch
 
+from flow_grpo.errors import InputError
 
-def iter_jsonl(path: str, error: type[Exception] = ValueError):
+
+def iter_jsonl(path: str, error: type[Exception] = InputError):
     """(line number, parsed object) for each non-blank line of a jsonl file; bad JSON raises ``error`` naming
     the file and line."""
     import json
@@ -29,7 +31,7 @@ def read_prompt_file(path: str) -> list[str]:
     with open(path, encoding="utf-8") as handle:
         prompts = [line.strip() for line in handle if line.strip()]
     if not prompts:
-        raise ValueError(f"prompt file {path!r} holds no prompts")
+        raise InputError(f"prompt file {path!r} holds no prompts")
     return prompts
 
 
@@ -48,14 +50,14 @@ class DistributedKRepeatSampler:
     def __init__(self, dataset_size: int, batch_size: int, k: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
         total = num_replicas * batch_size
         if k < 1 or total % k:
-            raise ValueError(
+            raise InputError(
                 f"num_replicas * batch_size = {num_replicas} * {batch_size} = {total} must be a multiple of "
                 f"the group size k = {k}"
             )
         if total // k > dataset_size:
-            raise ValueError(f"need {total // k} distinct prompts per batch but the dataset holds {dataset_size}")
+            raise InputError(f"need {total // k} distinct prompts per batch but the dataset holds {dataset_size}")
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+            raise InputError(f"rank {rank} outside [0, {num_replicas})")
         self.dataset_size = dataset_size
         self.batch_size = batch_size
         self.k = k
@@ -113,7 +115,7 @@ def load_input_image(path: str, size: tuple[int, int]):
         with Image.open(path) as image:
             image = image.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"input image {path!r} cannot be read as an image ({error})") from None
+        raise InputError(f"input image {path!r} cannot be read as an image ({error})") from None
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.BICUBIC)
@@ -140,7 +142,7 @@ class PromptDataset:
         if os.path.isfile(jsonl):
             for number, item in iter_jsonl(jsonl):
                 if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-                    raise ValueError(f"{jsonl}:{number}: expected an object with a string field 'prompt'")
+                    raise InputError(f"{jsonl}:{number}: expected an object with a string field 'prompt'")
                 self.prompts.append(item["prompt"])
                 self.metadata.append(item)
             self.path = jsonl
@@ -151,7 +153,7 @@ class PromptDataset:
         else:
             raise FileNotFoundError(f"no {split} prompts in {folder!r}: expected {os.path.basename(jsonl)} or {os.path.basename(txt)}")
         if not self.prompts:
-            raise ValueError(f"{self.path} holds no prompts")
+            raise InputError(f"{self.path} holds no prompts")
         self.folder = folder
         self._set_images()
 
@@ -159,7 +161,7 @@ class PromptDataset:
         with_image = [isinstance(m.get("image"), str) for m in self.metadata]
         if any(with_image) and not all(with_image):
             line = with_image.index(False) + 1
-            raise ValueError(f"{self.path}:{line}: no 'image' field, but other lines have one (an editing dataset "
+            raise InputError(f"{self.path}:{line}: no 'image' field, but other lines have one (an editing dataset "
                              "gives every instruction its input image)")
         self.has_input_images = bool(with_image) and all(with_image)
         self.image_paths = [m["image"] for m in self.metadata] if self.has_input_images else None

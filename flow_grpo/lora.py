@@ -13,12 +13,14 @@ import os
 
 import torch
 
+from flow_grpo.errors import InputError
+
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 
 
-class LoraLoadError(ValueError):
+class LoraLoadError(InputError):
     """A LoRA path that is missing, of an unknown layout, or that does not fit the model."""
 
 

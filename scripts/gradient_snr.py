@@ -130,10 +130,11 @@ def main(argv=None) -> dict | int:
     from tqdm.auto import tqdm
 
     from flow_grpo import snr
-    from flow_grpo.config_cli import ConfigError, parse_args
+    from flow_grpo.config_cli import parse_args
+    from flow_grpo.errors import InputError
     from flow_grpo.data import PromptDataset
     from flow_grpo.rewards import RewardError, multi_score
-    from flow_grpo.backbones import ModelLoadError, load_backbone
+    from flow_grpo.backbones import load_backbone
 
     try:
         config = parse_args([*overrides, "--config.progress=false"])
@@ -141,7 +142,7 @@ def main(argv=None) -> dict | int:
                                 config.reward_frame_interval)
         dataset = PromptDataset(config.dataset, "train")
         backbone = load_backbone(config.pretrained.model, config.pretrained.family, config.pretrained.revision)
-    except (ConfigError, RewardError, ModelLoadError, FileNotFoundError, ValueError) as error:
+    except (InputError, RewardError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

@@ -36,14 +36,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flow_grpo.backbones import ModelLoadError, load_backbone
+from flow_grpo.backbones import load_backbone
 from flow_grpo.backbones.trainable import inference_dtype
-from flow_grpo.checkpoint import CheckpointError, resolve_resume
+from flow_grpo.checkpoint import resolve_resume
 from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-from flow_grpo.videos import save_samples
-from flow_grpo.lora import LoraLoadError
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import check_train_config
 from flow_grpo.plots import plot_training_curves
 from flow_grpo.rewards import RewardError, multi_score
@@ -51,12 +50,14 @@ from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_ru
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
 from flow_grpo.training.evaluate import evaluate
-from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model
+from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
 from flow_grpo.training.rollout import RolloutCollector
 from flow_grpo.training.sizes import run_sizes
 from flow_grpo.training.update import update
+from flow_grpo.videos import save_samples
 
-USER_ERRORS = (ConfigError, ModelLoadError, LoraLoadError, RewardError, CheckpointError, FileNotFoundError, ValueError)
+# what a user can fix: a message and exit status 2; anything else is a bug and keeps its traceback
+USER_ERRORS = (InputError, RewardError, FileNotFoundError)
 
 
 def check_config(config) -> None:
@@ -120,7 +121,7 @@ PRINTED_METRICS = (("loss", "policy_loss", ".3e"), ("approx_kl", "approx_kl", ".
 
 def main(argv=None) -> int:
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedType, ProjectConfiguration
+    from accelerate.utils import ProjectConfiguration
 
     started = time.time()
     try:
@@ -142,6 +143,11 @@ def main(argv=None) -> int:
         project_config=ProjectConfiguration(project_dir=run_dir, logging_dir=os.path.join(run_dir, "tracking")),
         gradient_accumulation_steps=sizes.micro_steps_per_optimizer_step,
     )
+    try:
+        settle_distributed_config(accelerator, config)  # before config.json records the config
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if config.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(config.seed)

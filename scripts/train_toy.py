@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, read_prompt_file
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, build_objective, check_train_config
 from flow_grpo.plots import plot_histogram, plot_training_curves
 from flow_grpo.runlog import RunLogger, unique_run_dir
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         world = build_world(config.world)
         check_train_config(config.train)
         sizes = run_sizes(config, processes=1, group_size=group_size(world, config.sample))
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (InputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started = time.time()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, load_script
 from flow_grpo.config_cli import ConfigError, load_module, parse_args
 from flow_grpo.objectives import OBJECTIVES, Minibatch, build_objective
 from flow_grpo.rollout import Rollout, concatenate
@@ -538,3 +538,37 @@ def test_sft_chooses_each_groups_best_and_its_loss_and_gradient_by_hand():
     expected = np.mean(2 / D * residual[chosen], axis=0) + 0.5 * 2 * (theta - reference) / D
     assert loss == pytest.approx(total, rel=1e-5)
     np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+def test_fsdp_settles_the_config_before_it_is_recorded():
+    """Under FSDP the EMA is switched off by ``settle_distributed_config`` (what train.py calls before the run
+    folder's config.json is written), a LoRA run is refused, and a second call changes nothing."""
+    import types
+
+    from accelerate.utils import DistributedType
+
+    from flow_grpo.training.assembly import settle_distributed_config
+
+    fsdp = types.SimpleNamespace(distributed_type=DistributedType.FSDP)
+    config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny_full_finetune"])
+    assert config.train.ema and not config.use_lora
+    settle_distributed_config(fsdp, config)
+    settle_distributed_config(fsdp, config)
+    assert not config.train.ema
+    with pytest.raises(ConfigError, match="FSDP shards weights"):
+        settle_distributed_config(fsdp, parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny"]))
+    single = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny_full_finetune"])
+    settle_distributed_config(types.SimpleNamespace(distributed_type=DistributedType.NO), single)
+    assert single.train.ema
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """Bad input exits with status 2 and one line; a ValueError that is not bad input is a bug: it propagates."""
+    train = load_script("scripts/train.py")
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(train, "run_sizes", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        train.main(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", f"--config.logdir={tmp_path}"])

@@ -30,10 +30,11 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from flow_grpo.errors import InputError
 from flow_grpo.rollout import Conditioning
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model path, hub id or family that cannot be loaded; the message names it."""
 
 
@@ -96,15 +97,15 @@ class Backbone:
         prompt) joined to it (:meth:`attach_input_images`). Images for a family that takes none, or none for one
         that needs them, stop here with the family named."""
         if self.takes_input_image and input_images is None:
-            raise ValueError(f"{self.family} edits images: every prompt needs an input image (the dataset's 'image' field)")
+            raise InputError(f"{self.family} edits images: every prompt needs an input image (the dataset's 'image' field)")
         if not self.takes_input_image and input_images is not None:
-            raise ValueError(f"{self.family} generates from text only, but the prompts come with input images "
+            raise InputError(f"{self.family} generates from text only, but the prompts come with input images "
                              "(an editing dataset needs an editing family, e.g. flux_kontext)")
         conditioning = self.encode(prompts, max_sequence_length, device)
         if input_images is None:
             return conditioning
         if len(input_images) != len(prompts):
-            raise ValueError(f"{len(input_images)} input images for {len(prompts)} prompts")
+            raise InputError(f"{len(input_images)} input images for {len(prompts)} prompts")
         return self.attach_input_images(conditioning, input_images)
 
     def attach_input_images(self, conditioning: Conditioning, input_images: torch.Tensor) -> Conditioning:
@@ -120,10 +121,10 @@ class Backbone:
     def latent_shape(self, height: int, width: int, num_frames: int = 1) -> tuple[int, ...]:
         """One sample's latent, as the VAE encodes an image of ``height x width``: ``(C, h, w)``."""
         if num_frames != 1:
-            raise ValueError(f"{self.family} makes images, not videos: num_frames must be 1, got {num_frames}")
+            raise InputError(f"{self.family} makes images, not videos: num_frames must be 1, got {num_frames}")
         scale = self.vae_scale_factor
         if height % (2 * scale) or width % (2 * scale):
-            raise ValueError(f"{self.family}: height and width must be multiples of {2 * scale}, got {height} x {width}")
+            raise InputError(f"{self.family}: height and width must be multiples of {2 * scale}, got {height} x {width}")
         return (self.latent_channels, height // scale, width // scale)
 
     @property

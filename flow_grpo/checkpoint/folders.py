@@ -22,12 +22,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flow_grpo.checkpoint.atomic import atomic_publish_dir, atomic_write_json
+from flow_grpo.errors import InputError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE_MARKER = "trainer_state.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A resume path that does not hold a usable checkpoint; the message says what was looked for."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from flow_grpo.errors import InputError
+
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 RELATIONS = ("left of", "right of", "above", "below")
@@ -25,7 +27,7 @@ COCO_CLASSES = (
 )
 
 
-class MetadataError(ValueError):
+class MetadataError(InputError):
     """A metadata line that does not follow the GenEval format; the message names where and what."""
 
 

@@ -16,6 +16,7 @@ and the forward-process objectives, trained on ODE rollouts' clean samples re-no
 
 from __future__ import annotations
 
+from flow_grpo.errors import InputError
 from flow_grpo.objectives.awm import AWM
 from flow_grpo.objectives.base import Minibatch, Objective
 from flow_grpo.objectives.dpo import OnlineDPO
@@ -34,9 +35,9 @@ def check_train_config(config) -> None:
     """Refuse an unknown ``config.train.objective`` or ``kl_form`` (``config`` is ``config.train``) before any
     model is loaded."""
     if config.objective not in OBJECTIVES:
-        raise ValueError(f"unknown config.train.objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        raise InputError(f"unknown config.train.objective {config.objective!r}; valid: {', '.join(OBJECTIVES)}")
     if config.kl_form not in KL_FORMS:
-        raise ValueError(f"unknown config.train.kl_form {config.kl_form!r}; valid: {', '.join(KL_FORMS)}")
+        raise InputError(f"unknown config.train.kl_form {config.kl_form!r}; valid: {', '.join(KL_FORMS)}")
 
 
 def build_objective(config, pooled_dim: int = 0) -> Objective:

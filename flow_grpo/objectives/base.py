@@ -79,8 +79,9 @@ class Objective:
     """A training objective: what it needs from a rollout, and the loss of one micro-step.
 
     Subclasses set ``name`` and the class flags, and implement :meth:`loss` (and the hooks they need). Extra
-    modules trained beside the policy (FlowRL's log Z head) go in ``trained_modules``: the trainer prepares
-    them with accelerate, saves them in checkpoints as ``<name>.<parameter>`` and hands them back in this dict.
+    modules trained beside the policy (FlowRL's log Z head) go in ``trained_modules``: the trainer has them
+    wrapped for its processes (:meth:`wrap_trained_modules`, accelerate's ``prepare``) and saves them in
+    checkpoints as ``<name>.<parameter>``.
     Snapshots of the policy's own weights (an old policy, a reference that moves) are :class:`EMA` objects
     made in :meth:`attach` and saved by :meth:`state_dict`.
 
@@ -98,6 +99,11 @@ class Objective:
         self.config = config
         self.trained_modules: dict[str, torch.nn.Module] = {}
         self.snapshots: dict[str, EMA] = {}
+
+    def wrap_trained_modules(self, wrap) -> None:
+        """Replace each of ``trained_modules`` by ``wrap(module)`` (accelerate's ``prepare``: DDP with several
+        processes), so that the loss trains the wrapped module; called once, by the run's assembly."""
+        self.trained_modules = {name: wrap(module) for name, module in self.trained_modules.items()}
 
     @classmethod
     def needs_reference(cls, config) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from flow_grpo.errors import InputError
+
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
 SHAPES = ("circle", "square", "triangle", "star")
 COLOUR_CENTERS = {colour: -5.0 + 2.0 * i for i, colour in enumerate(COLOURS)}
@@ -32,7 +34,7 @@ def all_prompts() -> list[str]:
 def parse_prompt(prompt: str) -> tuple[str, str]:
     words = prompt.strip().lower().split()
     if len(words) < 2 or words[-2] not in COLOURS or words[-1] not in SHAPES:
-        raise ValueError(
+        raise InputError(
             f"line_shapes prompt {prompt!r} is not 'a COLOUR SHAPE' with COLOUR in {COLOURS} and SHAPE in {SHAPES}"
         )
     return words[-2], words[-1]

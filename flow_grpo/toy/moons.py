@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from flow_grpo.errors import InputError
+
 REWARDS = ("unlearn", "fidelity")
 PROMPT = "two moons"
 
@@ -78,7 +80,7 @@ class MoonsWorld:
 
     def __init__(self, reward: str, data_noise: float = 0.1, reward_width: float = 0.05, classifier_seed: int = 0, off_moon_distance: float = 0.3):
         if reward not in REWARDS:
-            raise ValueError(f"unknown moons reward {reward!r}; valid: {', '.join(REWARDS)}")
+            raise InputError(f"unknown moons reward {reward!r}; valid: {', '.join(REWARDS)}")
         self.reward_name = reward
         self.data_noise = data_noise
         self.reward_width = reward_width
@@ -93,7 +95,7 @@ class MoonsWorld:
     def encode(self, prompts) -> torch.Tensor:
         for prompt in prompts:
             if prompt != PROMPT:
-                raise ValueError(f"the moons world has the single prompt {PROMPT!r}, got {prompt!r}")
+                raise InputError(f"the moons world has the single prompt {PROMPT!r}, got {prompt!r}")
         return torch.zeros(len(prompts), 0)
 
     def sample_base_data(self, n: int, generator: torch.Generator):

@@ -19,6 +19,7 @@ from flow_grpo.backbones.policy import BackbonePolicy
 from flow_grpo.backbones.trainable import TrainableTransformer, inference_dtype, prepare_transformer
 from flow_grpo.config_cli import ConfigError
 from flow_grpo.ema import EMA
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, Objective, build_objective
 from flow_grpo.rollout import Conditioning
 from flow_grpo.sde import SDEParams
@@ -55,14 +56,14 @@ def prepare_model(backbone: Backbone, config, device) -> TrainableTransformer:
 def check_samples(backbone: Backbone, config, dataset) -> None:
     """Stops before any work on samples the family cannot make (a frame size or frame count off its grid, a
     video for an image family) or a dataset of the wrong kind (input images for a text-only family, none for
-    an editing one); the ``ValueError`` names the family."""
+    an editing one); the ``InputError`` names the family."""
     height, width = frame_size(config)
     backbone.latent_shape(height, width, config.num_frames)
     if dataset.has_input_images and not backbone.takes_input_image:
-        raise ValueError(f"{dataset.path} is an editing dataset (its prompts have input images), but {backbone.family} "
+        raise InputError(f"{dataset.path} is an editing dataset (its prompts have input images), but {backbone.family} "
                          "generates from text only: use an editing family (flux_kontext)")
     if backbone.takes_input_image and not dataset.has_input_images:
-        raise ValueError(f"{backbone.family} edits images, but {dataset.path} has no 'image' field per prompt")
+        raise InputError(f"{backbone.family} edits images, but {dataset.path} has no 'image' field per prompt")
 
 
 def make_optimizer(parameters, train_config) -> torch.optim.AdamW:
@@ -91,8 +92,10 @@ def make_learner(accelerator, policy, objective: Objective, optimizer, model_tra
                    parameters=list(trainable.values()), ema=ema, timer=timer)
 
 
-def _distributed_settings(accelerator, config) -> None:
-    """What FSDP and DeepSpeed need before ``accelerator.prepare``; a LoRA run under FSDP is refused."""
+def settle_distributed_config(accelerator, config) -> None:
+    """The settings the distributed mode decides, applied before anything records the config (the run folder's
+    ``config.json`` then says what runs): a LoRA run under FSDP is refused, and FSDP turns the EMA off (the
+    sharded weights have no full copy to average). Idempotent; :func:`assemble_run` calls it too."""
     import sys
 
     from accelerate.utils import DistributedType
@@ -103,6 +106,13 @@ def _distributed_settings(accelerator, config) -> None:
         if config.train.ema:
             print("warning: EMA is off under FSDP (the sharded weights have no full copy to average)", file=sys.stderr)
             config.train.ema = False
+
+
+def _distributed_settings(accelerator, config) -> None:
+    """What FSDP and DeepSpeed need before ``accelerator.prepare``."""
+    from accelerate.utils import DistributedType
+
+    settle_distributed_config(accelerator, config)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed sizes its engine by a micro-batch and cannot read one from a dataloader here: ours is the
         # training minibatch (measured: accelerate.prepare raises without it)
@@ -132,7 +142,7 @@ def assemble_run(backbone: Backbone, model: TrainableTransformer, config, accele
     if config.compile:
         prepared = torch.compile(prepared)
         sampling_transformer = prepared if sampling_transformer is not unwrapped else torch.compile(unwrapped)
-    objective.trained_modules = {name: accelerator.prepare(module) for name, module in objective.trained_modules.items()}
+    objective.wrap_trained_modules(accelerator.prepare)
     negative = backbone.negative_conditioning(config.max_sequence_length, accelerator.device)
     scale = backbone.training_guidance_scale(config.sample.guidance_scale, config.train.cfg)
     policy = BackbonePolicy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from flow_grpo.config_cli import ConfigError
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES
 
 
@@ -100,5 +101,5 @@ def frame_size(config) -> tuple[int, int]:
     they are 0."""
     height, width = int(config.get("height", 0) or config.resolution), int(config.get("width", 0) or config.resolution)
     if height <= 0 or width <= 0:
-        raise ValueError(f"the sample size must be positive, got {height} x {width}")
+        raise InputError(f"the sample size must be positive, got {height} x {width}")
     return height, width

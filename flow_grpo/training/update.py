@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flow_grpo.ema import EMA
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import Minibatch, Objective
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
@@ -57,7 +58,7 @@ def select_train_timesteps(num_steps: int, timestep_fraction: float, strategy: s
     """
     num_train = max(1, int(num_steps * timestep_fraction))
     if num_train > num_steps:
-        raise ValueError(f"timestep_fraction {timestep_fraction} asks for {num_train} of {num_steps} steps")
+        raise InputError(f"timestep_fraction {timestep_fraction} asks for {num_train} of {num_steps} steps")
     if strategy == "first":
         return torch.arange(num_train).expand(batch_size, num_train).clone()
     if strategy == "random":
@@ -65,11 +66,11 @@ def select_train_timesteps(num_steps: int, timestep_fraction: float, strategy: s
         return torch.sort(torch.argsort(scores, dim=1)[:, :num_train], dim=1).values
     if strategy == "stratified":
         if not 1 <= count < num_train:
-            raise ValueError(f"stratified timesteps need 1 <= train.timestep_count < {num_train}, got {count}")
+            raise InputError(f"stratified timesteps need 1 <= train.timestep_count < {num_train}, got {count}")
         bounds = torch.linspace(1, num_train, count + 1).long()
         lower, upper = bounds[:-1], bounds[1:]
         return lower + (torch.rand(batch_size, count, generator=generator) * (upper - lower)).long()
-    raise ValueError(f"unknown timestep strategy {strategy!r}; valid: first, random, stratified")
+    raise InputError(f"unknown timestep strategy {strategy!r}; valid: first, random, stratified")
 
 
 def make_minibatches(rollout: Rollout, advantages: torch.Tensor, keep: torch.Tensor, train_config,

@@ -54,10 +54,11 @@ def main(argv=None) -> int:
 
     from accelerate import PartialState
 
-    from flow_grpo.backbones import ModelLoadError, load_backbone
+    from flow_grpo.backbones import load_backbone
     from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
+    from flow_grpo.errors import InputError
     from flow_grpo.images import to_pil
-    from flow_grpo.lora import LoraLoadError, load_lora
+    from flow_grpo.lora import load_lora
 
     state = PartialState(cpu=not torch.cuda.is_available())
     dtype = torch.bfloat16 if state.device.type == "cuda" else torch.float32
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         backbone = load_backbone(args.model, args.family, torch_dtype={"default": dtype, "vae": torch.float32})
         if args.lora_path:
             load_lora(backbone.pipeline, args.lora_path)
-    except (ValueError, ModelLoadError, LoraLoadError, FileNotFoundError) as error:
+    except (InputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.limit:

@@ -29,6 +29,7 @@ from flow_grpo.backbones.base import (
     Backbone, Guidance, cast_latents, classifier_free, decode_in_chunks, timestep_batch,
 )
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
+from flow_grpo.errors import InputError
 from flow_grpo.rollout import Conditioning
 
 # Flow-GRPO's Wan2.1 targets (the original flow_grpo's train_wan2_1.py, LoRA r32 / alpha 64): the attention
@@ -61,7 +62,7 @@ def scheduler_sigmas(scheduler, num_steps: int, device=None) -> torch.Tensor:
     ``FlowMatchEulerDiscreteScheduler`` (the tiny model's, whose pipeline call is then the Euler ODE itself)."""
     config = scheduler.config
     if type(scheduler).__name__ != "FlowMatchEulerDiscreteScheduler" and not config.get("use_flow_sigmas", False):
-        raise ValueError(f"Wan's scheduler {type(scheduler).__name__} does not use flow sigmas; cannot sample the flow SDE on it")
+        raise InputError(f"Wan's scheduler {type(scheduler).__name__} does not use flow sigmas; cannot sample the flow SDE on it")
     fresh = type(scheduler).from_config(config)
     fresh.set_timesteps(num_steps, device=device)
     return fresh.sigmas.float().to(device)
@@ -102,9 +103,9 @@ class WanBackbone(Backbone):
         spatial, temporal = self.vae_scale_factor, self.temporal_scale_factor
         patch = self.transformer.config.patch_size
         if (num_frames - 1) % temporal:
-            raise ValueError(f"wan: num_frames - 1 must be a multiple of {temporal} (e.g. 33 or 81), got {num_frames}")
+            raise InputError(f"wan: num_frames - 1 must be a multiple of {temporal} (e.g. 33 or 81), got {num_frames}")
         if height % (spatial * patch[1]) or width % (spatial * patch[2]):
-            raise ValueError(f"wan: height and width must be multiples of {spatial * patch[1]}, got {height} x {width}")
+            raise InputError(f"wan: height and width must be multiples of {spatial * patch[1]}, got {height} x {width}")
         return (self.latent_channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial)
 
     @torch.no_grad()
