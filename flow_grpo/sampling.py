@@ -28,10 +28,8 @@ class Trajectory:
 
     latents: torch.Tensor | None  # [B, K + 1, *latent] float32: [:, j] enters stored step j, [:, j + 1] leaves it
     log_probs: torch.Tensor  # [B, K] float32
-    std_devs: torch.Tensor  # [B, K] standard deviation of each stored transition
     sigmas: torch.Tensor  # [K]
     sigmas_next: torch.Tensor  # [K]
-    step_indices: torch.Tensor  # [K] position of each stored step in the full schedule
     final_latents: torch.Tensor  # [B, *latent] the clean sample
     prev_sample_means: torch.Tensor | None = None  # [B, K, *latent] with store_means
 
@@ -75,14 +73,13 @@ def sample_with_logprob(
     num_steps = len(sigmas) - 1
     start, end = window if window is not None else (0, num_steps)
     latents = latents.float()
-    batch_size = latents.shape[0]
-    stored_latents, log_probs, means, stds = [], [], [], []
+    stored_latents, log_probs, means = [], [], []
     for i in range(num_steps):
         in_window = start <= i < end
         if i == start and store_latents:
             stored_latents.append(latents)
         noise_level = sde.noise_level if in_window else 0.0
-        latents, log_prob, prev_sample_mean, std_dev = sde_step_with_logprob(
+        latents, log_prob, prev_sample_mean, _ = sde_step_with_logprob(
             velocity(latents, sigmas[i]), sigmas[i], sigmas[i + 1], latents, noise_level,
             sde_type=sde.sde_type, generator=generator,
         )
@@ -90,16 +87,13 @@ def sample_with_logprob(
             if store_latents:
                 stored_latents.append(latents)
             log_probs.append(log_prob)
-            stds.append(std_dev.reshape(batch_size))
             if store_means:
                 means.append(prev_sample_mean)
     return Trajectory(
         latents=torch.stack(stored_latents, dim=1) if store_latents else None,
         log_probs=torch.stack(log_probs, dim=1),
-        std_devs=torch.stack(stds, dim=1),
         sigmas=sigmas[start:end],
         sigmas_next=sigmas[start + 1 : end + 1],
-        step_indices=torch.arange(start, end, device=latents.device),
         final_latents=latents,
         prev_sample_means=torch.stack(means, dim=1) if store_means else None,
     )

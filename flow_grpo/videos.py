@@ -28,7 +28,7 @@ def _frames_uint8(frames: torch.Tensor) -> np.ndarray:
 def video_encoder() -> str:
     """``"mp4"`` when OpenCV (with FFmpeg) can write MP4 here, else ``"gif"``."""
     try:
-        import cv2  # noqa: F401
+        import cv2  # noqa: F401 (only whether it imports)
     except ImportError:
         return "gif"
     return "mp4"
@@ -66,29 +66,6 @@ def write_video(frames: torch.Tensor, path: str, fps: int = DEFAULT_FPS) -> str:
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def read_video_frames(path: str) -> np.ndarray:
-    """The frames of an MP4 (through OpenCV's FFmpeg decoder) or GIF file as ``[F, H, W, 3]`` uint8: how the
-    tests check that what :func:`write_video` wrote is a video a player can open."""
-    if path.endswith(".gif"):
-        from PIL import Image, ImageSequence
-
-        with Image.open(path) as image:
-            return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
-    import cv2
-
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame[:, :, ::-1])
-    capture.release()
-    if not frames:
-        raise ValueError(f"{path!r}: no frames could be decoded")
-    return np.stack(frames)
 
 
 def video_grid(videos: torch.Tensor, cols: int, gap: int = 2) -> torch.Tensor:

@@ -51,3 +51,28 @@ def tiny_pipeline_dir(tmp_path_factory, tiny_pipeline):
     path = tmp_path_factory.mktemp("tiny-sd3")
     tiny_pipeline.save_pretrained(str(path))
     return str(path)
+
+
+def read_video_frames(path: str):
+    """The frames of an MP4 (through OpenCV's FFmpeg decoder) or GIF file as ``[F, H, W, 3]`` uint8: how the
+    tests check that what ``flow_grpo.videos.write_video`` wrote is a video a player can open."""
+    import numpy as np
+
+    if path.endswith(".gif"):
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as image:
+            return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame[:, :, ::-1])
+    capture.release()
+    if not frames:
+        raise ValueError(f"{path!r}: no frames could be decoded")
+    return np.stack(frames)

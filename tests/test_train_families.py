@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO, load_script
+from conftest import REPO, load_script, read_video_frames
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
 from flow_grpo.objectives import OBJECTIVES
 
@@ -122,8 +122,6 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
                       "--output_dir", str(out), "--device", "cpu"]) == 0
     assert (out / "grid.png").is_file()
     if backbone.modality == "video":
-        from flow_grpo.videos import read_video_frames
-
         # the run folder's samples: the eval and training clips in a grid, as MP4 that FFmpeg decodes, and frame strips
         samples = tmp_path / name / "samples"
         for stem in ("eval_epoch_00002", "train_epoch_00002"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, load_script
+from conftest import REPO, load_script, read_video_frames
 from flow_grpo.data import PromptDataset
 from flow_grpo.images import to_tensor
 from flow_grpo.rewards import RewardError, build_reward, multi_score
@@ -84,7 +84,7 @@ def test_mp4_opens_with_ffmpeg_and_holds_the_frames(tmp_path):
     assert path.endswith(".mp4") and os.path.getsize(path) > 0
     with open(path, "rb") as handle:
         assert handle.read(12)[4:8] == b"ftyp"  # an ISO media file
-    frames = videos.read_video_frames(path)  # FFmpeg's decoder, through OpenCV
+    frames = read_video_frames(path)  # FFmpeg's decoder, through OpenCV
     assert frames.shape == (9, 32, 48, 3)
     levels = frames[:, :31, :47].reshape(9, -1).mean(1) / 255
     np.testing.assert_allclose(levels, np.arange(9) / 20, atol=0.02)  # lossy, but the ramp is there
@@ -96,7 +96,7 @@ def test_gif_where_opencv_is_missing(tmp_path, monkeypatch):
     clip = ramp_video(1, frames=5)[0]
     path = videos.write_video(clip, str(tmp_path / "clip.mp4"))
     assert path.endswith(".gif")
-    frames = videos.read_video_frames(path)
+    frames = read_video_frames(path)
     assert frames.shape == (5, 8, 12, 3)
     np.testing.assert_allclose(frames.reshape(5, -1).mean(1) / 255, np.arange(5) / 20, atol=0.01)
 
@@ -104,7 +104,7 @@ def test_gif_where_opencv_is_missing(tmp_path, monkeypatch):
 def test_save_samples_writes_a_grid_clip_and_a_frame_strip(tmp_path):
     written = videos.save_samples(ramp_video(3), str(tmp_path / "eval.png"), cols=2, labels=["a", "b", "c"])
     clip, strip = written
-    assert clip.endswith(".mp4") and videos.read_video_frames(clip).shape[:1] == (9,)
+    assert clip.endswith(".mp4") and read_video_frames(clip).shape[:1] == (9,)
     with Image.open(strip) as image:
         assert image.size == (150 + 5 * 96, 16 + 3 * 64)  # 5 frames shown (0, 2, 4, 6, 8), 12:8 cells of width 96
     assert videos.strip_frames(9) == [0, 2, 4, 6, 8] and videos.strip_frames(3) == [0, 1, 2]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable, Hashable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -62,17 +62,10 @@ class BackboneTrajectory(Trajectory):
     images: torch.Tensor | None = None  # [B, 3, H, W] in [0, 1], float32 (None when spec.decode is False)
 
 
-def initial_latents(shape, generator, device, same_latent_groups: Sequence[Hashable] | None = None) -> torch.Tensor:
-    """Standard normal latents (as diffusers' ``randn_tensor``); with ``same_latent_groups`` (one key per
-    sample, e.g. its prompt) every sample takes the noise drawn for the first sample of its group."""
-    latents = randn_like_sample(shape, generator, device)
-    if same_latent_groups is not None:
-        if len(same_latent_groups) != shape[0]:
-            raise ValueError(f"same_latent_groups has {len(same_latent_groups)} keys for a batch of {shape[0]}")
-        first = {}
-        source = [first.setdefault(key, i) for i, key in enumerate(same_latent_groups)]
-        latents = latents[torch.tensor(source, device=latents.device)]
-    return latents
+def initial_latents(shape, generator, device) -> torch.Tensor:
+    """Standard normal latents (as diffusers' ``randn_tensor``): one generator, or one per sample (the
+    trainer's ``same_latent`` seeds a sample's generator by its prompt, so a group starts from one noise)."""
+    return randn_like_sample(shape, generator, device)
 
 
 @torch.no_grad()
