@@ -10,7 +10,11 @@ Writes ``<output_dir>/base/`` and ``<output_dir>/lora/`` (``<prompt index>_<imag
 the two; a video family writes ``.mp4``, or ``.gif`` without OpenCV) and ``<output_dir>/grid.png`` (one row per
 prompt: base samples, then LoRA samples; for an editing family the input image first; for videos a frame
 strip, one row per clip, with the side-by-side clip in ``grid.mp4``). ``--lora_path`` takes a flow_grpo
-checkpoint folder (its ``lora/``), a diffusers LoRA folder or file, or a PEFT adapter folder. Any family
+checkpoint folder (its ``lora/``, or the ``transformer/`` of a fully fine-tuned run such as ``make demo``'s), a
+diffusers LoRA folder or file, or a PEFT adapter folder. The model's own settings travel with it
+(``flow_grpo.model_settings``): the checkpoint's run config (its base model, size, text length, evaluation
+steps and guidance) and the model folder's ``flow_grpo.json`` give every flag left out, and a flag that
+differs from them gets a warning naming both. Any family
 (SD3, FLUX.1, Qwen-Image, Wan2.1, FLUX.1 Kontext; ``--family`` or the model's ``model_index.json``). An editing
 family needs an input image per instruction: ``--input_image`` with ``--custom_prompt``, or a ``--test_file``
 jsonl whose lines have an ``image`` field (relative to the file's folder, as dataset/shapes_edit). Sampling is
@@ -138,9 +142,10 @@ def save_side_by_side(base, lora, prompts, inputs, args) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lora_path", required=True)
-    parser.add_argument("--model_name", default="stabilityai/stable-diffusion-3.5-medium",
-                        help="hub id, local diffusers folder, or builtin:tiny[_flux|_qwenimage|_wan|_kontext]")
+    parser.add_argument("--lora_path", required=True, help="a trainer checkpoint (LoRA or full fine-tuning) or a LoRA")
+    parser.add_argument("--model_name", default=None,
+                        help="hub id, local diffusers folder, or builtin:tiny[_flux|_qwenimage|_wan|_kontext]; default: the "
+                             "checkpoint's base model, else stabilityai/stable-diffusion-3.5-medium")
     parser.add_argument("--family", default="",
                         help="sd3, flux, qwenimage, wan or flux_kontext (default: from the model's model_index.json)")
     parser.add_argument("--custom_prompt", default="")
@@ -148,41 +153,47 @@ def main(argv=None) -> int:
     parser.add_argument("--test_file", default="", help=".txt (one prompt per line) or .jsonl with a 'prompt' field")
     parser.add_argument("--max_prompts", type=int, default=0, help="use only the first N prompts of --test_file")
     parser.add_argument("--num_images", type=int, default=4)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--num_frames", type=int, default=0, help="frames per video (4k + 1); default: 33 for a video family, else 1")
-    parser.add_argument("--num_steps", type=int, default=40)
+    parser.add_argument("--height", type=int, default=None, help="default: the model's, else 512")
+    parser.add_argument("--width", type=int, default=None, help="default: the model's, else 512")
+    parser.add_argument("--num_frames", type=int, default=None,
+                        help="frames per video (4k + 1); default: the model's, else 33 for a video family and 1 for images")
+    parser.add_argument("--num_steps", type=int, default=None, help="default: the model's evaluation steps, else 40")
     parser.add_argument("--guidance_scale", type=float, default=None,
-                        help="CFG scale, or FLUX.1's distilled guidance; default: the family's (SD3 4.5, FLUX 3.5, Qwen-Image 4, "
-                             "Wan 5, Kontext 2.5)")
+                        help="CFG scale, or FLUX.1's distilled guidance; default: the model's, else the family's (SD3 4.5, "
+                             "FLUX 3.5, Qwen-Image 4, Wan 5, Kontext 2.5)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default="./demo_outputs")
     parser.add_argument("--device", default="", help="default: cuda when available, else cpu")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--max_sequence_length", type=int, default=256, help="T5 tokens")
+    parser.add_argument("--max_sequence_length", type=int, default=None, help="text tokens; default: the model's, else 256")
     args = parser.parse_args(argv)
 
-    from flow_grpo.images import save_images
+    from flow_grpo.backbones.trainable import load_trained_weights, trained_weights_kind
     from flow_grpo.errors import InputError
-    from flow_grpo.lora import load_lora, resolve_lora_path
+    from flow_grpo.images import save_images
+    from flow_grpo.model_settings import choose, read_settings
     from flow_grpo.videos import write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        resolve_lora_path(args.lora_path)  # fail before the (slow) model load
+        kind = trained_weights_kind(args.lora_path)  # fail before the (slow) model load
+        settings = read_settings(args.model_name or "", args.lora_path)
+        args.model_name = choose(args.model_name, "model", settings, "stabilityai/stable-diffusion-3.5-medium", "--model_name")
+        args.family = args.family or settings.get("family") or ""
+        for name, default in (("height", 512), ("width", 512), ("num_steps", 40), ("max_sequence_length", 256)):
+            setattr(args, name, choose(getattr(args, name), name, settings, default, f"--{name}"))
         prompts, input_paths = read_prompts(args)
         backbone = load_model(args, device, dtype)
         inputs = load_inputs(input_paths, backbone, args)
-        if args.guidance_scale is None:
-            args.guidance_scale = backbone.default_guidance_scale
-        args.num_frames = args.num_frames or (33 if backbone.modality == "video" else 1)
+        args.guidance_scale = choose(args.guidance_scale, "guidance_scale", settings, backbone.default_guidance_scale, "--guidance_scale")
+        args.num_frames = choose(args.num_frames, "num_frames", settings, 33 if backbone.modality == "video" else 1, "--num_frames")
         backbone.latent_shape(args.height, args.width, args.num_frames)  # a size off the family's grid stops here
         print(f"{len(prompts)} prompts x {args.num_images} samples, {args.num_steps} steps, guidance {args.guidance_scale}, "
               f"{backbone.family}, on {device}")
         base = generate(backbone, prompts, inputs, args)
-        kind = load_lora(backbone.pipeline, args.lora_path)
-        print(f"loaded the LoRA at {args.lora_path} ({kind} format)")
+        load_trained_weights(backbone.pipeline, args.lora_path)
+        print(f"loaded the trained weights at {args.lora_path} ({'a fully fine-tuned transformer' if kind == 'transformer' else f'LoRA, {kind} format'})")
         lora = generate(backbone, prompts, inputs, args)
     except (DemoError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -271,6 +271,9 @@ def main():
 
     pipeline.transformer = ema
     pipeline.save_pretrained(args.out)
+    # the settings it was trained for travel with it (flow_grpo.model_settings): sampling scripts default to them
+    with open(os.path.join(args.out, "flow_grpo.json"), "w") as handle:
+        json.dump({"resolution": RESOLUTION, "max_sequence_length": 16, "guidance_scale": args.eval_cfg, "num_steps": 20}, handle, indent=2)
     total = time.time() - started
     info = {"vae_steps": args.vae_steps, "transformer_steps": args.steps, "vae_seconds": vae_time, "total_seconds": total,
             "threads": torch.get_num_threads(), "args": vars(args), "eval_history": history}

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, load_script
 from flow_grpo.geneval import prompts as P
@@ -305,3 +306,19 @@ def test_geneval_reward_through_the_reward_server(tiny_detector):
         assert info["tag_counting"][1] in (0.0, 1.0) and info["tag_counting"][0] is None  # NaN travels as null
     finally:
         server.stop()
+
+
+def test_evaluation_without_detector_weights_says_which_option_to_set(tmp_path, capsys):
+    """The transformers backend with a detector that is neither a local folder nor on the hub: one line naming
+    the model and the option that points at a local copy, status 2, no traceback."""
+    folder = tmp_path / "images" / "00000"
+    (folder / "samples").mkdir(parents=True)
+    (folder / "metadata.jsonl").write_text(json.dumps({"tag": "single_object", "include": [{"class": "cat", "count": 1}],
+                                                       "prompt": "a photo of a cat"}) + "\n")
+    Image.new("RGB", (32, 32)).save(folder / "samples" / "0000.png")
+    missing = str(tmp_path / "no_detector")
+    assert evaluate_script.main([str(tmp_path / "images"), "--backend", "transformers", "--options",
+                                 json.dumps({"detector_model": missing, "clip_model": missing})]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the transformers backend's models" in err and "no_detector" in err and '"detector_model": DIR' in err
+    assert "Traceback" not in err

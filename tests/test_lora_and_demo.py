@@ -160,3 +160,49 @@ def test_sde_diff_gallery(tmp_path):
     weak = np.asarray(Image.open(out / "images" / "000_sde_0.3.png"), dtype=np.float32)
     strong = np.asarray(Image.open(out / "images" / "000_sde_1.png"), dtype=np.float32)
     assert 0 < np.abs(weak - ode).mean() < np.abs(strong - ode).mean()
+
+
+def test_demo_and_geneval_take_a_full_fine_tuning_checkpoint_with_its_settings(tmp_path, capsys):
+    """A fully fine-tuned run's checkpoint (a transformer/ folder, as make demo writes) in inference_demo.py and
+    GenEval generation with no flag beyond the paths: the run's base model, size (64), text length (32), steps
+    and guidance come from its config.json; a flag the model was not trained with gets a warning naming both."""
+    train = load_script("scripts/train.py")
+    tiny = os.path.join(REPO, "config", "tiny.py")
+    assert train.main(["--config", f"{tiny}:tiny_full_finetune", f"--config.logdir={tmp_path}", "--config.progress=false",
+                       "--config.num_epochs=1", "--config.eval_freq=100", "--config.run_name=full"]) == 0
+    checkpoint = next(str(p) for p in (tmp_path / "full" / "checkpoints").iterdir())
+    assert os.path.isdir(os.path.join(checkpoint, "transformer")) and not os.path.isdir(os.path.join(checkpoint, "lora"))
+    capsys.readouterr()
+    out = tmp_path / "demo"
+    assert inference_demo.main(["--lora_path", checkpoint, "--custom_prompt", "a red circle", "--num_images", "1",
+                                "--output_dir", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr()
+    assert "a fully fine-tuned transformer" in printed.out and "10 steps, guidance 4.5, sd3" in printed.out
+    assert "warning" not in printed.err
+    base, trained = (np.asarray(Image.open(out / kind / "000_0.png"), dtype=np.float32) for kind in ("base", "lora"))
+    assert base.shape == (64, 64, 3) and np.abs(base - trained).max() > 0
+    assert json.load(open(out / "prompts.json"))["model_name"] == "builtin:tiny"
+    assert inference_demo.main(["--lora_path", checkpoint, "--custom_prompt", "a red circle", "--num_images", "1",
+                                "--max_sequence_length", "256", "--output_dir", str(tmp_path / "other"), "--device", "cpu"]) == 0
+    assert "--max_sequence_length 256 differs from the 32 the model was trained with" in capsys.readouterr().err
+    generate = load_script("geneval/generation/generate.py")
+    metadata = os.path.join(REPO, "dataset", "geneval", "test_metadata.jsonl")
+    assert generate.main(["--metadata", metadata, "--limit", "1", "--n_samples", "1", "--outdir", str(tmp_path / "geneval"),
+                          "--lora_path", checkpoint]) == 0
+    with Image.open(tmp_path / "geneval" / "00000" / "samples" / "0000.png") as image:
+        assert image.size == (64, 64)
+
+
+def test_the_shipped_shapes_model_carries_its_settings(tmp_path, capsys):
+    """models/shapes-sd3/flow_grpo.json: 32 px, 16 text tokens, CFG 4.5, 20 steps reach GenEval generation with
+    only the model's path (the default 256 tokens drew grey noise from this model)."""
+    from flow_grpo.model_settings import read_settings
+
+    model = os.path.join(REPO, "models", "shapes-sd3")
+    assert read_settings(model).values == {"height": 32, "width": 32, "max_sequence_length": 16, "guidance_scale": 4.5, "num_steps": 20}
+    generate = load_script("geneval/generation/generate.py")
+    metadata = os.path.join(REPO, "dataset", "shapes", "test_metadata.jsonl")
+    assert generate.main(["--metadata", metadata, "--limit", "1", "--n_samples", "1", "--outdir", str(tmp_path), "--model", model]) == 0
+    assert not capsys.readouterr().err.count("warning")
+    with Image.open(tmp_path / "00000" / "samples" / "0000.png") as image:
+        assert image.size == (32, 32)

@@ -116,13 +116,27 @@ def prepare_transformer(backbone: Backbone, config, device, needs_reference: boo
     return TrainableTransformer(transformer=transformer, trainable=trainable, frozen_reference=reference)
 
 
+def trained_weights_kind(path: str) -> str:
+    """What ``path`` holds: ``"transformer"`` (a full fine-tuning checkpoint's ``transformer/``), or a LoRA's
+    format (``"diffusers"``, ``"peft"``; ``flow_grpo.lora.resolve_lora_path``). Raises ``LoraLoadError``
+    naming both kinds when it holds neither."""
+    if os.path.isfile(os.path.join(path, "transformer", "config.json")):
+        return "transformer"
+    try:
+        return resolve_lora_path(path)[1]
+    except LoraLoadError as error:
+        if os.path.isdir(path):
+            raise LoraLoadError(f"{error}; or a full fine-tuning checkpoint with a transformer/ folder") from None
+        raise
+
+
 def load_trained_weights(pipeline, checkpoint: str):
     """Put a trainer checkpoint's exported (EMA) weights into ``pipeline``: its ``transformer/`` (full
-    fine-tuning) or its ``lora/``. Returns the pipeline."""
-    if os.path.isdir(os.path.join(checkpoint, "transformer")):
+    fine-tuning) or its ``lora/`` (or any LoRA folder or file). Returns the pipeline."""
+    if trained_weights_kind(checkpoint) == "transformer":
         old = pipeline.transformer
-        loaded = type(old).from_pretrained(os.path.join(checkpoint, "transformer"))
-        pipeline.transformer = loaded.to(old.device, old.dtype)
+        loaded = type(old).from_pretrained(os.path.join(checkpoint, "transformer"), torch_dtype=old.dtype)
+        pipeline.transformer = loaded.to(old.device)
     else:
         load_lora(pipeline, checkpoint)
     return pipeline

@@ -65,7 +65,12 @@ def main(argv=None) -> int:
     if not items:
         print(f"error: no <index>/metadata.jsonl + samples/*.png under {args.imagedir!r}", file=sys.stderr)
         return 2
-    scorer = GenEvalScorer(args.backend, **options)
+    try:
+        scorer = GenEvalScorer(args.backend, **options)
+    except OSError as error:  # a detector or CLIP model that is neither a local folder nor reachable on the hub
+        print(f"error: cannot load the {args.backend} backend's models: {str(error).splitlines()[0]} -- point them at local "
+              "copies with --options '{\"detector_model\": DIR, \"clip_model\": DIR}' (docs/rewards.md, GenEval)", file=sys.stderr)
+        return 2
     outfile = args.outfile or os.path.join(args.imagedir, "results.jsonl")
     with open(outfile + ".tmp", "w", encoding="utf-8") as out:
         for start in tqdm(range(0, len(items), args.batch_size), desc="evaluating"):
