@@ -73,7 +73,7 @@ def estimate(collector, policy, objective, config, epoch: int) -> tuple[torch.Te
     from flow_grpo.seeding import generator_for
     from flow_grpo.training.advantages import compute_advantages
 
-    rollout = collector.collect(epoch, stochastic=objective.needs_log_probs, store_means=objective.needs_step_means)
+    rollout = collector.collect(epoch, stochastic=objective.sde_rollouts, store_means=objective.needs_step_means)
     rewards = rollout.rewards["avg"]
     # the trainer's advantages (per-prompt or batch statistics as configured, clipped)
     advantages, _ = compute_advantages(collector.accelerator, rollout, config.train)
@@ -178,7 +178,7 @@ def main(argv=None) -> dict | int:
         print(f"  {name:4s} pairwise cosine {result[f'{name}_cosine_mean']:+.4f} +- {result[f'{name}_cosine_sem']:.4f}; "
               f"samples per step for cosine {args.target}: {result[f'{name}_samples_for_target']:.3g} "
               f"(at mean + 2 s.e.: {result[f'{name}_samples_for_target_at_upper']:.3g})")
-    if objective.needs_log_probs:
+    if objective.sde_rollouts:
         print(f"  the floor for any reward (isotropic Jacobian): {noise_dims} noise dimensions ({rows[0]['latent_dims']} latent x "
               f"{rows[0]['trained_steps']} trained steps) need {result['ideal_samples_for_target']:.3g} samples for cosine {args.target}")
     if args.breakdown:

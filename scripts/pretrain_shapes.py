@@ -124,7 +124,7 @@ def encode_dataset(vae, rng, metadata, by_tag, n: int, batch: int = 256):
 
 
 @torch.no_grad()
-def evaluate(pipeline, transformer, test, args, steps=20, per_prompt=4):
+def held_out_accuracy(pipeline, transformer, test, args, steps=20, per_prompt=4):
     """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG), from flow_grpo's one generation function."""
     from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
     from flow_grpo.backbones.sd3 import SD3Backbone
@@ -259,7 +259,7 @@ def main():
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             torch.save({"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
-            accuracy = evaluate(pipeline, ema, test, args)
+            accuracy = held_out_accuracy(pipeline, ema, test, args)
             history.append({"step": step + 1, "seconds": time.time() - started, **accuracy})
             print("eval " + json.dumps(history[-1]), flush=True)
             with open(os.path.join(args.work, "eval_history.jsonl"), "a") as handle:

@@ -49,7 +49,7 @@ from flow_grpo.rewards import RewardError, multi_score
 from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
-from flow_grpo.training.evaluate import evaluate
+from flow_grpo.training.evaluate import evaluate_rewards
 from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
 from flow_grpo.training.rollout import RolloutCollector
 from flow_grpo.training.sizes import run_sizes
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     def run_eval(epoch):
         context = ema.swapped_in() if ema is not None else torch.no_grad()
         with context:
-            return evaluate(backbone=backbone, transformer=run.sampling_transformer, dataset=test_set, reward_fn=reward_fn,
+            return evaluate_rewards(backbone=backbone, transformer=run.sampling_transformer, dataset=test_set, reward_fn=reward_fn,
                             config=config, accelerator=accelerator, grid_path=os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png"))
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
             # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
             #    objectives) from the weights the objective samples with; rewards in the background
             with objective.rollout_weights(global_step):
-                rollout = collector.collect(epoch, stochastic=objective.needs_log_probs, store_means=objective.needs_step_means)
+                rollout = collector.collect(epoch, stochastic=objective.sde_rollouts, store_means=objective.needs_step_means)
             # 2. advantages over the rewards of all processes, grouped by prompt; zero-advantage samples dropped
             advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
             advantages = objective.training_advantages(rollout, advantages)  # DPO / SFT: their chosen samples

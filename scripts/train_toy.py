@@ -71,7 +71,7 @@ def group_size(world, sample_config) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, world, config, prompts) -> tuple[dict, torch.Tensor, list[str]]:
+def evaluate_toy(model, world, config, prompts) -> tuple[dict, torch.Tensor, list[str]]:
     """ODE sampling with the eval step count from fixed noise: the same noise before and after training."""
     prompts = [p for p in prompts for _ in range(config.sample.eval_samples_per_prompt)]
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         config.pretrain.learning_rate, config.seed, progress=config.progress,
     )
     pretrain_time = time.time() - started
-    eval_before, samples_before, eval_prompts = evaluate(model, world, config, world.test_prompts)
+    eval_before, samples_before, eval_prompts = evaluate_toy(model, world, config, world.test_prompts)
     logger.log({"epoch": 0, "global_step": 0, **eval_before})
     print(f"base model: eval reward {eval_before['eval_reward_mean']:.4f} (pretrained in {pretrain_time:.1f}s)")
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         epoch_start = time.time()
         with objective.rollout_weights(global_step):
             rollout = collect_toy_rollout(model, world, sampler, config.sample, generator_for(config.seed, "rollout", epoch),
-                                          stochastic=objective.needs_log_probs)
+                                          stochastic=objective.sde_rollouts)
         advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
         all_advantages.append(advantages.numpy())
         advantages = objective.training_advantages(rollout, advantages)
@@ -151,13 +151,13 @@ def main(argv=None) -> int:
                **train_stats, **advantage_stats, **keep_stats, "epoch_time_s": time.time() - epoch_start}
         if epoch % config.eval_freq == 0 or epoch == config.num_epochs:
             with evaluated_weights():
-                row.update(evaluate(model, world, config, world.test_prompts)[0])
+                row.update(evaluate_toy(model, world, config, world.test_prompts)[0])
         logger.log(row)
         progress.set_postfix(reward=f"{row['reward_mean']:.3f}", eval=f"{row.get('eval_reward_mean', float('nan')):.3f}")
 
     # 4. before vs after, plots, summary
     with evaluated_weights():
-        eval_after, samples_after, _ = evaluate(model, world, config, world.test_prompts)
+        eval_after, samples_after, _ = evaluate_toy(model, world, config, world.test_prompts)
         save_file(model.state_dict(), logger.path("checkpoints", "model.safetensors"))
     rows = logger.read_metrics()
     plot_training_curves(rows, "eval_reward_mean", logger.path("plots", "curves.png"), title=config.run_name)

@@ -15,7 +15,7 @@ from flow_grpo.geneval import prompts as P
 from flow_grpo.geneval.metadata import MetadataError, read_metadata, validate
 from flow_grpo.geneval.scoring import (
     Detection,
-    evaluate,
+    evaluate_official,
     evaluate_strict,
     filter_detections,
     partial_score,
@@ -37,10 +37,10 @@ def det(x, y, w=10, h=10, score=0.99, color=None):
 
 def test_single_and_two_objects():
     meta = P.two_object("cat", "dog")
-    assert evaluate({"cat": [det(0, 0)], "dog": [det(50, 50)]}, meta)[0]
-    ok, reason = evaluate({"cat": [det(0, 0)]}, meta)
+    assert evaluate_official({"cat": [det(0, 0)], "dog": [det(50, 50)]}, meta)[0]
+    ok, reason = evaluate_official({"cat": [det(0, 0)]}, meta)
     assert not ok and "expected dog>=1, found 0" in reason
-    assert evaluate({"cat": [det(0, 0)]}, P.single_object("cat"))[0]
+    assert evaluate_official({"cat": [det(0, 0)]}, P.single_object("cat"))[0]
 
 
 def test_counting_official_strict_and_exclude():
@@ -48,32 +48,32 @@ def test_counting_official_strict_and_exclude():
     three = {"cat": [det(20 * i, 0) for i in range(3)]}
     four = {"cat": [det(20 * i, 0) for i in range(4)]}
     two = {"cat": [det(20 * i, 0) for i in range(2)]}
-    assert evaluate(three, meta)[0] and evaluate_strict(three, meta)[0]
-    ok, reason = evaluate(four, meta)
+    assert evaluate_official(three, meta)[0] and evaluate_strict(three, meta)[0]
+    ok, reason = evaluate_official(four, meta)
     assert not ok and "expected cat<4, found 4" in reason  # official: at least 3, but the exclude forbids 4
-    assert not evaluate(two, meta)[0] and not evaluate_strict(two, meta)[0]
+    assert not evaluate_official(two, meta)[0] and not evaluate_strict(two, meta)[0]
     # without an exclude the official rule only asks for "at least", the strict one for "exactly"
     meta_no_exclude = {k: v for k, v in meta.items() if k != "exclude"}
-    assert evaluate(four, meta_no_exclude)[0] and not evaluate_strict(four, meta_no_exclude)[0]
+    assert evaluate_official(four, meta_no_exclude)[0] and not evaluate_strict(four, meta_no_exclude)[0]
     # two_object: a second cat is fine officially, not strictly
-    assert evaluate({"cat": [det(0, 0), det(30, 0)], "dog": [det(60, 0)]}, P.two_object("cat", "dog"))[0]
+    assert evaluate_official({"cat": [det(0, 0), det(30, 0)], "dog": [det(60, 0)]}, P.two_object("cat", "dog"))[0]
     assert not evaluate_strict({"cat": [det(0, 0), det(30, 0)], "dog": [det(60, 0)]}, P.two_object("cat", "dog"))[0]
 
 
 def test_colour_rules_use_the_first_count_objects():
     meta = P.colors("car", "red")
-    assert evaluate({"car": [det(0, 0, color="red")]}, meta)[0]
-    ok, reason = evaluate({"car": [det(0, 0, color="blue")]}, meta)
+    assert evaluate_official({"car": [det(0, 0, color="red")]}, meta)[0]
+    ok, reason = evaluate_official({"car": [det(0, 0, color="blue")]}, meta)
     assert not ok and "expected red car>=1, found 0 red; and 1 blue" in reason
     # officially only the most confident car is checked; strictly there must be exactly one
     two_cars = {"car": [det(0, 0, color="red"), det(40, 0, color="blue")]}
-    assert evaluate(two_cars, meta)[0] and not evaluate_strict(two_cars, meta)[0]
+    assert evaluate_official(two_cars, meta)[0] and not evaluate_strict(two_cars, meta)[0]
     attr = P.color_attr("car", "red", "bus", "green")
-    assert evaluate({"car": [det(0, 0, color="red")], "bus": [det(40, 0, color="green")]}, attr)[0]
-    assert not evaluate({"car": [det(0, 0, color="green")], "bus": [det(40, 0, color="red")]}, attr)[0]
+    assert evaluate_official({"car": [det(0, 0, color="red")], "bus": [det(40, 0, color="green")]}, attr)[0]
+    assert not evaluate_official({"car": [det(0, 0, color="green")], "bus": [det(40, 0, color="red")]}, attr)[0]
     # colours classified on demand by the detector's classifier
     asked = []
-    assert evaluate({"car": [det(0, 0)]}, meta, lambda objs, cls: asked.append(cls) or ["red"] * len(objs))[0]
+    assert evaluate_official({"car": [det(0, 0)]}, meta, lambda objs, cls: asked.append(cls) or ["red"] * len(objs))[0]
     assert asked == ["car"]
 
 
@@ -86,9 +86,9 @@ def test_all_four_relations(relation, a_xy):
     subject = det(*a_xy)
     assert relation in relative_position(subject, reference)
     meta = P.position("dog", relation, "cat")  # dog <relation> cat; the cat is include 0
-    assert evaluate({"cat": [reference], "dog": [subject]}, meta)[0]
+    assert evaluate_official({"cat": [reference], "dog": [subject]}, meta)[0]
     opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}[relation]
-    ok, reason = evaluate({"cat": [reference], "dog": [subject]}, P.position("dog", opposite, "cat"))
+    ok, reason = evaluate_official({"cat": [reference], "dog": [subject]}, P.position("dog", opposite, "cat"))
     assert not ok and f"expected dog {opposite} target, found {relation} target" in reason
 
 
@@ -103,13 +103,13 @@ def test_position_threshold():
     assert relative_position(det(60, 60, 20, 20), reference) == {"left of", "above"}
     assert relative_position(det(60, 95, 20, 20), reference) == {"left of"}
     meta = P.position("dog", "left of", "cat")
-    ok, reason = evaluate({"cat": [reference], "dog": [det(97, 100, 20, 20)]}, meta)
+    ok, reason = evaluate_official({"cat": [reference], "dog": [det(97, 100, 20, 20)]}, meta)
     assert not ok and "found no clear relation to target" in reason
 
 
 def test_position_needs_its_target():
     meta = P.position("dog", "left of", "cat")
-    ok, reason = evaluate({"dog": [det(0, 0)]}, meta)
+    ok, reason = evaluate_official({"dog": [det(0, 0)]}, meta)
     assert not ok and "expected cat>=1, found 0" in reason and "no target for dog to be left of" in reason
 
 

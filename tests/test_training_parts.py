@@ -181,7 +181,7 @@ def test_evaluation_with_several_images_per_prompt_adds_images_and_keeps_the_fir
     """Image 0 of every prompt is the image a one-image evaluation makes (same seed); the others differ."""
     from flow_grpo.data import PromptDataset
     from flow_grpo.backbones import load_backbone
-    from flow_grpo.training.evaluate import evaluate
+    from flow_grpo.training.evaluate import evaluate_rewards
 
     backbone = load_backbone("builtin:tiny")
     dataset = PromptDataset.from_prompts(["a red circle", "a cat", "a dog"])
@@ -196,7 +196,7 @@ def test_evaluation_with_several_images_per_prompt_adds_images_and_keeps_the_fir
             images.extend(zip(prompts, batch))
             return {"avg": batch.mean(dim=(1, 2, 3)).double().numpy()}, {}
 
-        return evaluate(backbone=backbone, transformer=backbone.transformer, dataset=dataset, reward_fn=reward,
+        return evaluate_rewards(backbone=backbone, transformer=backbone.transformer, dataset=dataset, reward_fn=reward,
                         config=config, accelerator=accelerator)
 
     one, three = run(1), run(3)

@@ -4,7 +4,7 @@
 threshold (0.3; 0.9 for counting prompts) and the per-class cap (16). Colours are classified only for the
 objects a rule looks at (``colour_fn``).
 
-- ``evaluate`` is the official rule: every ``include`` needs at least ``count`` objects of its class; a
+- ``evaluate_official`` is the official rule: every ``include`` needs at least ``count`` objects of its class; a
   ``color`` needs that many of them classified as that colour; a ``position`` needs each of them to stand in
   the relation to every object matched by the referenced include (centres compared after shrinking the
   offset by 0.1 x the summed box sizes); any ``exclude`` class seen ``count`` times or more fails.
@@ -81,7 +81,7 @@ def _position_holds(objects, targets, relation) -> tuple[bool, str]:
     return True, ""
 
 
-def evaluate(detections: dict, metadata: dict, colour_fn: ColourFn | None = None, strict: bool = False) -> tuple[bool, str]:
+def evaluate_official(detections: dict, metadata: dict, colour_fn: ColourFn | None = None, strict: bool = False) -> tuple[bool, str]:
     """``(correct, reason)`` under the official rule, or exact counts when ``strict``."""
     correct, reasons, matched_groups = True, [], []
     for req in metadata["include"]:
@@ -120,7 +120,7 @@ def evaluate(detections: dict, metadata: dict, colour_fn: ColourFn | None = None
 
 
 def evaluate_strict(detections: dict, metadata: dict, colour_fn: ColourFn | None = None) -> tuple[bool, str]:
-    return evaluate(detections, metadata, colour_fn, strict=True)
+    return evaluate_official(detections, metadata, colour_fn, strict=True)
 
 
 def partial_score(detections: dict, metadata: dict, colour_fn: ColourFn | None = None) -> float:
@@ -160,7 +160,7 @@ def filter_detections(raw: dict, metadata: dict, confidence=CONFIDENCE_THRESHOLD
 
 def score_image(detections: dict, metadata: dict, colour_fn: ColourFn | None = None) -> dict:
     """Everything the evaluator and the reward report for one image."""
-    correct, reason = evaluate(detections, metadata, colour_fn)
+    correct, reason = evaluate_official(detections, metadata, colour_fn)
     strict_correct, strict_reason = evaluate_strict(detections, metadata, colour_fn)
     result = {
         "tag": metadata.get("tag"),

@@ -44,7 +44,7 @@ class AWM(Objective):
     ``awm_ema_beta`` and ``awm_ema_decay`` (the KL-EMA snapshot)."""
 
     name = "awm"
-    needs_log_probs = False
+    sde_rollouts = False
     skips_zero_advantages = False  # the velocity penalties act on every sample
 
     def attach(self, parameters, names):

@@ -11,7 +11,7 @@ An epoch, as the trainers run it::
 
     objective.attach(parameters, names)              # once: snapshots of the policy's weights, if any
     with objective.rollout_weights(global_step):     # the weights that sample (NFT's old policy, DPO's reference)
-        rollout = collect(...)                       # SDE with log-probs if needs_log_probs, else the ODE
+        rollout = collect(...)                       # SDE with log-probs if sde_rollouts, else the ODE
     advantages = compute_advantages(...)
     values = objective.training_advantages(rollout, advantages)   # what the update trains with
     keep = select_training_samples(values) if objective.skips_zero_advantages else every sample
@@ -91,7 +91,7 @@ class Objective:
     """
 
     name: ClassVar[str]
-    needs_log_probs: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
+    sde_rollouts: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
     needs_step_means: ClassVar[bool] = False  # also each stored step's Gaussian mean
     skips_zero_advantages: ClassVar[bool] = True  # samples whose training advantage is 0 are left out of the update
 

@@ -64,7 +64,7 @@ class OnlineDPO(RefreshedSnapshotObjective):
     """``config.train``: ``dpo_beta``, ``ref_update_step``, ``time_shift``."""
 
     name = "dpo"
-    needs_log_probs = False
+    sde_rollouts = False
 
     @classmethod
     def needs_reference(cls, config) -> bool:

@@ -73,7 +73,7 @@ class DiffusionNFT(Objective):
     over the sampling schedule (the paper: 9 of 10 steps, at random)."""
 
     name = "nft"
-    needs_log_probs = False
+    sde_rollouts = False
     skips_zero_advantages = False  # r = 1/2 still pulls toward the old policy
 
     def attach(self, parameters, names):

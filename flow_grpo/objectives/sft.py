@@ -40,7 +40,7 @@ class RewardFilteredSFT(RefreshedSnapshotObjective):
     """``config.train``: ``beta`` (velocity penalty to the base), ``ref_update_step``, ``time_shift``."""
 
     name = "sft"
-    needs_log_probs = False
+    sde_rollouts = False
     snapshot_name = "sampler"
 
     def training_advantages(self, rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from flow_grpo.videos import save_samples
 
 
 @torch.no_grad()
-def evaluate(*, backbone, transformer, dataset, reward_fn, config, accelerator, grid_path: str | None = None) -> dict:
+def evaluate_rewards(*, backbone, transformer, dataset, reward_fn, config, accelerator, grid_path: str | None = None) -> dict:
     """Returns ``{"eval_reward_<column>": mean}`` on every process; writes the grid on the main process.
 
     ``sample.eval_images_per_prompt`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_batches``

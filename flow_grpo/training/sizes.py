@@ -69,7 +69,7 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
     sample, train = config.sample, config.train
     # SDE rollouts store the Fast window's steps (the toy worlds have no window); ODE rollouts (the forward-process
     # objectives) ignore the window and train on the whole schedule
-    sde_rollouts = OBJECTIVES[train.objective].needs_log_probs if train.objective in OBJECTIVES else True
+    sde_rollouts = OBJECTIVES[train.objective].sde_rollouts if train.objective in OBJECTIVES else True
     stored = (sample.get("sde_window_size", 0) if sde_rollouts else 0) or sample.num_steps
     trained = train.timestep_count if train.timestep_strategy == "stratified" else max(1, int(stored * train.timestep_fraction))
     sizes = RunSizes(
