@@ -6,6 +6,8 @@ import math
 
 import ml_collections
 
+from flow_grpo.objectives import OBJECTIVES
+
 
 def default():
     config = ml_collections.ConfigDict()
@@ -115,21 +117,12 @@ def train_config():
     train.ema = True
     train.ema_decay = 0.9
     train.ema_update_interval = 8  # optimizer steps
-    train.tb_coef = 15.0  # FlowRL: delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
-    train.importance_sampling = True  # FlowRL: w = min(exp(sum_t log p - log p_old), 10)
-    train.proj_layer = 3  # FlowRL: layers of the log Z head on the pooled prompt embedding
-    train.proj_hidden = 512
-    train.proj_dropout = 0.1
-    # the forward-process objectives (ODE rollouts; flow_grpo/objectives/<name>.py has the formulas)
-    train.nft_beta = 1.0  # DiffusionNFT: v+- mix strength (0.1 for OCR and several rewards)
-    train.old_policy_decay = (0.0, 0.001, 0.5)  # DiffusionNFT: (flat, rate, cap) of the old policy's EMA decay
-    train.awm_power = 0.25  # AWM: the generalised Huber power of the surrogate log-likelihood
-    train.awm_ema_beta = 1.0  # AWM: weight of the velocity penalty to the KL-EMA snapshot
-    train.awm_ema_decay = (0.001, 0.3)  # AWM: (rate, cap) of the KL-EMA snapshot's decay
-    train.dpo_beta = 100.0  # online DPO
-    train.ref_update_step = 0  # DPO / SFT: refresh the sampling reference every this many steps (0: never)
-    train.time_shift = 3.0  # DPO / SFT: logit-normal flow times shifted as SD3's schedule (shift 3)
     train.ema_warmup = False  # the evaluation EMA's decay min(ema_decay, (1 + n) / (10 + n)) (DiffusionNFT)
+    # each objective's own settings, in its own section (config.train.nft.beta, ...): declared, with their
+    # defaults and meaning, in its file (flow_grpo/objectives/<name>.py, SETTINGS)
+    for name, objective in OBJECTIVES.items():
+        if objective.SETTINGS:
+            train[name] = ml_collections.ConfigDict(dict(objective.SETTINGS))
     return train
 
 
@@ -168,10 +161,10 @@ def nft_settings(config, task: str):
     config.train.objective = "nft"
     config.train.timestep_fraction = 0.99
     config.train.timestep_strategy = "random"
-    config.train.nft_beta = 0.1 if task == "ocr" else 1.0
+    config.train.nft.beta = 0.1 if task == "ocr" else 1.0
     config.train.beta = 1e-4
     config.train.adv_clip_max = 5.0
-    config.train.old_policy_decay = (75.0, 0.0075, 0.999) if task == "ocr" else (0.0, 0.001, 0.5)
+    config.train.nft.old_policy_decay = (75.0, 0.0075, 0.999) if task == "ocr" else (0.0, 0.001, 0.5)
     config.train.global_std = True
     config.train.ema = True
     config.train.ema_warmup = True
@@ -182,17 +175,15 @@ def awm_settings(config, beta: float, timestep_count: int = 6):
     """Advantage Weighted Matching's published settings (scxue/advantage_weighted_matching, config/dgx_awm.py),
     on any family: ``timestep_count`` stratified flow times among the first 90% of the steps, generalised-Huber
     power 0.25, clip range 1 (the ratio is 1 with one step per epoch), advantages clipped at 1, the KL-EMA
-    snapshot (weight 1, decay up to 0.3), the evaluation EMA at 0.99 every step."""
+    snapshot (weight 1, decay up to 0.3; AWM's own defaults, config.train.awm), the evaluation EMA at 0.99 every
+    step."""
     config.train.objective = "awm"
     config.train.timestep_strategy = "stratified"
     config.train.timestep_fraction = 0.9
     config.train.timestep_count = timestep_count
-    config.train.awm_power = 0.25
     config.train.clip_range = 1.0
     config.train.adv_clip_max = 1.0
     config.train.beta = beta
-    config.train.awm_ema_beta = 1.0
-    config.train.awm_ema_decay = (0.001, 0.3)
     config.train.global_std = True
     config.train.ema_warmup = False
     config.train.ema_decay = 0.99

@@ -106,8 +106,8 @@ def _reward_pairs(task: str, objective: str):
     config.train.objective = objective
     config.sample.num_steps = 40
     config.train.timestep_fraction = 0.99
-    config.train.ref_update_step = 40
-    config.train.time_shift = 3.0
+    config.train[objective].ref_update_step = 40
+    config.train[objective].time_shift = 3.0
     config.train.global_std = True
     config.train.beta = 0.0
     return config
@@ -115,13 +115,13 @@ def _reward_pairs(task: str, objective: str):
 
 def geneval_sd3_dpo():
     config = _reward_pairs("geneval", "dpo")
-    config.train.dpo_beta = 100.0
+    config.train.dpo.beta = 100.0
     return config
 
 
 def pickscore_sd3_dpo():
     config = _reward_pairs("pickscore", "dpo")
-    config.train.dpo_beta = 100.0
+    config.train.dpo.beta = 100.0
     return config
 
 

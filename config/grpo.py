@@ -156,8 +156,6 @@ def _flowrl(config):
     """FlowRL trajectory balance: log Z head on the pooled prompt embedding, tb_coef 15, clamped importance
     weight, reference = the adapter-disabled model (its log-probs are computed whatever beta is)."""
     config.train.objective = "flowrl"
-    config.train.tb_coef = 15.0
-    config.train.importance_sampling = True
     config.train.beta = 0.0
     return config
 

@@ -120,14 +120,14 @@ def shapes_awm():
 def shapes_dpo():
     """Best against worst image of each group; the reference moves to the policy every 10 optimizer steps."""
     config = _forward("dpo")
-    config.train.ref_update_step = 10
+    config.train.dpo.ref_update_step = 10
     return config
 
 
 def shapes_sft():
     """Flow matching on each group's best image, a 0.01 velocity penalty to a reference moved every 10 optimizer steps."""
     config = _forward("sft")
-    config.train.ref_update_step = 10
+    config.train.sft.ref_update_step = 10
     config.train.beta = 0.01
     return config
 

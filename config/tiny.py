@@ -108,7 +108,7 @@ def tiny_nft():
     config = _tiny_forward("nft")
     config.train.timestep_fraction = 0.9  # 5 of the 6 schedule steps, at random (the paper: 9 of 10)
     config.train.timestep_strategy = "random"
-    config.train.old_policy_decay = (0.0, 0.05, 0.5)  # the paper's schedule, faster: a run here is 48 steps
+    config.train.nft.old_policy_decay = (0.0, 0.05, 0.5)  # the paper's schedule, faster: a run here is 48 steps
     return config
 
 
@@ -124,13 +124,13 @@ def tiny_awm():
 
 def tiny_dpo():
     config = _tiny_forward("dpo")
-    config.train.ref_update_step = 4  # online: the reference (and sampler) follows the policy every 4 steps
+    config.train.dpo.ref_update_step = 4  # online: the reference (and sampler) follows the policy every 4 steps
     return config
 
 
 def tiny_sft():
     config = _tiny_forward("sft")
-    config.train.ref_update_step = 4
+    config.train.sft.ref_update_step = 4
     config.train.beta = 0.01
     return config
 

@@ -53,7 +53,7 @@ def _base():
     config.train.batch_size = 64
     config.train.clip_range = 0.05
     config.train.ema = False
-    config.train.proj_hidden = 64
+    config.train.flowrl.proj_hidden = 64
 
     config.num_epochs = 60
     config.eval_freq = 10
@@ -184,13 +184,13 @@ def four_modes_awm():
 
 def four_modes_dpo():
     config = _four_modes_forward("dpo")
-    config.train.ref_update_step = 4
+    config.train.dpo.ref_update_step = 4
     return config
 
 
 def four_modes_sft():
     config = _four_modes_forward("sft")
-    config.train.ref_update_step = 4
+    config.train.sft.ref_update_step = 4
     return config
 
 

@@ -114,7 +114,7 @@ def test_toy_trainer_grpo_guard_learns(tmp_path):
 
 def test_toy_trainer_flowrl_moves_policy_and_log_z(tmp_path):
     # (FlowRL learns this world more slowly than GRPO: see docs/objectives_comparison.md)
-    summary, rows = run_toy(tmp_path, "four_modes_grpo", "--config.train.objective=flowrl", "--config.train.tb_coef=1",
+    summary, rows = run_toy(tmp_path, "four_modes_grpo", "--config.train.objective=flowrl", "--config.train.flowrl.tb_coef=1",
                             "--config.num_epochs=6", "--config.pretrain.num_steps=300")
     assert all(np.isfinite(r["policy_loss"]) for r in rows)
     assert rows[0]["log_z"] != rows[-1]["log_z"]  # the log-partition head is trained

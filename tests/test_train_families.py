@@ -31,7 +31,7 @@ OBJECTIVE_OVERRIDES = {
     "nft": ["--config.train.timestep_strategy=random", "--config.train.timestep_fraction=0.9"],
     "awm": ["--config.train.timestep_strategy=stratified", "--config.train.timestep_fraction=0.9",
             "--config.train.timestep_count=2", "--config.train.clip_range=1.0"],
-    "dpo": ["--config.train.ref_update_step=4"], "sft": ["--config.train.ref_update_step=4", "--config.train.beta=0.01"],
+    "dpo": ["--config.train.dpo.ref_update_step=4"], "sft": ["--config.train.sft.ref_update_step=4", "--config.train.beta=0.01"],
 }
 
 

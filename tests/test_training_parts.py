@@ -247,13 +247,16 @@ def rollout_of(model, seed=0):
     )
 
 
-def one_update(objective_name, advantages, reference_shift=0.0, **train):
-    """One optimizer step (SGD, lr 1, no clipping) of minibatches of 4, 2 accumulated, first 2 of 4 steps."""
+def one_update(objective_name, advantages, reference_shift=0.0, own=None, **train):
+    """One optimizer step (SGD, lr 1, no clipping) of minibatches of 4, 2 accumulated, first 2 of 4 steps;
+    ``own``: the objective's own settings (config.train.<name>)."""
     from accelerate import Accelerator
 
     config = parse_args(["--config", os.path.join(REPO, "config", "toy.py") + ":four_modes_grpo", "--config.progress=false"])
     config.train.update(objective=objective_name, batch_size=4, gradient_accumulation_steps=2, timestep_fraction=0.5,
                         max_grad_norm=1e9, **train)
+    if own:
+        config.train[objective_name].update(own)
     torch.manual_seed(0)
     model = ConstantVelocity([0.3, -0.2, 0.5])
     reference = copy.deepcopy(model).requires_grad_(False)
@@ -363,7 +366,7 @@ def test_flowrl_step_by_hand():
     delta = -tb_coef A; the gradient of mean(w delta^2) is sum_t mean_i(2 delta_i / J d log p_it) for the
     policy and mean_i(2 delta_i) for log Z's bias, averaged over the accumulated minibatches."""
     tb = 2.0
-    rollout, (change, weight_change, bias_change), stats = one_update("flowrl", ADVANTAGES, tb_coef=tb, proj_layer=1)
+    rollout, (change, weight_change, bias_change), stats = one_update("flowrl", ADVANTAGES, own={"tb_coef": tb, "proj_layer": 1})
     delta = -tb * ADVANTAGES.double().numpy()
     expected = np.zeros(D)
     for j in range(2):
@@ -385,11 +388,13 @@ def test_every_objective_is_covered_by_a_hand_computation():
 # ---- the forward-process objectives: loss and gradient of one micro-step, by hand --------------------------
 
 
-def forward_setup(name, theta, old=None, reference=None, **train):
+def forward_setup(name, theta, old=None, reference=None, own=None, **train):
     """A constant-velocity policy (v = theta), its objective attached, and a minibatch of 6 rows of an ODE
-    rollout with 5 schedule steps."""
+    rollout with 5 schedule steps; ``own``: the objective's own settings (config.train.<name>)."""
     config = base.train_config()
     config.update(objective=name, **train)
+    if own:
+        config[name].update(own)
     model = ConstantVelocity(theta)
     ref = ConstantVelocity(reference if reference is not None else theta).requires_grad_(False)
     policy = ToyPolicy(model, ref, SDEParams(0.0))
@@ -426,7 +431,7 @@ def np_inputs(minibatch, j, times=None):
 def test_nft_loss_and_gradient_by_hand():
     theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.1, 0.0, 0.4]), np.array([0.0, 0.1, 0.2])
     beta, kl_beta, m = 0.7, 0.05, 5.0
-    policy, objective, minibatch, _ = forward_setup("nft", theta, old, reference, nft_beta=beta, beta=kl_beta)
+    policy, objective, minibatch, _ = forward_setup("nft", theta, old, reference, own={"beta": beta}, beta=kl_beta)
     loss, grad, stats = grad_of(objective, policy, minibatch)
     x0, eps, t, x_t = np_inputs(minibatch, 1)
     A = np.clip(minibatch.advantages.double().numpy(), -m, m)
@@ -452,7 +457,7 @@ def test_nft_old_policy_schedule_and_sampling_weights():
 
     assert old_policy_decay(100, 0, 0.001, 0.5) == pytest.approx(0.1) and old_policy_decay(900, 0, 0.001, 0.5) == 0.5
     assert old_policy_decay(70, 75, 0.0075, 0.999) == 0.0 and old_policy_decay(95, 75, 0.0075, 0.999) == pytest.approx(0.15)
-    policy, objective, _, _ = forward_setup("nft", [1.0, 1.0, 1.0], old=[0.0, 0.0, 0.0], old_policy_decay=(0.0, 0.001, 0.5))
+    policy, objective, _, _ = forward_setup("nft", [1.0, 1.0, 1.0], old=[0.0, 0.0, 0.0], own={"old_policy_decay": (0.0, 0.001, 0.5)})
     with objective.rollout_weights(0):  # the old policy samples
         assert torch.equal(policy.trained_module.theta.detach(), torch.zeros(3))
     assert torch.equal(policy.trained_module.theta.detach(), torch.ones(3))
@@ -463,8 +468,8 @@ def test_nft_old_policy_schedule_and_sampling_weights():
 def test_awm_loss_and_gradient_by_hand():
     theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.25, -0.1, 0.45]), np.array([0.0, 0.1, 0.2])
     p, kl_beta, ema_beta, m = 0.25, 0.01, 1.0, 5.0
-    policy, objective, minibatch, _ = forward_setup("awm", theta, old, reference, awm_power=p, beta=kl_beta,
-                                                    awm_ema_beta=ema_beta, clip_range=1.0)
+    policy, objective, minibatch, _ = forward_setup("awm", theta, old, reference, own={"power": p, "ema_beta": ema_beta},
+                                                    beta=kl_beta, clip_range=1.0)
     loss, grad, stats = grad_of(objective, policy, minibatch)
     x0, eps, t, _ = np_inputs(minibatch, 1)
     target = eps - x0
@@ -493,7 +498,7 @@ def test_dpo_pairs_and_loss_and_gradient_by_hand():
 
     theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
     dpo_beta = 3.0
-    policy, objective, minibatch, _ = forward_setup("dpo", theta, old=reference, dpo_beta=dpo_beta, time_shift=3.0)
+    policy, objective, minibatch, _ = forward_setup("dpo", theta, old=reference, own={"beta": dpo_beta, "time_shift": 3.0})
     values = objective.training_advantages(minibatch.rollout, torch.zeros(6))
     # groups {0, 1, 2} (rewards 0.1, 0.9, 0.5) and {3, 4, 5} (0.3, 0.3, 0.8): winners 1 and 5, losers 0 and 3
     assert values.tolist() == [0, 1, 0, 0, 0, 1] and objective.partner[[1, 5]].tolist() == [0, 3]
@@ -522,7 +527,7 @@ def test_dpo_pairs_and_loss_and_gradient_by_hand():
 
 def test_sft_chooses_each_groups_best_and_its_loss_and_gradient_by_hand():
     theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
-    policy, objective, minibatch, _ = forward_setup("sft", theta, reference=reference, beta=0.5, time_shift=1.0)
+    policy, objective, minibatch, _ = forward_setup("sft", theta, reference=reference, own={"time_shift": 1.0}, beta=0.5)
     values = objective.training_advantages(minibatch.rollout, torch.zeros(6))
     assert values.tolist() == [0, 1, 0, 0, 0, 1]
     minibatch.advantages = values

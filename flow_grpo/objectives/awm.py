@@ -40,10 +40,15 @@ def surrogate_log_prob(velocity: torch.Tensor, target: torch.Tensor, t: torch.Te
 
 
 class AWM(Objective):
-    """``config.train``: ``awm_power``, ``clip_range``, ``adv_clip_max``, ``beta`` (to the reference),
-    ``awm_ema_beta`` and ``awm_ema_decay`` (the KL-EMA snapshot)."""
+    """``config.train.awm``: ``power``, ``ema_beta`` and ``ema_decay`` (the KL-EMA snapshot); shared:
+    ``clip_range``, ``adv_clip_max``, ``beta`` (to the reference)."""
 
     name = "awm"
+    SETTINGS = {
+        "power": 0.25,  # the generalised Huber power of the surrogate log-likelihood
+        "ema_beta": 1.0,  # weight of the velocity penalty to the KL-EMA snapshot
+        "ema_decay": (0.001, 0.3),  # (rate, cap) of the KL-EMA snapshot's decay
+    }
     sde_rollouts = False
     skips_zero_advantages = False  # the velocity penalties act on every sample
 
@@ -61,11 +66,11 @@ class AWM(Objective):
         shape = (-1, *([1] * (x0.ndim - 1)))
         x_t, target = (1 - t.reshape(shape)) * x0 + t.reshape(shape) * eps, eps - x0
         conditioning = minibatch.conditioning()
-        power = self.config.awm_power
+        power = self.settings.power
         # snapshots first: they are swapped into the trained weights in place
         old_log_prob = surrogate_log_prob(snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning), target, t, power)
         v_ema = None
-        if self.config.awm_ema_beta > 0:
+        if self.settings.ema_beta > 0:
             v_ema = snapshot_velocity(policy, self.snapshots["kl_ema"], x_t, t, conditioning)
         v = policy.velocity(x_t, t, conditioning).float()
         log_prob = surrogate_log_prob(v, target, t, power)
@@ -79,12 +84,12 @@ class AWM(Objective):
             stats["kl_loss"] = kl.detach()
         if v_ema is not None:
             ema_kl = ((v - v_ema) ** 2).mean()
-            loss = loss + self.config.awm_ema_beta * ema_kl
+            loss = loss + self.settings.ema_beta * ema_kl
             stats["ema_kl_loss"] = ema_kl.detach()
         return loss, stats
 
     def end_update(self, global_step: int) -> dict[str, float]:
-        rate, cap = self.config.awm_ema_decay
+        rate, cap = self.settings.ema_decay
         decay = min(cap, rate * global_step)
         self.snapshots["kl_ema"].blend(decay)
         return {"kl_ema_decay": decay}

@@ -75,6 +75,15 @@ class Minibatch:
         return self.rollout.conditioning.select(self.rows).to(self.device)
 
 
+def own_settings(config, name: str, defaults: dict):
+    """``config.<name>`` (``config`` is ``config.train``), or the defaults where a config has no such section
+    (a config built by hand)."""
+    import ml_collections
+
+    section = config.get(name) if hasattr(config, "get") else getattr(config, name, None)
+    return section if section is not None else ml_collections.ConfigDict(dict(defaults))
+
+
 class Objective:
     """A training objective: what it needs from a rollout, and the loss of one micro-step.
 
@@ -85,8 +94,13 @@ class Objective:
     Snapshots of the policy's own weights (an old policy, a reference that moves) are :class:`EMA` objects
     made in :meth:`attach` and saved by :meth:`state_dict`.
 
+    An objective's own settings are declared in its class as ``SETTINGS`` (key -> default): config/base.py
+    gives every objective its section ``config.train.<name>`` from them, so adding an objective stays one file
+    and a named config states only what differs (``config.train.nft.beta = 0.1``). ``self.settings`` is that
+    section; the shared keys (``beta``, ``clip_range``, ``adv_clip_max``, the timesteps) stay in ``config.train``.
+
     Args:
-        config: ``config.train`` (``beta``, ``clip_range`` and the objective's own keys).
+        config: ``config.train`` (the shared keys, and this objective's section).
         pooled_dim: width of ``Conditioning.pooled``, for objectives with a prompt-conditioned head.
     """
 
@@ -94,9 +108,11 @@ class Objective:
     sde_rollouts: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
     needs_step_means: ClassVar[bool] = False  # also each stored step's Gaussian mean
     skips_zero_advantages: ClassVar[bool] = True  # samples whose training advantage is 0 are left out of the update
+    SETTINGS: ClassVar[dict] = {}  # the objective's own keys and defaults: config.train.<name>.<key>
 
     def __init__(self, config, pooled_dim: int = 0):
         self.config = config
+        self.settings = own_settings(config, self.name, self.SETTINGS)
         self.trained_modules: dict[str, torch.nn.Module] = {}
         self.snapshots: dict[str, EMA] = {}
 
@@ -167,8 +183,8 @@ def snapshot_velocity(policy: FlowPolicy, snapshot: EMA, latents, sigmas, condit
 
 class RefreshedSnapshotObjective(Objective):
     """An objective that samples from a snapshot of the policy, replaced by the current weights every
-    ``config.ref_update_step`` optimizer steps (0: never): online DPO's reference, SFT's sampler. The
-    snapshot is kept under ``snapshot_name``; the refresh count travels with the checkpoint."""
+    ``config.train.<name>.ref_update_step`` optimizer steps (0: never): online DPO's reference, SFT's sampler.
+    The snapshot is kept under ``snapshot_name``; the refresh count travels with the checkpoint."""
 
     snapshot_name: ClassVar[str] = "ref"
 
@@ -178,7 +194,7 @@ class RefreshedSnapshotObjective(Objective):
 
     @contextlib.contextmanager
     def rollout_weights(self, global_step: int):
-        every = self.config.ref_update_step
+        every = self.settings.ref_update_step
         if every and global_step // every > self.refreshes:
             self.snapshots[self.snapshot_name].blend(0.0)  # online: the snapshot becomes the current policy
             self.refreshes = global_step // every

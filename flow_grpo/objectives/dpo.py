@@ -61,9 +61,14 @@ def dpo_loss(error_w, error_l, ref_error_w, ref_error_l, beta: float) -> torch.T
 
 
 class OnlineDPO(RefreshedSnapshotObjective):
-    """``config.train``: ``dpo_beta``, ``ref_update_step``, ``time_shift``."""
+    """``config.train.dpo``: ``beta``, ``ref_update_step``, ``time_shift``."""
 
     name = "dpo"
+    SETTINGS = {
+        "beta": 100.0,  # the DPO temperature on the flow-matching errors
+        "ref_update_step": 0,  # refresh the sampling reference every this many optimizer steps (0: never)
+        "time_shift": 3.0,  # logit-normal flow times shifted as SD3's schedule (shift 3)
+    }
     sde_rollouts = False
 
     @classmethod
@@ -87,13 +92,13 @@ class OnlineDPO(RefreshedSnapshotObjective):
         n = len(minibatch.rows)
         x0 = pair.clean_latents()
         eps = minibatch.noise(j).repeat(2, *([1] * (x0.ndim - 1)))  # the same noise for winner and loser
-        t = logit_normal_times(minibatch.uniform(j, "t_a"), minibatch.uniform(j, "t_b"), self.config.time_shift).repeat(2)
+        t = logit_normal_times(minibatch.uniform(j, "t_a"), minibatch.uniform(j, "t_b"), self.settings.time_shift).repeat(2)
         shape = (-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - t.reshape(shape)) * x0 + t.reshape(shape) * eps
         conditioning = pair.conditioning()
         ref_error = flow_matching_error(snapshot_velocity(policy, self.snapshots["ref"], x_t, t, conditioning), x0, eps)
         error = flow_matching_error(policy.velocity(x_t, t, conditioning), x0, eps)
-        per_pair = dpo_loss(error[:n], error[n:], ref_error[:n], ref_error[n:], self.config.dpo_beta)
+        per_pair = dpo_loss(error[:n], error[n:], ref_error[:n], ref_error[n:], self.settings.beta)
         weight = minibatch.advantages
         loss = (weight * per_pair).sum() / torch.clamp(weight.sum(), min=1.0)
         margin = ((ref_error[:n] - error[:n]) - (ref_error[n:] - error[n:])).detach()

@@ -84,14 +84,23 @@ class TrajectoryBalanceTerms:
 
 
 class FlowRL(Objective):
-    """``config.train``: ``tb_coef``, ``importance_sampling``, ``proj_layer``, ``proj_hidden``, ``proj_dropout``;
-    ``clip_range`` only for the logged ``clipfrac``. The reference is the policy's (adapters disabled)."""
+    """``config.train.flowrl``: ``tb_coef``, ``importance_sampling``, ``proj_layer``, ``proj_hidden``,
+    ``proj_dropout``; shared: ``clip_range``, only for the logged ``clipfrac``. The reference is the policy's
+    (adapters disabled)."""
 
     name = "flowrl"
+    SETTINGS = {
+        "tb_coef": 15.0,  # delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
+        "importance_sampling": True,  # w = min(exp(sum_t log p - log p_old), 10)
+        "proj_layer": 3,  # layers of the log Z head on the pooled prompt embedding
+        "proj_hidden": 512,
+        "proj_dropout": 0.1,
+    }
 
     def __init__(self, config, pooled_dim: int = 0):
         super().__init__(config)
-        self.trained_modules["log_z"] = LogZHead(pooled_dim, config.proj_hidden, config.proj_layer, config.proj_dropout)
+        own = self.settings
+        self.trained_modules["log_z"] = LogZHead(pooled_dim, own.proj_hidden, own.proj_layer, own.proj_dropout)
 
     @classmethod
     def needs_reference(cls, config) -> bool:
@@ -110,11 +119,11 @@ class FlowRL(Objective):
             old_log_probs.append(batch.old_log_probs)
         z = self._log_z(batch.conditioning)
         log_probs, ref_log_probs, old_log_probs = (torch.stack(x, dim=1).float() for x in (log_probs, ref_log_probs, old_log_probs))
-        if self.config.importance_sampling:
+        if self.settings.importance_sampling:
             weight = importance_weight(log_probs.sum(1), old_log_probs.sum(1))
         else:
             weight = torch.ones_like(z)
-        delta = trajectory_balance_delta(z, log_probs.mean(1), minibatch.advantages, ref_log_probs.mean(1), self.config.tb_coef)
+        delta = trajectory_balance_delta(z, log_probs.mean(1), minibatch.advantages, ref_log_probs.mean(1), self.settings.tb_coef)
         stats = {
             "tb_loss": torch.mean(weight * delta**2),
             "log_z": z.mean(),

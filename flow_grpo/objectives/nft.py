@@ -12,12 +12,12 @@ Per micro-step, for n clean samples ``x0`` [n, *latent] drawn by the old policy,
     L+-  = mean((x0+- - x0)^2) / sg(max(mean|x0+- - x0|, 1e-5))   adaptive weight, per sample
     loss = adv_clip_max * mean(r L+ / beta + (1 - r) L- / beta) + kl_beta * mean((v_theta - v_ref)^2)
 
-``beta`` is ``config.train.nft_beta`` (1.0; 0.1 for OCR and several rewards), ``kl_beta`` is
+``beta`` is ``config.train.nft.beta`` (1.0; 0.1 for OCR and several rewards), ``kl_beta`` is
 ``config.train.beta`` (1e-4 in the paper's configs), ``v_ref`` the base (adapters off, or a frozen copy).
 
 The old policy is a snapshot of the trained weights: it samples the rollouts, gives ``v_old``, and after
 every epoch's update moves toward the current weights, ``old <- d old + (1 - d) theta`` with
-``d = 0`` for ``step < flat`` else ``min(rate (step - flat), cap)`` (``config.train.old_policy_decay =
+``d = 0`` for ``step < flat`` else ``min(rate (step - flat), cap)`` (``config.train.nft.old_policy_decay =
 (flat, rate, cap)``: ``(0, 0.001, 0.5)`` for GenEval and PickScore, ``(75, 0.0075, 0.999)`` for OCR, in
 optimizer steps).
 """
@@ -68,11 +68,15 @@ def nft_policy_loss(v: torch.Tensor, v_old: torch.Tensor, x_t: torch.Tensor, x0:
 
 
 class DiffusionNFT(Objective):
-    """``config.train``: ``nft_beta``, ``beta`` (velocity penalty to the reference), ``adv_clip_max``,
-    ``old_policy_decay``; the trained flow times come from ``timestep_fraction`` / ``timestep_strategy``
-    over the sampling schedule (the paper: 9 of 10 steps, at random)."""
+    """``config.train.nft``: ``beta`` (the v+- mix strength) and ``old_policy_decay``; shared: ``beta``
+    (velocity penalty to the reference), ``adv_clip_max``; the trained flow times come from
+    ``timestep_fraction`` / ``timestep_strategy`` over the sampling schedule (the paper: 9 of 10 steps, at random)."""
 
     name = "nft"
+    SETTINGS = {
+        "beta": 1.0,  # the v+- mix strength (0.1 for OCR and several rewards in the paper)
+        "old_policy_decay": (0.0, 0.001, 0.5),  # (flat, rate, cap) of the old policy's EMA decay
+    }
     sde_rollouts = False
     skips_zero_advantages = False  # r = 1/2 still pulls toward the old policy
 
@@ -89,7 +93,7 @@ class DiffusionNFT(Objective):
         v_old = snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning)  # before the forward with gradients
         v = policy.velocity(x_t, t, conditioning).float()
         r = optimality(minibatch.advantages, self.config.adv_clip_max)
-        policy_loss, stats = nft_policy_loss(v, v_old, x_t, x0, t, r, self.config.nft_beta)
+        policy_loss, stats = nft_policy_loss(v, v_old, x_t, x0, t, r, self.settings.beta)
         loss = self.config.adv_clip_max * policy_loss
         stats = {"policy_loss": loss.detach(), **stats, "old_deviation": ((v - v_old) ** 2).mean().detach()}
         if self.config.beta > 0:
@@ -99,6 +103,6 @@ class DiffusionNFT(Objective):
         return loss, stats
 
     def end_update(self, global_step: int) -> dict[str, float]:
-        decay = old_policy_decay(global_step, *self.config.old_policy_decay)
+        decay = old_policy_decay(global_step, *self.settings.old_policy_decay)
         self.snapshots["old"].blend(decay)
         return {"old_policy_decay": decay}

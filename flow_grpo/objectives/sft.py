@@ -37,9 +37,13 @@ def best_of_groups(rollout: Rollout) -> torch.Tensor:
 
 
 class RewardFilteredSFT(RefreshedSnapshotObjective):
-    """``config.train``: ``beta`` (velocity penalty to the base), ``ref_update_step``, ``time_shift``."""
+    """``config.train.sft``: ``ref_update_step``, ``time_shift``; shared: ``beta`` (velocity penalty to the base)."""
 
     name = "sft"
+    SETTINGS = {
+        "ref_update_step": 0,  # refresh the sampler every this many optimizer steps (0: never)
+        "time_shift": 3.0,  # logit-normal flow times shifted as SD3's schedule (shift 3)
+    }
     sde_rollouts = False
     snapshot_name = "sampler"
 
@@ -48,7 +52,7 @@ class RewardFilteredSFT(RefreshedSnapshotObjective):
 
     def loss(self, policy: FlowPolicy, minibatch: Minibatch, j: int, prepared=None) -> tuple[torch.Tensor, Stats]:
         x0, eps = minibatch.clean_latents(), minibatch.noise(j)
-        t = logit_normal_times(minibatch.uniform(j, "t_a"), minibatch.uniform(j, "t_b"), self.config.time_shift)
+        t = logit_normal_times(minibatch.uniform(j, "t_a"), minibatch.uniform(j, "t_b"), self.settings.time_shift)
         shape = (-1, *([1] * (x0.ndim - 1)))
         x_t = (1 - t.reshape(shape)) * x0 + t.reshape(shape) * eps
         conditioning = minibatch.conditioning()
