@@ -21,6 +21,8 @@ setup(
         "tqdm>=4.66",
         "safetensors>=0.4",
         "scipy>=1.10",  # transformers' Mask2Former (the GenEval detector backend) needs it
+        "fastapi>=0.110",  # the reward server (flow_grpo/reward_server/server.py), on uvicorn
+        "uvicorn>=0.29",
     ],
     extras_require={
         "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18", "datasets>=3.0"],

@@ -60,7 +60,7 @@ def png_b64(width=8, height=8, colour=(128, 0, 0), fmt="PNG"):
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def raw_request(url, method, path, body=b"", headers=None):
+def raw_request(url, method, path, body=b"", headers=None, parse=True):
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     connection.putrequest(method, path)
@@ -72,7 +72,7 @@ def raw_request(url, method, path, body=b"", headers=None):
     response = connection.getresponse()
     status, payload = response.status, response.read()
     connection.close()
-    return status, json.loads(payload)
+    return status, json.loads(payload) if parse else payload
 
 
 def post(url, obj=None, body=None, headers=None):
@@ -275,8 +275,9 @@ def test_protocol_level_errors(server):
     assert status == 405 and "POST" in payload["error"]
     status, payload = raw_request(server.url, "GET", "/admin")
     assert status == 404 and "/health" in payload["error"]
-    status, payload = post(server.url, body=b"{}", headers={"Content-Length": "-5"})
-    assert status == 400 and "Content-Length" in payload["error"]
+    # a malformed Content-Length never reaches the application: uvicorn's HTTP parser (h11) answers 400 itself
+    status, _ = raw_request(server.url, "POST", "/score", b"{}", {"Content-Type": "application/json", "Content-Length": "-5"}, parse=False)
+    assert status == 400
     assert raw_request(server.url, "GET", "/health")[0] == 200
 
 

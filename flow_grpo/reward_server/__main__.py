@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 
 from flow_grpo.reward_server.server import DEFAULT_LIMITS, RewardServer
@@ -72,17 +71,12 @@ def main(argv=None) -> int:
     except (RewardError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"reward server: {', '.join(names)} on {server.url} ({args.workers} worker(s), auth {'on' if token else 'off'})", flush=True)
+    print(f"reward server: {', '.join(names)} on {server.url} ({args.workers} worker(s), auth {'on' if token else 'off'}; "
+          f"API page {server.url}/docs)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever()  # until SIGINT / SIGTERM (uvicorn finishes the requests in flight)
     finally:
-        server.httpd.server_close()
+        server.socket.close()
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import math
 
 import numpy as np
@@ -79,42 +78,25 @@ def images_to_batch(images: list[Image.Image]) -> torch.Tensor:
     return to_tensor(images)
 
 
-def parse_request(body: bytes, rewards: dict, limits: dict) -> dict:
-    """Validate a ``POST /score`` body; return the decoded fields or raise ``ProtocolError`` naming the problem."""
-    try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"body is not valid JSON ({error})") from None
-    if not isinstance(request, dict):
-        raise ProtocolError(f"body must be a JSON object, got {type(request).__name__}")
-    unknown = set(request) - {"reward", "images", "prompts", "metadata", "options"}
-    if unknown:
-        raise ProtocolError(f"unknown fields {sorted(unknown)}; valid: reward, images, prompts, metadata, options")
-    name = request.get("reward")
-    if not isinstance(name, str):
-        raise ProtocolError("field 'reward' (a string) is missing" if name is None else f"'reward' must be a string, got {type(name).__name__}")
+def check_request(request: dict, rewards: dict, limits: dict) -> dict:
+    """A ``POST /score`` body whose field types the server's pydantic model has checked (``ScoreRequest``):
+    check what a type cannot say (a hosted reward, counts and lengths that agree, the limits, images that are
+    PNG or JPEG of one size) and return the decoded fields, or raise ``ProtocolError`` naming the problem."""
+    name = request["reward"]
     if name not in rewards:
         raise ProtocolError(f"unknown reward {name!r}; this server hosts: {', '.join(sorted(rewards))}", status=404)
-    images = request.get("images")
-    if not isinstance(images, list):
-        raise ProtocolError("field 'images' (a list of base64 images) is missing" if images is None else f"'images' must be a list, got {type(images).__name__}")
+    images, prompts = request["images"], request["prompts"]
     if not images:
         raise ProtocolError("'images' is empty")
     if len(images) > limits["max_images"]:
         raise ProtocolError(f"{len(images)} images in one request, over the limit of {limits['max_images']}", status=413)
-    prompts = request.get("prompts")
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        raise ProtocolError("field 'prompts' must be a list of strings, one per image")
     if len(prompts) != len(images):
         raise ProtocolError(f"{len(images)} images but {len(prompts)} prompts")
-    metadata = request.get("metadata", [{} for _ in images])
-    if not isinstance(metadata, list) or not all(isinstance(m, dict) for m in metadata):
-        raise ProtocolError("field 'metadata' must be a list of objects, one per image")
+    metadata = request.get("metadata")
+    metadata = [{} for _ in images] if metadata is None else metadata
     if len(metadata) != len(images):
         raise ProtocolError(f"{len(images)} images but {len(metadata)} metadata entries")
-    options = request.get("options", {})
-    if not isinstance(options, dict):
-        raise ProtocolError(f"'options' must be an object, got {type(options).__name__}")
+    options = request.get("options") or {}
     decoded = [decode_image(text, i, limits["max_pixels"]) for i, text in enumerate(images)]
     return {"reward": name, "images": images_to_batch(decoded), "prompts": prompts, "metadata": metadata, "options": options}
 

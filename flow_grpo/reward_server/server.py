@@ -1,24 +1,33 @@
-"""An HTTP server that hosts registered rewards (JSON protocol, see protocol.py).
+"""An HTTP server that hosts registered rewards, on FastAPI and uvicorn (the JSON protocol of protocol.py).
 
 Each of ``workers`` workers owns its own copy of every hosted reward, built on its device (devices are dealt
-round-robin). A request is parsed and checked in its connection thread, then runs on the next free worker.
-Bad requests get a 4xx JSON error naming the problem; a reward that fails gets a 500; the server keeps
-serving either way. ``GET /health`` lists the rewards and the request counts and latencies.
+round-robin); a request runs on the next free worker, in FastAPI's thread pool. The request body is a
+pydantic model (:class:`ScoreRequest`); what a type cannot say (an unknown reward, lengths that disagree,
+images that are not PNG or JPEG, the limits) is checked in ``protocol.py``. Bad requests get a 4xx JSON error
+``{"error": ...}`` naming the problem; a reward that fails gets a 500; the server keeps serving either way.
+``GET /health`` lists the rewards and the request counts and latencies; ``GET /docs`` is FastAPI's interactive
+page of the API. Headers are checked before the body is read (token 401, Content-Length 411 / 413,
+Content-Type 415), so an oversized or unauthorised body is never taken in.
 """
 
 from __future__ import annotations
 
 import hmac
 import inspect
-import json
 import logging
 import queue
+import socket
 import threading
 import time
 from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from flow_grpo.reward_server.protocol import ProtocolError, jsonable_scores, parse_request
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StrictStr
+from starlette.exceptions import HTTPException
+
+from flow_grpo.reward_server.protocol import ProtocolError, check_request, jsonable_scores
 from flow_grpo.rewards.registry import build_reward
 
 LOG = logging.getLogger("flow_grpo.reward_server")
@@ -28,6 +37,54 @@ DEFAULT_LIMITS = {
     "max_images": 256,
     "max_pixels": 4096 * 4096,
 }
+ENDPOINTS = "endpoints: GET /health, POST /score"
+
+
+class ScoreRequest(BaseModel):
+    """``POST /score``: images as base64 PNG or JPEG, one prompt (and optionally one metadata object) each."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reward: StrictStr
+    images: list[StrictStr]
+    prompts: list[StrictStr]
+    metadata: list[dict] | None = None
+    options: dict | None = None
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float | None]  # null for a NaN or infinite score
+    info: dict
+
+
+# what each field must be, for the error message of a body whose types are wrong (pydantic's loc -> message)
+FIELD_RULES = {
+    "reward": "'reward' must be a string",
+    "images": "'images' must be a list",
+    "prompts": "'prompts' must be a list of strings, one per image",
+    "metadata": "field 'metadata' must be a list of objects, one per image",
+    "options": "'options' must be an object",
+}
+
+
+def validation_message(errors) -> str:
+    """The protocol's message for the first of pydantic's errors on a ``ScoreRequest`` body."""
+    error = errors[0]
+    kind, loc = error.get("type", ""), [part for part in error.get("loc", ()) if part != "body"]
+    if kind == "json_invalid" or (kind == "missing" and not loc):
+        return f"body is not valid JSON ({error.get('msg', '')})"
+    if not loc:
+        return f"body must be a JSON object, got {type(error.get('input')).__name__}"
+    field = str(loc[0])
+    if kind == "extra_forbidden":
+        unknown = sorted(str(e["loc"][-1]) for e in errors if e.get("type") == "extra_forbidden")
+        return f"unknown fields {unknown}; valid: reward, images, prompts, metadata, options"
+    if kind == "missing":
+        what = {"reward": "a string", "images": "a list of base64 images"}.get(field, "")
+        return f"field {field!r} ({what}) is missing" if what else f"{FIELD_RULES.get(field, field)} (missing)"
+    if field == "images" and len(loc) > 1:
+        return f"images[{loc[1]}] must be a base64 string, got {type(error.get('input')).__name__}"
+    rule = FIELD_RULES.get(field, f"field {field!r} is malformed")
+    return f"{rule}, got {type(error.get('input')).__name__}" if len(loc) == 1 else rule
 
 
 class Worker:
@@ -41,9 +98,7 @@ class Worker:
             options = dict(reward_options.get(name, {}))
             options.setdefault("device", device)
             self.functions[name] = build_reward(name, **options)
-        self.takes_options = {
-            name: "options" in inspect.signature(fn).parameters for name, fn in self.functions.items()
-        }
+        self.takes_options = {name: "options" in inspect.signature(fn).parameters for name, fn in self.functions.items()}
 
     def score(self, name, images, prompts, metadata, options):
         fn = self.functions[name]
@@ -71,13 +126,17 @@ class RewardServer:
         self.counts: Counter = Counter()
         self.latencies_ms: deque = deque(maxlen=2000)
         self.stats_lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self.httpd.daemon_threads = True
+        self.app = self._make_app()
+        # bound now, so that port 0 has its number before serving (and a restarted server may take the port again)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.uvicorn = None
         self._thread = None
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
+        return self.socket.getsockname()[:2]
 
     @property
     def url(self) -> str:
@@ -85,19 +144,37 @@ class RewardServer:
         return f"http://{host}:{port}"
 
     # ---- lifecycle ----
+    def _make_uvicorn(self):
+        import uvicorn
+
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_keep_alive=60)
+        self.uvicorn = uvicorn.Server(config)
+        return self.uvicorn
+
     def serve_forever(self):
+        """Serve until SIGINT or SIGTERM (uvicorn's handlers) or :meth:`stop`."""
         LOG.info("serving %s on %s with %d worker(s)", ", ".join(self.reward_names), self.url, len(self.workers))
-        self.httpd.serve_forever(poll_interval=0.2)
+        self._make_uvicorn().run(sockets=[self.socket])
 
     def start(self):
-        """Serve in a background thread (tests, benchmarks); returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, name="reward-server", daemon=True)
+        """Serve in a background thread (tests, benchmarks); returns self once the server answers."""
+        server = self._make_uvicorn()
+        server.install_signal_handlers = lambda: None  # not the main thread
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self.socket]}, name="reward-server", daemon=True)
         self._thread.start()
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline and self._thread.is_alive():
+            time.sleep(0.01)
+        if not server.started:
+            raise RuntimeError(f"the reward server on {self.url} did not start")
         return self
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.uvicorn is not None:
+            self.uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.socket.close()
 
     # ---- bookkeeping ----
     def record(self, status: int, started: float):
@@ -134,102 +211,80 @@ class RewardServer:
             return False, "wrong bearer token"
         return True, ""
 
-    def _handler_class(self):
+    def header_problem(self, request: Request) -> tuple[int, str] | None:
+        """What is wrong with a ``POST /score``'s headers, before its body is read: ``(status, message)``."""
+        ok, why = self.authorised(request.headers.get("authorization"))
+        if not ok:
+            return 401, why
+        length = request.headers.get("content-length")
+        if length is None:
+            return 411, "Content-Length header required"
+        if not length.isdigit():
+            return 400, f"bad Content-Length {length!r}"
+        if int(length) > self.limits["max_body_bytes"]:
+            return 413, f"body of {length} bytes, over the limit of {self.limits['max_body_bytes']}"
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return 415, f"Content-Type must be application/json, got {content_type!r}"
+        return None
+
+    def _make_app(self) -> FastAPI:
         server = self
+        app = FastAPI(title="flow_grpo reward server", description="Rewards by name over JSON (flow_grpo/reward_server/protocol.py).")
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 60  # seconds to wait on a slow or stalled client
+        def error(status: int, message: str) -> JSONResponse:
+            # a body the server did not read cannot start the connection's next request: close it
+            return JSONResponse({"error": message}, status_code=status, headers={"Connection": "close"} if status in (401, 411, 413, 415) else None)
 
-            def log_message(self, fmt, *args):  # route http.server's own messages to logging
-                LOG.debug("%s " + fmt, self.address_string(), *args)
+        @app.middleware("http")
+        async def check_and_count(request: Request, call_next):
+            started = time.perf_counter()
+            if request.method == "POST" and request.url.path == "/score":
+                problem = server.header_problem(request)
+                if problem is not None:
+                    response = error(*problem)
+                    server.record(response.status_code, started)
+                    LOG.info("POST /score %d %s", response.status_code, problem[1])
+                    return response
+            response = await call_next(request)
+            server.record(response.status_code, started)
+            LOG.info("%s %s %d %.1fms", request.method, request.url.path, response.status_code, (time.perf_counter() - started) * 1000)
+            return response
 
-            def _send(self, status: int, payload: dict, started: float, detail: str = ""):
-                body = json.dumps(payload).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                server.record(status, started)
-                LOG.info("%s %s %d %.1fms %s", self.command, self.path, status, (time.perf_counter() - started) * 1000, detail)
+        @app.exception_handler(HTTPException)
+        async def http_error(request: Request, exc: HTTPException):
+            if exc.status_code == 405 and request.url.path == "/score":
+                return error(405, "use POST for /score")
+            if exc.status_code == 404:
+                return error(404, f"no such endpoint {request.url.path!r}; {ENDPOINTS}")
+            return error(exc.status_code, str(exc.detail))
 
-            def _error(self, status: int, message: str, started: float):
-                # the body may be unread: close rather than parse its rest as the next request
-                self.close_connection = True
-                self._send(status, {"error": message}, started, message)
+        @app.exception_handler(RequestValidationError)
+        async def bad_body(request: Request, exc: RequestValidationError):
+            return error(400, validation_message(exc.errors()))
 
-            def do_GET(self):
-                started = time.perf_counter()
-                if self.path.split("?")[0] == "/health":
-                    self._send(200, server.health(), started)
-                elif self.path.split("?")[0] == "/score":
-                    self._error(405, "use POST for /score", started)
-                else:
-                    self._error(404, f"no such endpoint {self.path!r}; endpoints: GET /health, POST /score", started)
+        @app.get("/health")
+        def health() -> dict:
+            return server.health()
 
-            def do_POST(self):
-                started = time.perf_counter()
-                if self.path.split("?")[0] != "/score":
-                    self._error(404, f"no such endpoint {self.path!r}; endpoints: GET /health, POST /score", started)
-                    return
-                ok, why = server.authorised(self.headers.get("Authorization"))
-                if not ok:
-                    self._discard_body()
-                    self._error(401, why, started)
-                    return
-                length = self.headers.get("Content-Length")
-                if length is None:
-                    self._error(411, "Content-Length header required", started)
-                    return
-                try:
-                    length = int(length)
-                    if length < 0:
-                        raise ValueError
-                except ValueError:
-                    self._error(400, f"bad Content-Length {self.headers.get('Content-Length')!r}", started)
-                    return
-                if length > server.limits["max_body_bytes"]:
-                    self._error(413, f"body of {length} bytes, over the limit of {server.limits['max_body_bytes']}", started)
-                    return
-                content_type = self.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
-                body = self.rfile.read(length)
-                if len(body) < length:
-                    self._error(400, f"body ended after {len(body)} of {length} bytes", started)
-                    return
-                if content_type != "application/json":
-                    self._error(415, f"Content-Type must be application/json, got {content_type!r}", started)
-                    return
-                try:
-                    request = parse_request(body, server.workers[0].functions, server.limits)
-                except ProtocolError as error:
-                    self._error(error.status, str(error), started)
-                    return
-                worker = server.idle.get()
-                try:
-                    scores, info = worker.score(
-                        request["reward"], request["images"], request["prompts"], request["metadata"], request["options"]
-                    )
-                    payload = jsonable_scores(request["reward"], scores, info, len(request["prompts"]))
-                except ProtocolError as error:
-                    self._error(error.status, str(error), started)
-                    return
-                except Exception as error:  # noqa: BLE001 - any reward failure is the server's 500, and it carries on
-                    LOG.exception("reward %s failed", request["reward"])
-                    self._error(500, f"reward {request['reward']!r} failed: {type(error).__name__}: {error}", started)
-                    return
-                finally:
-                    server.idle.put(worker)
-                self._send(200, payload, started, f"reward={request['reward']} images={len(request['prompts'])} worker={worker.index}")
+        # the answer is built by protocol.jsonable_scores; ScoreResponse documents it (/docs) without re-validating it
+        @app.post("/score", responses={200: {"model": ScoreResponse}})
+        def score(body: ScoreRequest):
+            try:
+                request = check_request(body.model_dump(), server.workers[0].functions, server.limits)
+            except ProtocolError as problem:
+                return error(problem.status, str(problem))
+            worker = server.idle.get()
+            try:
+                scores, info = worker.score(request["reward"], request["images"], request["prompts"], request["metadata"],
+                                            request["options"])
+                return JSONResponse(jsonable_scores(request["reward"], scores, info, len(request["prompts"])))
+            except ProtocolError as problem:
+                return error(problem.status, str(problem))
+            except Exception as failure:  # noqa: BLE001 - any reward failure is the server's 500, and it carries on
+                LOG.exception("reward %s failed", request["reward"])
+                return error(500, f"reward {request['reward']!r} failed: {type(failure).__name__}: {failure}")
+            finally:
+                server.idle.put(worker)
 
-            def _discard_body(self):
-                try:
-                    length = int(self.headers.get("Content-Length", 0))
-                except ValueError:
-                    return
-                if 0 < length <= server.limits["max_body_bytes"]:
-                    self.rfile.read(length)
-                else:
-                    self.close_connection = True
-
-        return Handler
+        return app
