@@ -279,6 +279,10 @@ def test_protocol_level_errors(server):
     status, _ = raw_request(server.url, "POST", "/score", b"{}", {"Content-Type": "application/json", "Content-Length": "-5"}, parse=False)
     assert status == 400
     assert raw_request(server.url, "GET", "/health")[0] == 200
+    status, page = raw_request(server.url, "GET", "/docs", parse=False)  # FastAPI's interactive API page
+    assert status == 200 and b"swagger" in page.lower()
+    status, schema = raw_request(server.url, "GET", "/openapi.json")
+    assert status == 200 and {"reward", "images", "prompts"} <= set(schema["components"]["schemas"]["ScoreRequest"]["required"])
 
 
 def test_bearer_token(token_server):
