@@ -1,5 +1,5 @@
-"""Exponential moving averages of the trained parameters: the one evaluation and exported checkpoints use, and
-the snapshots objectives keep (DiffusionNFT's old policy, AWM's KL-EMA, DPO's reference: ``blend``)."""
+"""Copies of the trained parameters: :class:`Snapshot`, which moves only when told (the objectives' old policies
+and references), and :class:`EMA`, the exponential moving average that evaluation and exported checkpoints use."""
 
 from __future__ import annotations
 
@@ -9,37 +9,19 @@ from typing import Iterable
 import torch
 
 
-class EMA:
-    """``shadow = decay * shadow + (1 - decay) * param`` every ``update_interval`` optimizer steps.
+class Snapshot:
+    """A float32 copy of the trained parameters that moves only when told: :meth:`blend` (``blend(0)`` copies
+    the parameters), swapped in for a forward with :meth:`swapped_in`. The objectives keep their old policies
+    and references as snapshots (DiffusionNFT's old policy and AWM's KL-EMA blend on their own schedules; DPO's
+    reference and SFT's sampler are refreshed by copying)."""
 
-    The shadow starts at the initial parameters and is kept in float32.
-    """
-
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.9, update_interval: int = 8, names=None,
-                 warmup: bool = False):
-        """``warmup``: the decay is ``min(decay, (1 + n) / (10 + n))`` at the n-th update (DiffusionNFT's), so
-        the first updates follow the weights closely."""
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.warmup = warmup
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], names=None):
         self.parameters = list(parameters)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.parameters))]
         if len(self.names) != len(self.parameters):
             raise ValueError(f"{len(self.names)} names for {len(self.parameters)} parameters")
-        self.decay = decay
-        self.update_interval = max(1, int(update_interval))
         self.shadow = [p.detach().float().clone() for p in self.parameters]
         self.num_updates = 0
-
-    @torch.no_grad()
-    def step(self, global_step: int) -> bool:
-        """Update after optimizer step number ``global_step`` (1-based) when it is a multiple of the interval."""
-        if global_step % self.update_interval:
-            return False
-        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
-        self.blend(decay)
-        self.num_updates += 1
-        return True
 
     @torch.no_grad()
     def blend(self, decay: float) -> None:
@@ -49,7 +31,7 @@ class EMA:
 
     @contextlib.contextmanager
     def swapped_in(self):
-        """Temporarily replace the parameters by their EMA values."""
+        """Temporarily replace the parameters by the snapshot's values."""
         backup = [p.detach().clone() for p in self.parameters]
         with torch.no_grad():
             for shadow, param in zip(self.shadow, self.parameters):
@@ -68,9 +50,37 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if len([k for k in state if k.startswith("shadow.")]) != len(self.shadow):
-            raise ValueError("EMA state does not match the trained parameters")
+            raise ValueError(f"{type(self).__name__} state does not match the trained parameters")
         for name, shadow in zip(self.names, self.shadow):
             if f"shadow.{name}" not in state:
-                raise ValueError(f"EMA state has no entry for {name!r}")
+                raise ValueError(f"{type(self).__name__} state has no entry for {name!r}")
             shadow.copy_(state[f"shadow.{name}"])
         self.num_updates = int(state["num_updates"])
+
+
+class EMA(Snapshot):
+    """``shadow = decay * shadow + (1 - decay) * param`` every ``update_interval`` optimizer steps: the
+    evaluation weights, which exported checkpoints hold. The shadow starts at the initial parameters and is
+    kept in float32.
+    """
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.9, update_interval: int = 8, names=None,
+                 warmup: bool = False):
+        """``warmup``: the decay is ``min(decay, (1 + n) / (10 + n))`` at the n-th update (DiffusionNFT's), so
+        the first updates follow the weights closely."""
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        super().__init__(parameters, names)
+        self.warmup = warmup
+        self.decay = decay
+        self.update_interval = max(1, int(update_interval))
+
+    @torch.no_grad()
+    def step(self, global_step: int) -> bool:
+        """Update after optimizer step number ``global_step`` (1-based) when it is a multiple of the interval."""
+        if global_step % self.update_interval:
+            return False
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates)) if self.warmup else self.decay
+        self.blend(decay)
+        self.num_updates += 1
+        return True

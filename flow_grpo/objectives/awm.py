@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-from flow_grpo.ema import EMA
+from flow_grpo.ema import Snapshot
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity
 from flow_grpo.objectives.grpo import clipped_policy_loss, ratio_diagnostics
 from flow_grpo.policy import FlowPolicy
@@ -53,8 +53,8 @@ class AWM(Objective):
     skips_zero_advantages = False  # the velocity penalties act on every sample
 
     def attach(self, parameters, names):
-        self.snapshots["old"] = EMA(parameters, names=names)  # the weights that sampled this epoch's rollouts
-        self.snapshots["kl_ema"] = EMA(parameters, names=names)
+        self.snapshots["old"] = Snapshot(parameters, names=names)  # the weights that sampled this epoch's rollouts
+        self.snapshots["kl_ema"] = Snapshot(parameters, names=names)
 
     @contextlib.contextmanager
     def rollout_weights(self, global_step: int):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, ContextManager
 
 import torch
 
-from flow_grpo.ema import EMA
+from flow_grpo.ema import Snapshot
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout, TransitionBatch
 from flow_grpo.seeding import generator_for
@@ -91,7 +91,7 @@ class Objective:
     modules trained beside the policy (FlowRL's log Z head) go in ``trained_modules``: the trainer has them
     wrapped for its processes (:meth:`wrap_trained_modules`, accelerate's ``prepare``) and saves them in
     checkpoints as ``<name>.<parameter>``.
-    Snapshots of the policy's own weights (an old policy, a reference that moves) are :class:`EMA` objects
+    Snapshots of the policy's own weights (an old policy, a reference that moves) are :class:`Snapshot` objects
     made in :meth:`attach` and saved by :meth:`state_dict`.
 
     An objective's own settings are declared in its class as ``SETTINGS`` (key -> default): config/base.py
@@ -114,7 +114,7 @@ class Objective:
         self.config = config
         self.settings = own_settings(config, self.name, self.SETTINGS)
         self.trained_modules: dict[str, torch.nn.Module] = {}
-        self.snapshots: dict[str, EMA] = {}
+        self.snapshots: dict[str, Snapshot] = {}
 
     def wrap_trained_modules(self, wrap) -> None:
         """Replace each of ``trained_modules`` by ``wrap(module)`` (accelerate's ``prepare``: DDP with several
@@ -164,7 +164,7 @@ class Objective:
 
 
 @contextlib.contextmanager
-def snapshot_weights(snapshot: EMA | None):
+def snapshot_weights(snapshot: Snapshot | None):
     """The policy's trained parameters replaced by ``snapshot``'s values inside the block (no gradients: call it
     before any forward whose graph is kept, since the parameters are written in place)."""
     if snapshot is None:
@@ -174,7 +174,7 @@ def snapshot_weights(snapshot: EMA | None):
         yield
 
 
-def snapshot_velocity(policy: FlowPolicy, snapshot: EMA, latents, sigmas, conditioning) -> torch.Tensor:
+def snapshot_velocity(policy: FlowPolicy, snapshot: Snapshot, latents, sigmas, conditioning) -> torch.Tensor:
     """The policy's velocity with ``snapshot``'s weights (float32, detached, its own memory). Call it before
     the micro-step's forward with gradients: the weights are swapped in place."""
     with snapshot_weights(snapshot):
@@ -189,7 +189,7 @@ class RefreshedSnapshotObjective(Objective):
     snapshot_name: ClassVar[str] = "ref"
 
     def attach(self, parameters, names):
-        self.snapshots[self.snapshot_name] = EMA(parameters, names=names)
+        self.snapshots[self.snapshot_name] = Snapshot(parameters, names=names)
         self.refreshes = 0
 
     @contextlib.contextmanager

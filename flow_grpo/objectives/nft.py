@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from flow_grpo.ema import EMA
+from flow_grpo.ema import Snapshot
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity, snapshot_weights
 from flow_grpo.policy import FlowPolicy
 
@@ -81,7 +81,7 @@ class DiffusionNFT(Objective):
     skips_zero_advantages = False  # r = 1/2 still pulls toward the old policy
 
     def attach(self, parameters, names):
-        self.snapshots["old"] = EMA(parameters, names=names)
+        self.snapshots["old"] = Snapshot(parameters, names=names)
 
     def rollout_weights(self, global_step: int):
         return snapshot_weights(self.snapshots["old"])  # the old policy samples
