@@ -227,6 +227,20 @@ def decode_in_chunks(vae, latents: torch.Tensor, batch_size: int | None, unscale
     return torch.cat(images)
 
 
+def decode_normalised(vae, latents: torch.Tensor, batch_size: int | None, frames: str) -> torch.Tensor:
+    """A causal video VAE's decode (``AutoencoderKLWan``, ``AutoencoderKLQwenImage``) of latents stored per
+    channel as ``(z - latents_mean) / latents_std``: videos ``[b, C, f, h, w]`` (``frames="video"``), or images
+    ``[b, C, h, w]`` sent through as one frame each (``frames="one"``)."""
+    shape = (1, latents.shape[1], 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(shape)
+    std = torch.tensor(vae.config.latents_std, device=latents.device).view(shape)
+
+    def unscale(chunk):
+        return (chunk.unsqueeze(2) if frames == "one" else chunk) * std + mean
+
+    return decode_in_chunks(vae, latents, batch_size, unscale, frames=frames)
+
+
 def decode_scaled(vae, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """An ``AutoencoderKL``'s decode of latents stored as ``(z - shift_factor) * scaling_factor`` (SD3, FLUX)."""
     shift = vae.config.shift_factor or 0.0

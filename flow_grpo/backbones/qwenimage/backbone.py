@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_in_chunks, flow_match_sigmas, timestep_batch,
+    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, flow_match_sigmas, timestep_batch,
 )
 from flow_grpo.backbones.flux.backbone import pack_latents, patch_sigmas, unpack_latents
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
@@ -149,8 +149,4 @@ class QwenImageBackbone(Backbone):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        vae, channels = self.vae, latents.shape[1]
-        mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(1, channels, 1, 1, 1)
-        std = torch.tensor(vae.config.latents_std, device=latents.device).view(1, channels, 1, 1, 1)
-        # [b, C, h, w] -> [b, C, 1, h, w]: one frame through the video VAE
-        return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk.unsqueeze(2) * std + mean, frames="one")
+        return decode_normalised(self.vae, latents, batch_size, frames="one")  # one frame through the video VAE

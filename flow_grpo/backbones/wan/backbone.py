@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_in_chunks, timestep_batch,
+    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, timestep_batch,
 )
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.errors import InputError
@@ -153,7 +153,4 @@ class WanBackbone(Backbone):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        vae, channels = self.vae, latents.shape[1]
-        mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(1, channels, 1, 1, 1)
-        std = torch.tensor(vae.config.latents_std, device=latents.device).view(1, channels, 1, 1, 1)
-        return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk * std + mean, frames="video")
+        return decode_normalised(self.vae, latents, batch_size, frames="video")
