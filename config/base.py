@@ -22,6 +22,10 @@ def default():
     config.eval_freq = 20  # epochs between evaluations (epoch 0, the base model, included)
     config.num_checkpoint_limit = 5  # newest complete checkpoints kept; 0 keeps all
     config.resume_from = ""  # a checkpoint folder, a run folder, or "latest" (this run's newest)
+    # stopping (docs/operations.md): these signals stop the run at the next clean point with a checkpoint, exit 75
+    config.stop_signals = "SIGTERM,SIGUSR1"
+    config.dist_timeout_s = 1800.0  # a collective with no answer this long (a hung or lost process) ends the run
+    config.reward_deadline_s = 1800.0  # the longest wait for one batch's rewards once they are needed (0: none)
     config.mixed_precision = "fp16"  # "fp16", "bf16" or "no"; sampling and training both run under it
     config.allow_tf32 = True
     config.progress = True  # tqdm bars
@@ -98,6 +102,7 @@ def train_config():
     train.adam_epsilon = 1e-8
     train.gradient_accumulation_steps = 1  # in minibatches; x trained timesteps micro-steps
     train.max_grad_norm = 1.0
+    train.max_nonfinite_steps = 10  # optimizer steps in a row with a NaN/inf gradient norm (each skipped) that stop the run
     train.num_inner_epochs = 1
     # advantages: (r - group mean) / (std + 1e-4), the std of all rewards (global_std) or of the group
     train.per_prompt_stat_tracking = True  # group by prompt (GRPO); False: normalise over the whole batch (DDPO)

@@ -23,14 +23,22 @@ Per epoch (docs/architecture.md, "Data flow"):
   4. every eval_freq epochs evaluate with the EMA weights (ODE, eval steps, eval guidance), every
      save_freq epochs write a checkpoint (and both after the last epoch).
 Flow-GRPO-Fast, CPS, the counting variants and the objectives are config flags of this one script.
+
+Stopping (docs/operations.md; flow_grpo.training.stopping): on a stop signal (config.stop_signals) the epoch
+in flight is abandoned during its rollouts or completed after its update, a checkpoint is written and the
+exit status is 75 (resume_from=latest continues exactly). A reward that fails or misses
+config.reward_deadline_s: the last completed epoch is checkpointed, exit 1. A collective with no answer
+within config.dist_timeout_s: an error naming the missing ranks, exit 1. Non-finite gradients: the step is
+skipped (train.max_nonfinite_steps in a row stop the run, exit 1). A checkpoint that cannot be written: exit 2,
+the earlier checkpoints intact.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,7 +46,7 @@ from tqdm.auto import tqdm
 
 from flow_grpo.backbones import load_backbone
 from flow_grpo.backbones.trainable import inference_dtype
-from flow_grpo.checkpoint import resolve_resume
+from flow_grpo.checkpoint import folders, resolve_resume
 from flow_grpo.checkpoint.training_state import TrainingState, load_training_checkpoint, save_training_checkpoint
 from flow_grpo.config_cli import ConfigError, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
@@ -51,9 +59,11 @@ from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
 from flow_grpo.training.evaluate import evaluate_rewards
 from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
-from flow_grpo.training.rollout import RolloutCollector
+from flow_grpo.training.rollout import RewardThread, RolloutCollector
 from flow_grpo.training.sizes import run_sizes
-from flow_grpo.training.update import update
+from flow_grpo.training.stopping import (EXIT_PREEMPTED, STOP_REQUESTED, EpochAbandoned, StopRequest, agree,
+                                         describe_collective_failure, is_collective_failure, monitor_group, parse_signals)
+from flow_grpo.training.update import NonFiniteUpdates, update
 from flow_grpo.videos import save_samples
 
 # what a user can fix: a message and exit status 2; anything else is a bug and keeps its traceback
@@ -72,6 +82,13 @@ def check_config(config) -> None:
             raise ConfigError(f"config.{key} {value!r}; valid: {', '.join(valid)}")
     if not config.dataset:
         raise ConfigError("config.dataset is empty: give a folder with train/test prompts")
+    try:
+        parse_signals(config.stop_signals)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    for key in ("dist_timeout_s", "reward_deadline_s"):
+        if config[key] < 0:
+            raise ConfigError(f"config.{key} must be 0 (no limit) or a number of seconds, got {config[key]}")
 
 
 def run_folder(config) -> tuple[str, str]:
@@ -115,6 +132,20 @@ def reward_metrics(accelerator, rollout) -> dict:
     return row
 
 
+PREEMPTED_MARKER = "preempted.json"
+
+
+def mark_preempted(run_dir: str, stop: StopRequest, epochs_done: int) -> str:
+    """``preempted.json`` in the run folder: under ``accelerate launch`` the launcher exits 1 whatever its
+    processes' status, so a job script that requeues checks this file instead (removed when the run resumes).
+    Returns the checkpoint it names, the newest on disk."""
+    found = folders.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    checkpoint = found[-1][1] if found else ""
+    folders.write_json(os.path.join(run_dir, PREEMPTED_MARKER), {"signal": stop.received, "epochs_done": epochs_done,
+                                                                  "checkpoint": checkpoint, "exit_status": EXIT_PREEMPTED})
+    return checkpoint
+
+
 # (label, metrics key, format) of the per-epoch line
 PRINTED_METRICS = (("loss", "policy_loss", ".3e"), ("approx_kl", "approx_kl", ".2e"), ("clipfrac", "clipfrac", ".3f"), ("kl", "kl_loss", ".2e"))
 
@@ -133,7 +164,9 @@ def main(argv=None) -> int:
                                 config.reward_frame_interval)
         trackers = available_trackers(config)
         # cpu=True without a GPU makes a multi-process launch (accelerate launch --multi_gpu, torchrun) use gloo
-        sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available()).num_processes)
+        # the process group's timeout bounds every collective: a process that hangs or is lost ends the run
+        timeout = {"timeout": datetime.timedelta(seconds=config.dist_timeout_s)} if config.dist_timeout_s else {}
+        sizes = run_sizes(config, PartialState(cpu=not torch.cuda.is_available(), **timeout).num_processes)
         run_dir, resume_path = run_folder(config)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
@@ -185,6 +218,8 @@ def main(argv=None) -> int:
         first_epoch, global_step = resumed["epoch"], resumed["global_step"]
         if accelerator.is_main_process:
             truncate_metrics(logger.metrics_path, first_epoch + 1)
+            if os.path.exists(os.path.join(run_dir, PREEMPTED_MARKER)):
+                os.remove(os.path.join(run_dir, PREEMPTED_MARKER))
             print(f"resumed from {resume_path}: epoch {first_epoch}, step {global_step}")
     if trackers:
         # the project: wandb's project, tensorboard's folder under tracking/; the run keeps its own name
@@ -201,10 +236,21 @@ def main(argv=None) -> int:
             return evaluate_rewards(backbone=backbone, transformer=run.sampling_transformer, dataset=test_set, reward_fn=reward_fn,
                             config=config, accelerator=accelerator, grid_path=os.path.join(run_dir, "samples", f"eval_epoch_{epoch:05d}.png"))
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
+    stop = StopRequest(parse_signals(config.stop_signals))
+    monitor = monitor_group(min(config.dist_timeout_s or 60.0, 60.0))  # asks which rank is missing after a timeout
+    executor = RewardThread()
     collector = RolloutCollector(backbone=backbone, transformer=run.sampling_transformer, negative=run.negative, dataset=train_set,
-                                 sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config)
+                                 sampler=sampler, reward_fn=reward_fn, executor=executor, accelerator=accelerator, config=config,
+                                 stop=stop)
     last_checkpoint, train_seconds, done = None, 0.0, first_epoch  # done: completed epochs
+    saved_step = global_step if resume_path else None  # the global step of the newest checkpoint on disk
+    where = "the base model's evaluation"  # what the run is doing, for an error that interrupts it
+
+    def checkpoint(epoch_done: int) -> None:
+        nonlocal last_checkpoint, saved_step, where
+        where = f"the checkpoint after epoch {epoch_done}"
+        last_checkpoint = save_training_checkpoint(state, checkpoints_dir, epoch_done, global_step, config.num_checkpoint_limit)
+        saved_step = global_step
 
     def out_of_time(seconds: float) -> bool:
         """config.max_minutes of training (epochs, without evaluation) spent, decided on the main process."""
@@ -226,10 +272,31 @@ def main(argv=None) -> int:
                       disable=not (config.progress and accelerator.is_main_process), **timed)
         for epoch in epochs:
             epoch_start = time.time()
+            # where the epoch begins: an abandoned epoch sets the sampler and generators back here
+            sampler_at_start, rng_at_start = sampler.state_dict(), folders.capture_rng_state()
             # 1. rollouts: k images per prompt (the SDE with log-probs, or the ODE for the forward-process
             #    objectives) from the weights the objective samples with; rewards in the background
-            with objective.rollout_weights(global_step):
-                rollout = collector.collect(epoch, stochastic=objective.sde_rollouts, store_means=objective.needs_step_means)
+            where = f"epoch {epoch + 1}: rollouts"
+            try:
+                with objective.rollout_weights(global_step):
+                    rollout = collector.collect(epoch, stochastic=objective.sde_rollouts, store_means=objective.needs_step_means)
+            except EpochAbandoned as abandoned:
+                # nothing was trained yet: the weights are the last completed epoch's, and so is the checkpoint
+                sampler.load_state_dict(sampler_at_start)
+                folders.restore_rng_state(rng_at_start)
+                if saved_step != global_step:
+                    checkpoint(epoch)
+                if abandoned.status == STOP_REQUESTED:
+                    if accelerator.is_main_process:
+                        written = mark_preempted(run_dir, stop, epoch)
+                        print(f"stopped on {stop.received or 'a signal to another process'} during epoch {epoch + 1}'s rollouts "
+                              f"(abandoned); checkpoint {written}; exit {EXIT_PREEMPTED}: "
+                              "resume with config.resume_from=latest", file=sys.stderr)
+                    return EXIT_PREEMPTED
+                print(f"error: {abandoned.error or 'a reward failed on another process'}; epoch {epoch + 1} is abandoned and "
+                      f"epoch {epoch}, the last completed, is checkpointed (resume with config.resume_from=latest)", file=sys.stderr)
+                return 1
+            where = f"epoch {epoch + 1}: update"
             # 2. advantages over the rewards of all processes, grouped by prompt; zero-advantage samples dropped
             advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
             advantages = objective.training_advantages(rollout, advantages)  # DPO / SFT: their chosen samples
@@ -243,9 +310,11 @@ def main(argv=None) -> int:
             row = {"epoch": done, "global_step": global_step, **reward_metrics(accelerator, rollout), **train_stats,
                    **advantage_stats, **keep_stats, **rollout.timing, "epoch_time_s": time.time() - epoch_start}
             train_seconds += row["epoch_time_s"]
+            preempted = agree(accelerator, stop.local_status()) == STOP_REQUESTED
             last = done == config.num_epochs or out_of_time(train_seconds)
-            # 4. evaluation with the EMA weights, and checkpoints
-            if done % config.eval_freq == 0 or last:
+            # 4. evaluation with the EMA weights, and checkpoints (a stopped run: the evaluation only when due)
+            if done % config.eval_freq == 0 or (last and not preempted):
+                where = f"epoch {done}: evaluation"
                 row.update(run_eval(done))
                 if accelerator.is_main_process:
                     save_samples(rollout.images[:16], logger.path("samples", f"train_epoch_{done:05d}.png"), cols=4,
@@ -262,15 +331,34 @@ def main(argv=None) -> int:
                 )
             if trackers:
                 accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=global_step)
-            if done % config.save_freq == 0 or last:
-                last_checkpoint = save_training_checkpoint(state, checkpoints_dir, done, global_step, config.num_checkpoint_limit)
+            if done % config.save_freq == 0 or last or preempted:
+                checkpoint(done)
+            if preempted:
+                if accelerator.is_main_process:
+                    mark_preempted(run_dir, stop, done)
+                    print(f"stopped on {stop.received or 'a signal to another process'} after epoch {done} (completed); checkpoint "
+                          f"{last_checkpoint}; exit {EXIT_PREEMPTED}: resume with config.resume_from=latest", file=sys.stderr)
+                return EXIT_PREEMPTED
             if last:
                 break
-    except RewardError as error:
+    except RewardError as error:  # the base model's evaluation
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except NonFiniteUpdates as error:
+        print(f"error: epoch {done + 1}: {error}", file=sys.stderr)
+        return 1
+    except folders.CheckpointWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        if not is_collective_failure(error):
+            raise
+        print("error: " + describe_collective_failure(error, accelerator.process_index, accelerator.num_processes,
+                                                      config.dist_timeout_s, where, monitor), file=sys.stderr, flush=True)
         return 1
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        stop.restore()
 
     if accelerator.is_main_process:
         rows = logger.read_metrics()

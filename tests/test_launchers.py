@@ -60,3 +60,44 @@ def test_no_hard_coded_addresses_or_credentials():
                 addresses = [a for a in ip.findall(text) if a not in ("127.0.0.1", "0.0.0.0")]
                 assert not addresses, (name, addresses)
                 assert not secret.findall(text), name
+
+
+SLURM = os.path.join(REPO, "scripts", "multi_node", "slurm.sbatch")
+
+
+def _fake_slurm(tmp_path, preempt: bool):
+    """srun and scontrol stand-ins on PATH (no SLURM here): srun records the command it would run on every node
+    and, when ``preempt``, leaves what a preempted trainer leaves; scontrol records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    marker = 'mkdir -p "$LOGDIR/$RUN_NAME" && echo \'{"signal": "SIGUSR1"}\' > "$LOGDIR/$RUN_NAME/preempted.json"' if preempt else ":"
+    (bin_dir / "srun").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{tmp_path}/srun.txt"\n{marker}\nexit 1\n')
+    (bin_dir / "scontrol").write_text(
+        f'#!/usr/bin/env bash\nif [ "$1" = show ]; then echo node7; echo node8; else echo "$@" >> "{tmp_path}/scontrol.txt"; fi\n')
+    for tool in ("srun", "scontrol"):
+        os.chmod(bin_dir / tool, 0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "123", "SLURM_JOB_NAME": "job",
+           "SLURM_JOB_NODELIST": "node[7-8]", "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "4",
+           "LOGDIR": str(tmp_path / "logs"), "RUN_NAME": "run"}
+    return env
+
+
+def test_slurm_script_resumes_when_there_is_a_checkpoint_and_requeues_when_preempted(tmp_path):
+    env = _fake_slurm(tmp_path, preempt=False)
+    result = subprocess.run(["bash", SLURM, "config/tiny.py:tiny", "--config.num_epochs=3"], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1  # the trainer's failure (srun's status) is the job's
+    first = (tmp_path / "srun.txt").read_text()
+    assert "--num_machines 2 --num_processes 8" in first and "--main_process_ip node7" in first
+    assert "--config tiny" not in first and "--config config/tiny.py:tiny" in first and "--config.num_epochs=3" in first
+    assert "resume_from" not in first and not (tmp_path / "scontrol.txt").exists()
+
+    checkpoint = tmp_path / "logs" / "run" / "checkpoints" / "checkpoint-8"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    env = _fake_slurm(tmp_path, preempt=True)
+    result = subprocess.run(["bash", SLURM, "config/tiny.py:tiny"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--config.resume_from=latest" in (tmp_path / "srun.txt").read_text().splitlines()[-1]
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "123"]
+    assert "requeueing job 123" in result.stdout

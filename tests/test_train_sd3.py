@@ -216,7 +216,7 @@ def _nan_reward(**_):
     return score
 
 
-def test_reward_that_raises_stops_with_its_name_and_keeps_checkpoints(tmp_path, capsys):
+def test_reward_that_raises_stops_with_its_name_after_checkpointing_the_last_completed_epoch(tmp_path, capsys):
     CALLS["n"] = 0
     code = run(tmp_path, "--config.reward_fn={'test_fails_on_epoch_3': 1.0}", "--config.num_epochs=6",
                "--config.save_freq=2", "--config.eval_freq=100")
@@ -224,8 +224,11 @@ def test_reward_that_raises_stops_with_its_name_and_keeps_checkpoints(tmp_path, 
     err = capsys.readouterr().err
     assert "reward 'test_fails_on_epoch_3' raised RuntimeError: scorer crashed" in err
     checkpoints = list_checkpoints(str(tmp_path / "tiny" / "checkpoints"))
-    assert [s for s, _ in checkpoints] == [4]  # written after epoch 2, before the crash
-    assert os.path.isfile(os.path.join(checkpoints[0][1], "lora", "pytorch_lora_weights.safetensors"))
+    # 4: the periodic one after epoch 2; 6: epoch 3, written when epoch 4's reward failed (its samples are lost)
+    assert [s for s, _ in checkpoints] == [4, 6]
+    assert "epoch 4 is abandoned and epoch 3, the last completed, is checkpointed" in err
+    assert json.load(open(os.path.join(checkpoints[1][1], "trainer_state.json")))["epoch"] == 3
+    assert os.path.isfile(os.path.join(checkpoints[1][1], "lora", "pytorch_lora_weights.safetensors"))
 
 
 def test_nan_rewards_error_by_default_and_can_be_dropped(tmp_path, capsys):

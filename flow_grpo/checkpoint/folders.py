@@ -32,6 +32,11 @@ class CheckpointError(InputError):
     """A resume path that does not hold a usable checkpoint; the message says what was looked for."""
 
 
+class CheckpointWriteError(InputError):
+    """A checkpoint that could not be written (a full disk, a folder that cannot be written); the partial copy is
+    removed and the checkpoints already there are untouched."""
+
+
 def list_checkpoints(folder: str) -> list[tuple[int, str]]:
     """Complete checkpoints under ``folder`` as ``(step, path)``, oldest first."""
     if not os.path.isdir(folder):

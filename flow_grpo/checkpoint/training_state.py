@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 
 import torch
 
@@ -67,23 +68,70 @@ def _export_model(state: TrainingState, folder: str, full_weights) -> None:
             state.unwrapped.save_pretrained(os.path.join(folder, "transformer"))
 
 
+def _everyone_ok(accelerator, ok: bool) -> bool:
+    """Whether every process got through its part (one all-reduce; a wait for everyone as well)."""
+    if accelerator.num_processes == 1:
+        return ok
+    flag = torch.tensor([0 if ok else 1], device=accelerator.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item()) == 0
+
+
 def save_training_checkpoint(state: TrainingState, checkpoints_dir: str, epoch: int, global_step: int, keep: int) -> str | None:
     """Write a complete checkpoint atomically and keep the newest ``keep`` (0: all). Every process must call
-    this; returns the checkpoint's path on the main process."""
+    this; returns the checkpoint's path on the main process.
+
+    A write that fails on any process (``OSError``: a full disk, an unwritable folder) fails on all of them at
+    the same point, as :class:`folders.CheckpointWriteError`; the partial copy is removed and the checkpoints
+    already published stay as they were.
+    """
     accelerator = state.accelerator
-    tmp = os.path.join(checkpoints_dir, f".tmp-checkpoint-{global_step}")
-    if accelerator.is_main_process:
-        tmp = folders.new_tmp_dir(checkpoints_dir, global_step)
-        os.makedirs(os.path.join(tmp, "state", "rng"))
-    accelerator.wait_for_everyone()
-    folders.write_json(os.path.join(tmp, "state", "rng", f"rank{accelerator.process_index}.json"), folders.capture_rng_state())
+    tmp, error = os.path.join(checkpoints_dir, f".tmp-checkpoint-{global_step}"), None
+
+    def attempt(write) -> bool:
+        nonlocal error
+        try:
+            write()
+        except OSError as failure:
+            error = failure
+        return _everyone_ok(accelerator, error is None)
+
+    def fail() -> None:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = [os.path.basename(p) for _, p in folders.list_checkpoints(checkpoints_dir)] if accelerator.is_main_process else []
+        why = f"{type(error).__name__}: {error}" if error is not None else "another process could not write its part (see its error)"
+        raise folders.CheckpointWriteError(
+            f"cannot write checkpoint-{global_step} in {checkpoints_dir!r}: {why}. The partial copy is removed; "
+            f"the checkpoints already there are intact ({', '.join(kept) or 'none yet'}). Free space or give a writable "
+            "config.logdir, then resume with config.resume_from=latest")
+
+    def make_tmp() -> None:
+        nonlocal tmp
+        if accelerator.is_main_process:
+            os.makedirs(checkpoints_dir, exist_ok=True)
+            tmp = folders.new_tmp_dir(checkpoints_dir, global_step)
+            os.makedirs(os.path.join(tmp, "state", "rng"))
+
+    if not attempt(make_tmp):
+        fail()
     full_weights = None
-    if sharded_state(accelerator):
-        accelerator.save_state(os.path.join(tmp, "state", "accelerate"))
-        full_weights = None if state.use_lora else accelerator.get_state_dict(state.prepared)
-    accelerator.wait_for_everyone()
+
+    def write_every_process_part() -> None:
+        nonlocal full_weights
+        folders.write_json(os.path.join(tmp, "state", "rng", f"rank{accelerator.process_index}.json"), folders.capture_rng_state())
+        if sharded_state(accelerator):
+            accelerator.save_state(os.path.join(tmp, "state", "accelerate"))
+            full_weights = None if state.use_lora else accelerator.get_state_dict(state.prepared)
+
+    if not attempt(write_every_process_part):
+        fail()
     final = None
-    if accelerator.is_main_process:
+
+    def write_main_part() -> None:
+        nonlocal final
+        if not accelerator.is_main_process:
+            return
         _export_model(state, tmp, full_weights)
         folders.save_tensors(os.path.join(tmp, "state", "trainable.safetensors"), state.trainable)
         if state.ema is not None:
@@ -104,7 +152,9 @@ def save_training_checkpoint(state: TrainingState, checkpoints_dir: str, epoch: 
         )
         final = folders.publish(tmp, checkpoints_dir, global_step)
         folders.prune_checkpoints(checkpoints_dir, keep)
-    accelerator.wait_for_everyone()
+
+    if not attempt(write_main_part):
+        fail()
     return final
 
 

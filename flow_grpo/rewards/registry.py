@@ -149,6 +149,7 @@ class MultiReward:
         self.nan_policy = nan_policy
         self.frame_interval = int(frame_interval)
         self.video_native = {name for name in self.weights if takes_videos(name)}
+        self.running: str | None = None  # the reward being computed now (a trainer waiting on a hung batch names it)
 
     @property
     def columns(self) -> list[str]:
@@ -159,6 +160,7 @@ class MultiReward:
         columns, info = {}, {}
         total = np.zeros(num_images)
         for name, fn in self.functions.items():
+            self.running = name
             videos = getattr(images, "ndim", 4) == 5
             if name in self.video_native and not videos:
                 raise RewardError(f"reward {name!r} scores videos [N, F, 3, H, W], but got images of shape {tuple(images.shape)}")
@@ -185,6 +187,7 @@ class MultiReward:
             for key, value in dict(result[1] or {}).items():
                 info[f"{name}_{key}"] = np.asarray(value)
         columns["avg"] = total
+        self.running = None
         return {key: columns[key] for key in self.columns}, info
 
 

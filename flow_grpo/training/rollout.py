@@ -1,12 +1,19 @@
 """Collecting one epoch of rollouts of any backbone: prompts from the k-repeat sampler, SDE trajectories with
 their log-probs (or ODE samples), and rewards computed in a background thread while the next batch is being
-sampled."""
+sampled.
+
+Between batches every process checks, together, whether to give the epoch up (flow_grpo.training.stopping):
+a stop signal, or a reward that failed or missed ``config.reward_deadline_s`` on any process.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import torch
@@ -17,9 +24,51 @@ from flow_grpo.rollout import Rollout, concatenate
 from flow_grpo.backbones.base import Backbone
 from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_latents, sample
 from flow_grpo.rollout import Conditioning
+from flow_grpo.rewards import RewardError
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer
 from flow_grpo.training.sizes import frame_size
+from flow_grpo.training.stopping import REWARD_FAILED, RUNNING, EpochAbandoned, agree
+
+
+class RewardThread(Executor):
+    """One daemon thread that runs submitted calls in order. A reward that hangs past its deadline is left
+    behind in it and cannot keep the process from exiting (``ThreadPoolExecutor``'s threads are joined at exit)."""
+
+    def __init__(self, name: str = "reward"):
+        self._calls: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(error)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        self._calls.put((future, lambda *a: fn(*a, **kwargs), args))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
 
 
 def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
@@ -46,6 +95,7 @@ class RolloutCollector:
     accelerator: object
     config: object
     timer: Timer = no_timer  # phases: prompt_encoding, sampling, vae_decode, reward_wait
+    stop: object = None  # flow_grpo.training.stopping.StopRequest: checked between batches, None for never
 
     def collect(self, epoch: int, stochastic: bool = True, store_means: bool = False) -> Rollout:
         """Sample ``num_batches_per_epoch`` batches on this process; their rollouts joined, rewards included.
@@ -60,6 +110,7 @@ class RolloutCollector:
         started, pending = time.time(), []
         show = config.progress and accelerator.is_main_process
         for b in tqdm(range(config.sample.num_batches_per_epoch), desc=f"epoch {epoch}: sampling", disable=not show, leave=False):
+            self._check_stop(RUNNING)
             prompt_ids = self.sampler.next_indices()
             rollout = self._sample(epoch, b, prompt_ids, stochastic, store_means)
             # the reward of this batch runs while the next batch is sampled
@@ -68,9 +119,17 @@ class RolloutCollector:
 
         waited = time.time()
         parts = []
-        for rollout, future in tqdm(pending, desc=f"epoch {epoch}: rewards", disable=not show, leave=False):
+        for b, (rollout, future) in enumerate(tqdm(pending, desc=f"epoch {epoch}: rewards", disable=not show, leave=False)):
+            error = None
             with self.timer("reward_wait"):
-                rollout.rewards, info = future.result()
+                try:
+                    rollout.rewards, info = future.result(timeout=config.reward_deadline_s or None)
+                except FutureTimeout:
+                    error = RewardError(f"{self._reward_name()} gave no answer for batch {b + 1} of {len(pending)} of epoch "
+                                        f"{epoch + 1} within config.reward_deadline_s = {config.reward_deadline_s:g} s")
+                except RewardError as reward_error:
+                    error = reward_error
+            self._check_stop(REWARD_FAILED if error else RUNNING, error)
             rollout.reward_info = numeric_info(info, len(rollout))
             parts.append(rollout)
         common = set.intersection(*(set(part.reward_info) for part in parts))
@@ -79,6 +138,19 @@ class RolloutCollector:
         joined = concatenate(parts)
         joined.timing = {"sample_time_s": sample_time, "reward_wait_s": time.time() - waited}
         return joined
+
+    def _check_stop(self, status: int, error: Exception | None = None) -> None:
+        """Every process together: give the epoch up if any asked to stop or had a reward fail."""
+        agreed = agree(self.accelerator, max(status, self.stop.local_status() if self.stop is not None else RUNNING))
+        if agreed != RUNNING:
+            raise EpochAbandoned(agreed, error)
+
+    def _reward_name(self) -> str:
+        """The reward a hung batch is waiting on: the one ``MultiReward`` is running, with its server if remote."""
+        functions = getattr(self.reward_fn, "functions", {})
+        name = getattr(self.reward_fn, "running", None) or ", ".join(functions) or "the reward"
+        client = getattr(functions.get(name), "client", None)
+        return f"reward {name!r}" + (f" (reward server {client.url})" if client is not None else "")
 
     def _sample(self, epoch: int, b: int, prompt_ids: list[int], stochastic: bool, store_means: bool) -> Rollout:
         config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device

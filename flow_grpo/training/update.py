@@ -6,6 +6,13 @@ timestep ``j`` with ``objective.loss``. An optimizer step follows every ``gradie
 micro-steps (accelerate's ``accumulate``: no all-reduce before the window's last micro-step, the loss divided
 by the window), with the gradient norm clipped to ``train.max_grad_norm``, then the EMA. The loop holds no
 objective-specific code: what to re-score and how is the objective's.
+
+A window whose gradient norm is not finite (a NaN or inf in a loss or a gradient on any process: the
+gradients are all-reduced before the norm, so every process sees the same norm and decides alike) never
+reaches the weights: the optimizer step, the EMA and the step count are skipped, and ``nonfinite_steps``
+counts it in the epoch's row. ``train.max_nonfinite_steps`` of them in a row stop the run
+(:class:`NonFiniteUpdates`, naming the epoch and step) before a checkpoint of bad weights could be written.
+Under fp16 the grad scaler's own skip (which also lowers its scale) takes the step's place.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ FIRST_MICRO_STEP_KEYS = {"approx_kl": "first_microstep_approx_kl", "clipfrac": "
 REQUIRED_KEYS = ("policy_loss", "approx_kl", "clipfrac")  # metrics.jsonl always has them (NaN if not computed)
 
 
+class NonFiniteUpdates(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite gradient norm; the weights hold the last good step."""
+
+
 @dataclasses.dataclass
 class Learner:
     """What the update trains and with what."""
@@ -41,6 +52,7 @@ class Learner:
     parameters: list[torch.nn.Parameter]  # everything the optimizer trains: gradient clipping's scope
     ema: EMA | None = None
     timer: Timer = no_timer  # per-phase clock (the benchmark's); a no-op in training
+    nonfinite_in_a_row: int = 0  # skipped optimizer steps since the last good one, across epochs
 
     @property
     def modules(self) -> list[torch.nn.Module]:
@@ -98,6 +110,7 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
     """
     accelerator, policy, objective, timer = learner.accelerator, learner.policy, learner.objective, learner.timer
     stats = defaultdict(list)
+    skipped = 0
     for module in learner.modules:
         module.train()
     for _ in range(config.train.num_inner_epochs):
@@ -117,14 +130,29 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
                     with timer("train_forward_backward"):
                         loss, step_stats = objective.loss(policy, minibatch, j, prepared)
                         accelerator.backward(loss)
+                    finite = True
                     with timer("optimizer"):
                         if accelerator.sync_gradients:
                             grad_norm = accelerator.clip_grad_norm_(learner.parameters, config.train.max_grad_norm)
-                            if grad_norm is not None:
-                                stats["grad_norm"].append(torch.as_tensor(grad_norm, dtype=torch.float32).detach())
-                        learner.optimizer.step()  # accelerate's optimizer steps only when gradients are synchronised
+                            if grad_norm is not None:  # None under DeepSpeed, whose engine checks overflow itself
+                                grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32).detach()
+                                finite = bool(torch.isfinite(grad_norm))  # the same on every process
+                                if finite:
+                                    stats["grad_norm"].append(grad_norm)
+                        if finite or accelerator.scaler is not None:
+                            learner.optimizer.step()  # accelerate's optimizer steps only when gradients are synchronised
                         learner.optimizer.zero_grad(set_to_none=True)
-                if accelerator.sync_gradients:
+                if accelerator.sync_gradients and not finite:
+                    skipped += 1
+                    learner.nonfinite_in_a_row += 1
+                    if learner.nonfinite_in_a_row >= config.train.max_nonfinite_steps > 0:
+                        raise NonFiniteUpdates(
+                            f"{learner.nonfinite_in_a_row} optimizer steps in a row had a non-finite gradient norm (NaN or inf) "
+                            f"after global step {global_step}; config.train.max_nonfinite_steps = {config.train.max_nonfinite_steps}. "
+                            "None reached the weights: the last checkpoint holds good ones (lower the learning rate, "
+                            "check the rewards, or raise the limit)")
+                elif accelerator.sync_gradients:
+                    learner.nonfinite_in_a_row = 0
                     global_step += 1
                     if learner.ema is not None:
                         with timer("ema"):
@@ -135,7 +163,7 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
         bar.close()
     for module in learner.modules:
         module.eval()
-    return {**summarise(stats), **objective.end_update(global_step)}, global_step
+    return {**summarise(stats), "nonfinite_steps": skipped, **objective.end_update(global_step)}, global_step
 
 
 def summarise(stats: dict[str, list[torch.Tensor]]) -> dict[str, float]:
