@@ -310,8 +310,11 @@ def main():
                         "seconds": seconds_before + time.time() - started}, state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
             accuracy = held_out_accuracy(pipeline, ema, test, args)
-            loss_ema = held_out_loss(ema, held_out, embeds)
-            history.append({"step": step + 1, "seconds": seconds_before + time.time() - started, "held_out_loss": loss_ema, **accuracy})
+            transformer.eval()
+            loss_ema, loss_raw = held_out_loss(ema, held_out, embeds), held_out_loss(transformer, held_out, embeds)
+            transformer.train()
+            history.append({"step": step + 1, "seconds": seconds_before + time.time() - started, "held_out_loss": loss_ema,
+                            "held_out_loss_raw": loss_raw, **accuracy})
             print("eval " + json.dumps(history[-1]), flush=True)
             with open(os.path.join(args.work, "eval_history.jsonl"), "a") as handle:
                 handle.write(json.dumps(history[-1]) + "\n")
