@@ -37,11 +37,22 @@ def plot_curves(rows: list[dict], panels: list[tuple[str, list[str]]], path: str
 
 
 
+def training_panels(rows: list[dict], eval_key: str) -> list[tuple[str, list[str]]]:
+    """The panels of :func:`plot_training_curves`. A reward with a strict pass/fail column beside its partial
+    credit (GenEval's ``correct``) gets an accuracy panel next to the reward's: the two can move apart (a
+    partial-credit reward that holds while the accuracy falls)."""
+    keys = sorted({key for row in rows for key in row})
+    accuracy = [k for k in keys if k.endswith("_correct") and k.startswith(("eval_", "batch_"))]
+    panels = [("reward", ["reward_mean", eval_key])]
+    if accuracy:
+        panels.append(("accuracy (strict)", accuracy))
+    return panels + [("losses", ["policy_loss", "kl_loss"]), ("on-policy diagnostics", ["approx_kl", "clipfrac"])]
+
+
 def plot_training_curves(rows: list[dict], eval_key: str, path: str, title: str = "") -> None:
-    """The trainers' curves: batch and held-out reward, the losses, and the on-policy diagnostics."""
-    panels = [("reward", ["reward_mean", eval_key]), ("losses", ["policy_loss", "kl_loss"]),
-              ("on-policy diagnostics", ["approx_kl", "clipfrac"])]
-    plot_curves(rows, panels, path, title=title)
+    """The trainers' curves: batch and held-out reward (and accuracy, when the reward has one), the losses, and
+    the on-policy diagnostics."""
+    plot_curves(rows, training_panels(rows, eval_key), path, title=title)
 
 def plot_histogram(values, path: str, title: str, xlabel: str, bins: int = 60) -> None:
     plt = _pyplot()

@@ -1,7 +1,7 @@
 """The fault drill: every fault a long run meets, done to the tiny SD3 on 1 and 2 CPU processes, with a table
 of what the run did, how long it took to stop, and whether it resumed bit-identically (docs/operations.md).
 
-    python scripts/fault_drill.py                 # every row, about 6 minutes on 2 cores
+    python scripts/fault_drill.py                 # every row, about 12 minutes on 2 cores
     python scripts/fault_drill.py --only sigterm hung_process
 
 The faults are real where a user meets them: signals sent to the process or the launcher (SIGTERM, SIGUSR1,
@@ -39,11 +39,27 @@ CHECKED_FILES = ("lora/pytorch_lora_weights.safetensors", "state/trainable.safet
 # ---- the trainer, run by this script with an injected fault (what runs inside each process) ----
 
 def run_trainer_with_injection(inject: str, train_args: list[str]) -> int:
-    """``inject``: ``reward_hang@N`` (the N-th reward call sleeps an hour) or ``nan_loss@N`` (every loss from
-    the N-th micro-step on is NaN), then scripts/train.py's main."""
+    """``inject``: ``reward_hang@N`` (the N-th reward call sleeps an hour), ``nan_loss@N`` (every loss from
+    the N-th micro-step on is NaN) or ``sigterm_in_update@N`` (SIGTERM to itself at the end of the N-th
+    epoch's update: a signal that lands after the rollouts), then scripts/train.py's main."""
     kind, _, at = inject.partition("@")
     at = int(at)
-    if kind == "reward_hang":
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    import train
+
+    if kind == "sigterm_in_update":
+        real_update, calls = train.update, {"n": 0}
+
+        def update_then_signal(*args, **kwargs):
+            result = real_update(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == at:
+                print(f"drill: SIGTERM sent at {time.time():.3f}", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return result
+
+        train.update = update_then_signal
+    elif kind == "reward_hang":
         from flow_grpo.rewards.registry import MultiReward
 
         real_call, calls = MultiReward.__call__, {"n": 0}
@@ -68,10 +84,7 @@ def run_trainer_with_injection(inject: str, train_args: list[str]) -> int:
         GRPO.loss = nan_loss
     else:
         raise SystemExit(f"unknown injection {inject!r}")
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    from train import main
-
-    return main(train_args)
+    return train.main(train_args)
 
 
 # ---- launching and watching runs ----
@@ -251,15 +264,24 @@ class Drill:
 
     # ---- the rows ----
 
-    def stop_signal(self, name: str, processes: int) -> Row:
+    def stop_signal(self, name: str, processes: int, in_update: bool = False) -> Row:
+        """The signal sent from outside once epoch 1 is logged (it lands in epoch 2's rollouts), or, ``in_update``,
+        sent by the trainer to itself after epoch 2's update (injected: the timing cannot be hit from outside)."""
         sig = getattr(signal, name)
-        logdir = self.folder(f"{name.lower()}-{processes}p")
+        logdir = self.folder(f"{name.lower()}-{processes}p" + ("-update" if in_update else ""))
         env = {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"} if processes > 1 else {}
-        process = launch(logdir, processes, env=env)
-        wait_for_epochs(process, logdir, 1)
-        process.send_signal(sig)  # to the trainer, or to the launcher, which forwards it to every worker
-        code, seconds = wait(process, 120)
+        process = launch(logdir, processes, env=env, inject="sigterm_in_update@2" if in_update else "")
+        started = time.time()
+        if not in_update:
+            wait_for_epochs(process, logdir, 1)
+            started = time.time()
+            process.send_signal(sig)  # to the trainer, or to the launcher, which forwards it to every worker
+        code, _ = wait(process, 120)
+        ended = time.time()
         text = output(process)
+        if in_update:  # the signal's time, as the trainer printed it
+            started = float(next((line.split()[-1] for line in text.splitlines() if line.startswith("drill: SIGTERM sent at")), ended))
+        seconds = ended - started
         how = "abandoned" if "(abandoned)" in text else "completed" if "(completed)" in text else "?"
         marker = os.path.join(logdir, "tiny", "preempted.json")
         # one process: the trainer's own status, 75; under accelerate launch the launcher's is 1, and the run
@@ -268,7 +290,8 @@ class Drill:
         did = f"exit {code}: epoch in flight {how}, checkpoint written" + (", preempted.json" if os.path.isfile(marker) else "")
         resumed = self.resume(logdir, processes) if stopped_right else "not resumed"
         stopped_right = stopped_right and not os.path.isfile(marker)  # the resumed run removed it
-        return Row(f"{name} (preemption)", processes, did, seconds, "one epoch + checkpoint", resumed,
+        fault = f"{name} (preemption)" + (" after the update (injected)" if in_update else "")
+        return Row(fault, processes, did, seconds, "one epoch + checkpoint", resumed,
                    stopped_right and resumed == "bit-identical")
 
     def hung_process(self, timeout_s: int = 20) -> Row:
@@ -284,7 +307,7 @@ class Drill:
         did = f"exit {code}: rank 0 reports the timeout" + ("; monitored barrier names rank 1" if named else "; rank not named")
         resumed = self.resume(logdir, 2, (f"--config.dist_timeout_s={timeout_s}",))
         bound = timeout_s + 10 + 30  # the timeout, the monitored barrier, the launcher's wait before SIGKILL
-        return Row("a process hangs (SIGSTOP rank 1)", 2, did, seconds, f"{bound} s: dist_timeout_s {timeout_s} + 10 s barrier + 30 s launcher",
+        return Row("a process hangs (SIGSTOP rank 1)", 2, did, seconds, f"about {bound} s: dist_timeout_s {timeout_s} + 10 s barrier + 30 s launcher",
                    resumed, code not in (0, None) and named and seconds < bound + 10 and resumed == "bit-identical")
 
     def lost_process(self) -> Row:
@@ -314,7 +337,7 @@ class Drill:
         resumed = self.resume(logdir, 2, tuple(extra))
         bound = timeout_s + 10 + 30
         return Row("a node is lost (SIGKILL node 1 of 2)", 2, f"exit {code}: {how}" + ("; rank 1 named" if named else ""), seconds,
-                   f"{bound} s: dist_timeout_s {timeout_s} + 10 s barrier + 30 s launcher", resumed,
+                   f"about {bound} s: dist_timeout_s {timeout_s} + 10 s barrier + 30 s launcher", resumed,
                    code not in (0, None) and seconds < bound + 10 and resumed == "bit-identical")
 
     def hung_reward(self, processes: int, deadline_s: int = 5) -> Row:
@@ -375,7 +398,8 @@ class Drill:
         last = resolve_resume("latest", os.path.join(logdir, "tiny", "checkpoints"))
         finite = all(torch.isfinite(v).all() for v in load_file(os.path.join(last, "state", "trainable.safetensors")).values())
         did = f"exit {code}: skipped per epoch {skipped}, stopped naming epoch 3; {os.path.basename(last)} finite: {finite}"
-        return Row("NaN loss from epoch 2 on", 1, did, seconds, "3 skipped steps in a row", "n/a (the weights never changed)",
+        return Row("NaN loss from epoch 2 on", 1, did, seconds, "3 skipped steps in a row (seconds: the whole run)",
+                   "n/a (the weights never changed)",
                    code == 1 and named and finite and skipped == [0, 2])
 
     def full_disk(self) -> Row:
@@ -405,6 +429,7 @@ class Drill:
 ROWS = {
     "sigterm": lambda d: [d.stop_signal("SIGTERM", 1), d.stop_signal("SIGTERM", 2)],
     "sigusr1": lambda d: [d.stop_signal("SIGUSR1", 1)],
+    "sigterm_in_update": lambda d: [d.stop_signal("SIGTERM", 1, in_update=True)],
     "hung_process": lambda d: [d.hung_process()],
     "lost_process": lambda d: [d.lost_process()],
     "lost_node": lambda d: [d.lost_node()],

@@ -57,7 +57,7 @@ def straight(tmp_path_factory):
     return logdir / "tiny" / "checkpoints"
 
 
-CALLS = {"n": 0, "signal_at": None, "sleep_at": None, "block_at": None, "folder": None}
+CALLS = {"n": 0, "signal_at": None, "sleep_at": None, "block_at": None, "folder": None, "hung_at": None}
 
 
 @register("test_fault_brightness")
@@ -74,6 +74,7 @@ def _brightness_with_faults(**_):
         if CALLS["n"] == CALLS["signal_at"]:
             os.kill(os.getpid(), signal.SIGTERM)
         if CALLS["n"] == CALLS["sleep_at"]:
+            CALLS["hung_at"] = time.time()
             time.sleep(20)
         return images.mean(dim=(1, 2, 3)).numpy(), {}
 
@@ -131,10 +132,10 @@ def test_sigterm_during_the_update_completes_the_epoch_checkpoints_and_resumes_e
 
 def test_a_hung_reward_ends_the_run_at_its_deadline_with_the_last_epoch_checkpointed(tmp_path, capsys):
     CALLS.update(n=0, signal_at=None, sleep_at=6)  # epoch 3's first batch hangs for 20 s
-    started = time.time()
     code = run(tmp_path, "--config.num_epochs=4", "--config.reward_deadline_s=2", *COMMON,
                "--config.reward_fn={'test_fault_brightness': 1.0}")
-    assert code == 1 and time.time() - started < 18  # did not wait for the hung call
+    # did not wait for the hung call (the deadline counts from when the rewards are needed, after sampling)
+    assert code == 1 and time.time() - CALLS["hung_at"] < 15
     err = capsys.readouterr().err
     assert "reward 'test_fault_brightness' gave no answer for batch 1 of 2 of epoch 3 within config.reward_deadline_s = 2 s" in err
     assert [s for s, _ in list_checkpoints(str(tmp_path / "tiny" / "checkpoints"))] == [4]
@@ -269,3 +270,11 @@ def test_a_hung_process_ends_a_two_process_run_within_the_timeout_naming_the_ran
     checkpoints = list_checkpoints(str(tmp_path / "tiny" / "checkpoints"))
     assert checkpoints and os.path.isfile(os.path.join(checkpoints[-1][1], "trainer_state.json"))
     assert np.isfinite(rows(tmp_path / "tiny")[0]["reward_mean"])
+
+
+def test_a_reward_that_hangs_during_evaluation_is_bounded_too(tmp_path, capsys):
+    CALLS.update(n=0, signal_at=None, sleep_at=1, block_at=None)  # call 1: the base model's evaluation
+    assert run(tmp_path, "--config.num_epochs=2", "--config.reward_deadline_s=2", *COMMON,
+               "--config.reward_fn={'test_fault_brightness': 1.0}") == 1
+    assert time.time() - CALLS["hung_at"] < 15
+    assert "reward 'test_fault_brightness' gave no answer for an evaluation batch of 4 images within" in capsys.readouterr().err

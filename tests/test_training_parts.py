@@ -577,3 +577,15 @@ def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "run_sizes", broken)
     with pytest.raises(ValueError, match="an internal bug"):
         train.main(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", f"--config.logdir={tmp_path}"])
+
+
+def test_the_curves_put_a_strict_accuracy_beside_a_partial_credit_reward(tmp_path):
+    from flow_grpo.plots import plot_training_curves, training_panels
+
+    rows = [{"epoch": e, "reward_mean": 0.6, "eval_reward_avg": 0.6 - 0.01 * e, "eval_geneval_correct": 0.47 - 0.05 * e,
+             "batch_geneval_strict_correct": 0.3, "policy_loss": 0.0} for e in range(4)]
+    panels = dict(training_panels(rows, "eval_reward_avg"))
+    assert panels["accuracy (strict)"] == ["batch_geneval_strict_correct", "eval_geneval_correct"]
+    assert "accuracy (strict)" not in dict(training_panels([{"epoch": 0, "reward_mean": 1.0}], "eval_reward_avg"))
+    plot_training_curves(rows, "eval_reward_avg", str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000

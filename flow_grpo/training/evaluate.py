@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
+from flow_grpo.training.rollout import call_with_deadline
 from flow_grpo.training.sizes import frame_size
 from flow_grpo.videos import save_samples
 
@@ -39,7 +40,8 @@ def evaluate_rewards(*, backbone, transformer, dataset, reward_fn, config, accel
         indices = mine[start : start + options.batch_size]
         prompts = [job.prompt for job in chunk]
         metadata = [dataset.metadata[job.prompt_index] for job in chunk]
-        rewards, info = reward_fn(images, prompts, metadata)
+        rewards, info = call_with_deadline(reward_fn, (images, prompts, metadata), config.reward_deadline_s,
+                                           f"an evaluation batch of {len(prompts)} images")
         names = list(rewards)
         columns.append(np.stack([rewards[k] for k in names], axis=1))
         # numeric per-image info (e.g. GenEval's correct and per-tag columns) is averaged too, NaN = not this image's

@@ -48,7 +48,8 @@ class RewardThread(Executor):
             future, fn, args = item
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args))
+                    with torch.no_grad():  # grad mode is per thread: a reward never needs gradients
+                        future.set_result(fn(*args))
                 except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
                     future.set_exception(error)
 
@@ -79,6 +80,27 @@ def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
         if value.dtype.kind in "fiub" and value.shape == (count,):
             columns[key] = value.astype(np.float64)
     return columns
+
+
+def reward_name(reward_fn) -> str:
+    """The reward a hung call is waiting on: the one ``MultiReward`` is running, with its server if remote."""
+    functions = getattr(reward_fn, "functions", {})
+    name = getattr(reward_fn, "running", None) or ", ".join(functions) or "the reward"
+    client = getattr(functions.get(name), "client", None)
+    return f"reward {name!r}" + (f" (reward server {client.url})" if client is not None else "")
+
+
+def call_with_deadline(reward_fn, args: tuple, deadline_s: float, what: str):
+    """``reward_fn(*args)``, or a RewardError naming the reward and ``what`` after ``deadline_s`` seconds (0: wait)."""
+    if not deadline_s:
+        return reward_fn(*args)
+    thread = RewardThread()
+    try:
+        return thread.submit(reward_fn, *args).result(timeout=deadline_s)
+    except FutureTimeout:
+        raise RewardError(f"{reward_name(reward_fn)} gave no answer for {what} within config.reward_deadline_s = {deadline_s:g} s") from None
+    finally:
+        thread.shutdown(wait=False)
 
 
 @dataclasses.dataclass
@@ -125,8 +147,8 @@ class RolloutCollector:
                 try:
                     rollout.rewards, info = future.result(timeout=config.reward_deadline_s or None)
                 except FutureTimeout:
-                    error = RewardError(f"{self._reward_name()} gave no answer for batch {b + 1} of {len(pending)} of epoch "
-                                        f"{epoch + 1} within config.reward_deadline_s = {config.reward_deadline_s:g} s")
+                    error = RewardError(f"{reward_name(self.reward_fn)} gave no answer for batch {b + 1} of {len(pending)} of "
+                                        f"epoch {epoch + 1} within config.reward_deadline_s = {config.reward_deadline_s:g} s")
                 except RewardError as reward_error:
                     error = reward_error
             self._check_stop(REWARD_FAILED if error else RUNNING, error)
@@ -144,13 +166,6 @@ class RolloutCollector:
         agreed = agree(self.accelerator, max(status, self.stop.local_status() if self.stop is not None else RUNNING))
         if agreed != RUNNING:
             raise EpochAbandoned(agreed, error)
-
-    def _reward_name(self) -> str:
-        """The reward a hung batch is waiting on: the one ``MultiReward`` is running, with its server if remote."""
-        functions = getattr(self.reward_fn, "functions", {})
-        name = getattr(self.reward_fn, "running", None) or ", ".join(functions) or "the reward"
-        client = getattr(functions.get(name), "client", None)
-        return f"reward {name!r}" + (f" (reward server {client.url})" if client is not None else "")
 
     def _sample(self, epoch: int, b: int, prompt_ids: list[int], stochastic: bool, store_means: bool) -> Rollout:
         config, rank, device = self.config, self.accelerator.process_index, self.accelerator.device
