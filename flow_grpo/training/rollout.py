@@ -68,8 +68,8 @@ class RewardThread(Executor):
                 if item is not None:
                     item[0].cancel()
         self._calls.put(None)
-        if wait:
-            self._thread.join()
+        # an idle thread ends now, before the interpreter's shutdown; only a hung call is left behind
+        self._thread.join(timeout=None if wait else 5.0)
 
 
 def numeric_info(info: dict, count: int) -> dict[str, np.ndarray]:
