@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -303,7 +304,7 @@ class Drill:
         code, seconds = wait(process, timeout_s + 120)
         kill_group(process)
         text = output(process)
-        named = "Rank 1 failed to pass monitoredBarrier" in text
+        named = re.search(r"Ranks? 1 failed to pass monitoredBarrier", text) is not None  # gloo: "Rank 1" or "Ranks 1"
         did = f"exit {code}: rank 0 reports the timeout" + ("; monitored barrier names rank 1" if named else "; rank not named")
         resumed = self.resume(logdir, 2, (f"--config.dist_timeout_s={timeout_s}",))
         bound = timeout_s + 10 + 30  # the timeout, the monitored barrier, the launcher's wait before SIGKILL
@@ -332,7 +333,7 @@ class Drill:
         code, seconds = wait(nodes[0], timeout_s + 120)
         kill_group(nodes[0])
         text = output(nodes[0])
-        named = "Rank 1 failed to pass monitoredBarrier" in text  # not when the connection closed: gloo names no rank
+        named = re.search(r"Ranks? 1 failed to pass monitoredBarrier", text) is not None  # not when a connection closed
         how = "rank 0 reports the peer gone" if "a peer closed its connection" in text else "the launcher ends the run"
         resumed = self.resume(logdir, 2, tuple(extra))
         bound = timeout_s + 10 + 30
