@@ -262,7 +262,8 @@ def test_a_hung_process_ends_a_two_process_run_within_the_timeout_naming_the_ran
                 pass
     elapsed = time.time() - stopped
     assert launcher.returncode != 0
-    assert "rank 0 of 2: a collective failed (epoch" in err and f"no answer within config.dist_timeout_s = {timeout_s} s" in err, err[-3000:]
+    # where it waited depends on where rank 1 stopped (epoch 2's rollouts, update or checkpoint)
+    assert "rank 0 of 2: a collective failed (" in err and f"no answer within config.dist_timeout_s = {timeout_s} s" in err, err[-3000:]
     assert re.search(r"Ranks? 1 failed to pass monitoredBarrier", err), err[-3000:]  # gloo says "Rank 1" or "Ranks 1"
     # the timeout, the monitored barrier (10 s), the launcher's 30 s before it kills the stopped process, slack
     assert elapsed < timeout_s + 10 + 30 + 30, elapsed
