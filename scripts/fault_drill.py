@@ -298,7 +298,7 @@ class Drill:
     def hung_process(self, timeout_s: int = 20) -> Row:
         logdir = self.folder("hung-2p")
         process = launch(logdir, 2, [f"--config.dist_timeout_s={timeout_s}"])
-        wait_for_epochs(process, logdir, 1)
+        wait_for_epochs(process, logdir, 2)  # epoch 1's checkpoint is complete by then
         ranks = workers(process.pid)
         os.kill(ranks[1], signal.SIGSTOP)  # rank 1 hangs inside an epoch
         code, seconds = wait(process, timeout_s + 120)
@@ -314,7 +314,7 @@ class Drill:
     def lost_process(self) -> Row:
         logdir = self.folder("lost-2p")
         process = launch(logdir, 2)
-        wait_for_epochs(process, logdir, 1)
+        wait_for_epochs(process, logdir, 2)  # epoch 1's checkpoint is complete by then
         os.kill(workers(process.pid)[1], signal.SIGKILL)
         code, seconds = wait(process, 120)
         kill_group(process)
@@ -328,7 +328,7 @@ class Drill:
         port = free_port()
         extra = [f"--config.dist_timeout_s={timeout_s}"]
         nodes = [launch(logdir, 2, extra, machine=(rank, 2, port)) for rank in (0, 1)]
-        wait_for_epochs(nodes[0], logdir, 1)
+        wait_for_epochs(nodes[0], logdir, 2)  # epoch 1's checkpoint is complete by then
         kill_group(nodes[1])  # the node is gone: its launcher and its process, without a word
         code, seconds = wait(nodes[0], timeout_s + 120)
         kill_group(nodes[0])
