@@ -69,8 +69,7 @@ def default():
     config.sample.noise_level = 0.7
     config.sample.sde_type = "sde"  # "sde" (Flow-GRPO) or "cps"
     config.sample.same_latent = False  # one initial noise per prompt (shared across processes)
-    config.sample.sde_window_size = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic
-    config.sample.sde_window_range = (0, 10)
+    rollout_steps_config(config.sample)
     config.sample.decode_batch_size = 0  # VAE decode chunk; 0: whole batch (SD3.5-M at 512 px: 16 or less, see benchmark.py)
 
     # ---- training: train_config() below, the keys the toy worlds' trainer shares ----
@@ -86,6 +85,22 @@ def default():
     config.reward_frame_interval = 4  # videos: image rewards score frames 0, 4, 8, ... and average them
     config.reward_nan_policy = "error"  # "error": stop; "drop": leave NaN-reward images out of the update
     return config
+
+
+def rollout_steps_config(sample) -> None:
+    """The keys of ``config.sample`` that say which rollout steps are stochastic and how the others are
+    integrated (shared with the toy worlds' configs)."""
+    sample.sde_window_size = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic
+    sample.sde_window_range = (0, 10)
+    # where the window sits: "random" (Flow-GRPO-Fast: drawn per batch inside the range) or "progressive"
+    # (MixGRPO: from the range's start, sde_window_stride steps toward low noise every sde_window_shift_every
+    # epochs, rolling back at the end; flow_grpo.sampling.progressive_window_start)
+    sample.sde_window_schedule = "random"
+    sample.sde_window_shift_every = 25
+    sample.sde_window_stride = 1
+    # the deterministic steps after the window (every step of an ODE rollout): "euler", or "dpm2"
+    # (DPM-Solver++(2M), MixGRPO-Flash's and DGPO's); evaluation samples with Euler whatever this says
+    sample.ode_solver = "euler"
 
 
 def train_config():

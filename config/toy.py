@@ -45,6 +45,7 @@ def _base():
     config.sample.same_latent = False  # one initial noise per group
     config.sample.groups_of_k = False  # one-prompt worlds: groups of k own-noise samples, not the whole batch
     config.sample.eval_samples_per_prompt = 512
+    base.rollout_steps_config(config.sample)
 
     # the same update keys as scripts/train_sd3.py (config/base.py), with the toy worlds' values
     config.train = base.train_config()

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         epoch_start = time.time()
         with objective.rollout_weights(global_step):
             rollout = collect_toy_rollout(model, world, sampler, config.sample, generator_for(config.seed, "rollout", epoch),
-                                          stochastic=objective.sde_rollouts)
+                                          stochastic=objective.sde_rollouts, iteration=epoch - 1)
         advantages, advantage_stats = compute_advantages(accelerator, rollout, config.train)
         all_advantages.append(advantages.numpy())
         advantages = objective.training_advantages(rollout, advantages)

@@ -309,6 +309,22 @@ def test_sde_window_semantics(family):
     torch.testing.assert_close(x, runs[0].final_latents, rtol=0, atol=1e-6)
 
 
+def test_placed_window_and_ode_solver(family):
+    """``sde_window_start`` puts the window where the caller says (MixGRPO's schedule); ``ode_solver="dpm2"``
+    keeps the steps up to the window's end and changes only those after it."""
+    backbone, scale = family
+    conditioning, negative = encode(backbone)
+    latents = noise(backbone)
+    ode = run(backbone, conditioning, negative, latents, steps=8, scale=scale)
+    placed = {solver: run(backbone, conditioning, negative, latents, steps=8, scale=scale, noise_level=0.7, sde_window_size=2,
+                          sde_window_start=3, ode_solver=solver, generator=torch.Generator().manual_seed(5))
+              for solver in ("euler", "dpm2")}
+    assert torch.equal(placed["euler"].sigmas, ode.sigmas[3:5])
+    torch.testing.assert_close(placed["euler"].latents[:, 0], ode.latents[:, 3], rtol=0, atol=1e-6)
+    assert torch.equal(placed["euler"].latents, placed["dpm2"].latents)
+    assert not torch.allclose(placed["euler"].final_latents, placed["dpm2"].final_latents)
+
+
 def test_choose_sde_window_covers_range_uniformly():
     generator = torch.Generator().manual_seed(0)
     starts = [choose_sde_window(10, 2, (0, 5), generator)[0] for _ in range(4000)]

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from flow_grpo.sde import gaussian_log_prob, sde_step_with_logprob
+from flow_grpo.errors import InputError
+from flow_grpo.sde import SDEParams, gaussian_log_prob, sde_step_with_logprob
 
 
 def _inputs(batch=4, shape=(3, 5, 5), seed=0):
@@ -191,3 +192,84 @@ def test_coarse_sde_is_close_but_fine_steps_are_closer():
     coarse = abs(float(integrate(0.7, num_steps=10).std()) - DATA_STD)
     fine = abs(float(integrate(0.7, num_steps=500).std()) - DATA_STD)
     assert fine < coarse
+
+
+# ---- the rollout's other steps: DPM-Solver++(2M) and MixGRPO's sliding window (flow_grpo.sampling) ----
+
+def _gaussian_flow(data_std: float):
+    """The exact velocity of the flow from N(0, I) to N(0, data_std^2 I), and its exact ODE solution: the
+    marginal std at sigma is s(sigma) = sqrt((1 - sigma)^2 data_std^2 + sigma^2), and the ODE maps x(1) to
+    x(1) s(sigma) (it moves quantiles)."""
+    def velocity(x, sigma):
+        sigma = float(sigma)
+        return x * (sigma - (1 - sigma) * data_std**2) / ((1 - sigma) ** 2 * data_std**2 + sigma**2)
+    return velocity, lambda sigma: math.sqrt((1 - sigma) ** 2 * data_std**2 + sigma**2)
+
+
+def test_dpm_solver_first_order_step_is_the_euler_step():
+    from flow_grpo.sampling import dpm_solver_step
+
+    x, v = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    for sigma, sigma_next in ((1.0, 0.9), (0.8, 0.55), (0.3, 0.0)):
+        torch.testing.assert_close(dpm_solver_step(x, x - sigma * v, None, sigma, sigma_next), x + (sigma_next - sigma) * v,
+                                   rtol=0, atol=1e-6)
+
+
+def test_dpm_solver_is_second_order_where_euler_is_first():
+    """On a flow with a closed-form solution, halving the step halves Euler's error and quarters the solver's."""
+    from flow_grpo.sampling import sample_with_logprob
+
+    velocity, std_at = _gaussian_flow(data_std=0.3)
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    sigma_end = 0.2  # stop short of 0, where the last (first-order) step would dominate both errors
+    exact = x1 * std_at(sigma_end)
+    errors = {}
+    for solver in ("euler", "dpm2"):
+        for steps in (16, 32, 64):
+            sigmas = torch.linspace(0.95, sigma_end, steps + 1)
+            start = x1 * std_at(0.95)
+            final = sample_with_logprob(velocity, start, sigmas, SDEParams(0.0), ode_solver=solver, store_latents=False).final_latents
+            errors[solver, steps] = float((final - exact).abs().max())
+    euler_ratios = [errors["euler", n] / errors["euler", 2 * n] for n in (16, 32)]
+    dpm_ratios = [errors["dpm2", n] / errors["dpm2", 2 * n] for n in (16, 32)]
+    assert all(1.8 < r < 2.2 for r in euler_ratios), euler_ratios  # measured 1.98, 1.99
+    assert all(3.5 < r < 5.5 for r in dpm_ratios), dpm_ratios  # measured 4.85, 4.51 (4 asymptotically)
+    assert errors["dpm2", 16] < errors["euler", 16] / 5
+
+
+def test_dpm_solver_only_after_the_window():
+    """The steps before and inside the SDE window are those of the Euler run; the solver changes the rest."""
+    from flow_grpo.sampling import sample_with_logprob
+
+    velocity, _ = _gaussian_flow(data_std=0.3)
+    x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    sigmas = torch.linspace(1.0, 0.0, 11)
+    runs = {solver: sample_with_logprob(velocity, x1, sigmas, SDEParams(0.7), window=(2, 5), ode_solver=solver,
+                                        generator=torch.Generator().manual_seed(3))
+            for solver in ("euler", "dpm2")}
+    assert torch.equal(runs["euler"].latents, runs["dpm2"].latents)  # stored: entering step 2 .. leaving step 4
+    assert torch.equal(runs["euler"].log_probs, runs["dpm2"].log_probs)
+    assert not torch.allclose(runs["euler"].final_latents, runs["dpm2"].final_latents)
+    with pytest.raises(InputError, match="ode_solver"):
+        sample_with_logprob(velocity, x1, sigmas, SDEParams(0.0), ode_solver="heun")
+
+
+def test_progressive_window_slides_toward_low_noise_and_rolls_back():
+    import ml_collections
+
+    from flow_grpo.sampling import progressive_window_start, scheduled_window_start
+
+    starts = [progressive_window_start(i, window_size=2, window_range=(1, 6), shift_every=3, stride=1) for i in range(15)]
+    assert starts == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 1, 1, 1]  # 4 positions hold a whole window: 1..4
+    assert [progressive_window_start(i, 2, (0, 8), 1, 2) for i in range(5)] == [0, 2, 4, 6, 0]
+    assert {progressive_window_start(i, 4, (0, 10), 5, 0) for i in range(50)} == {0}  # MixGRPO-Flash*: frozen
+    with pytest.raises(InputError, match="cannot hold"):
+        progressive_window_start(0, 4, (0, 3), 1, 1)
+    sample = ml_collections.ConfigDict({"sde_window_schedule": "progressive", "sde_window_size": 2, "sde_window_range": (0, 4),
+                                        "sde_window_shift_every": 2, "sde_window_stride": 1})
+    assert [scheduled_window_start(sample, i) for i in range(7)] == [0, 0, 1, 1, 2, 2, 0]
+    sample.sde_window_schedule = "random"
+    assert scheduled_window_start(sample, 5) is None
+    sample.sde_window_schedule = "sliding"
+    with pytest.raises(InputError, match="sde_window_schedule"):
+        scheduled_window_start(sample, 0)

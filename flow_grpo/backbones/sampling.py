@@ -39,6 +39,8 @@ class SamplingSpec:
     sde_type: str = "sde"
     sde_window_size: int = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic (and stored)
     sde_window_range: tuple | None = None
+    sde_window_start: int | None = None  # a window placed by the caller (MixGRPO's progressive schedule), not at random
+    ode_solver: str = "euler"  # the deterministic steps after the window: "euler" or "dpm2" (flow_grpo.sampling)
     store_means: bool = False  # keep each stored step's Gaussian mean (GRPO-Guard)
     store_latents: bool = True  # False keeps only the final latents (ODE rollouts)
     batched_cfg: bool = True  # CFG as one call on the doubled batch
@@ -79,7 +81,10 @@ def sample(backbone: Backbone, conditioning: Conditioning, negative: Conditionin
     """
     transformer = transformer if transformer is not None else backbone.transformer
     sigmas = backbone.sigmas(spec.num_steps, spec.height, spec.width, noise.latents.device)
-    window = choose_sde_window(spec.num_steps, spec.sde_window_size, spec.sde_window_range, noise.window)
+    if spec.sde_window_start is not None and spec.sde_window_size > 0:
+        window = (spec.sde_window_start, spec.sde_window_start + spec.sde_window_size)
+    else:
+        window = choose_sde_window(spec.num_steps, spec.sde_window_size, spec.sde_window_range, noise.window)
     guidance = Guidance(spec.guidance_scale, negative, spec.batched_cfg)
     model_dtype = next(transformer.parameters()).dtype
 
@@ -88,7 +93,7 @@ def sample(backbone: Backbone, conditioning: Conditioning, negative: Conditionin
 
     trajectory = sample_with_logprob(
         velocity, noise.latents, sigmas, SDEParams(spec.noise_level, spec.sde_type), window=window,
-        generator=noise.steps, store_means=spec.store_means, store_latents=spec.store_latents,
+        generator=noise.steps, store_means=spec.store_means, store_latents=spec.store_latents, ode_solver=spec.ode_solver,
     )
     images = backbone.decode(trajectory.final_latents, spec.decode_batch_size) if spec.decode else None
     return BackboneTrajectory(**vars(trajectory), images=images)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import torch
 
 from flow_grpo.rollout import Rollout, concatenate
-from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.sampling import choose_sde_window, sample_with_logprob, scheduled_window_start
 from flow_grpo.sde import SDEParams
 from flow_grpo.toy.policy import ToyConditioning
 from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
 
 
 @torch.no_grad()
-def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.Generator, stochastic: bool = True) -> Rollout:
+def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.Generator, stochastic: bool = True,
+                        iteration: int = 0) -> Rollout:
     """``sample_config.num_batches_per_epoch`` batches of ``model``'s trajectories in ``world``: the SDE with every
     step stored, or (``stochastic=False``, the forward-process objectives) the ODE keeping the clean samples.
 
@@ -21,6 +22,10 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     one initial noise (the grouping of an unconditional world such as the moons), or, with
     ``sample_config.groups_of_k``, runs of k samples of one prompt with their own noises (a one-prompt world
     split into groups the size SD3's are, for objectives that take one pair or the best of a group).
+
+    ``sample_config.sde_window_size > 0``: only a window of steps is stochastic and stored, drawn per batch or
+    placed by the schedule at training iteration ``iteration`` (``flow_grpo.sampling``); the other steps
+    take ``sample_config.ode_solver``'s steps after the window (every step of an ODE rollout).
     """
     sigmas = sigma_schedule(sample_config.num_steps)
     sde = SDEParams(sample_config.noise_level if stochastic else 0.0, sample_config.sde_type)
@@ -39,8 +44,15 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
             noise = torch.randn(len(prompts), world.data_dim, generator=generator)
             group_ids = [world.train_prompts.index(p) for p in prompts]
         cond = world.encode(prompts)
-        trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, generator=generator,
-                                         store_means=stochastic, store_latents=stochastic)
+        window_size = sample_config.sde_window_size if stochastic else 0
+        start = scheduled_window_start(sample_config, iteration) if stochastic else None
+        if start is not None:
+            window = (start, start + window_size)
+        else:  # drawn only with a window, so runs without one keep their random stream
+            window = choose_sde_window(sample_config.num_steps, window_size, sample_config.sde_window_range,
+                                       generator if window_size else None)
+        trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, window=window, generator=generator,
+                                         store_means=stochastic, store_latents=stochastic, ode_solver=sample_config.ode_solver)
         parts.append(Rollout(
             prompts=prompts, metadata=[{} for _ in prompts], group_ids=torch.tensor(group_ids),
             conditioning=ToyConditioning(cond), final_latents=trajectory.final_latents,

@@ -24,6 +24,7 @@ from flow_grpo.rollout import Rollout, concatenate
 from flow_grpo.backbones.base import Backbone
 from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_latents, sample
 from flow_grpo.rollout import Conditioning
+from flow_grpo.sampling import scheduled_window_start
 from flow_grpo.rewards import RewardError
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer
@@ -182,7 +183,8 @@ class RolloutCollector:
             height=height, width=width, num_frames=config.num_frames,
             noise_level=config.sample.noise_level if stochastic else 0.0, sde_type=config.sample.sde_type,
             sde_window_size=config.sample.sde_window_size if stochastic else 0,
-            sde_window_range=tuple(config.sample.sde_window_range), store_means=store_means, store_latents=stochastic,
+            sde_window_range=tuple(config.sample.sde_window_range), sde_window_start=scheduled_window_start(config.sample, epoch),
+            ode_solver=config.sample.ode_solver, store_means=store_means, store_latents=stochastic,
             batched_cfg=config.batched_cfg, decode=False,
         )
         noise = SampleNoise(latents=initial_latents(shape, latent_generators, device),
