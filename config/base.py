@@ -140,9 +140,9 @@ def train_config():
     train.ema_warmup = False  # the evaluation EMA's decay min(ema_decay, (1 + n) / (10 + n)) (DiffusionNFT)
     # each objective's own settings, in its own section (config.train.nft.beta, ...): declared, with their
     # defaults and meaning, in its file (flow_grpo/objectives/<name>.py, SETTINGS)
-    for name, objective in OBJECTIVES.items():
-        if objective.SETTINGS:
-            train[name] = ml_collections.ConfigDict(dict(objective.SETTINGS))
+    for objective in OBJECTIVES.values():
+        for section, settings in objective.settings_sections().items():
+            train[section] = ml_collections.ConfigDict(settings)
     return train
 
 

@@ -135,6 +135,55 @@ def tiny_sft():
     return config
 
 
+def tiny_dgpo():
+    """DGPO's group sigmoid on the tiny pipeline: groups of 4 in minibatches of 8 (two whole groups each), the
+    high-noise half of the schedule, the trust region's old policy sampling after 4 optimizer steps."""
+    config = _tiny_forward("dgpo")
+    config.train.timestep_fraction = 0.5
+    config.train.dgpo.old_samples_after = 4
+    config.train.beta = 0.01
+    return config
+
+
+def tiny_mixgrpo():
+    """MixGRPO on the tiny pipeline: an SDE window of 2 that moves one step toward low noise every epoch over
+    the first 4 of the 6 steps, DPM-Solver++(2M) after it (MixGRPO-Flash)."""
+    config = tiny()
+    config.run_name = "tiny_mixgrpo"
+    config.train.objective = "mixgrpo"
+    config.sample.sde_window_size = 2
+    config.sample.sde_window_range = (0, 4)
+    config.sample.sde_window_schedule = "progressive"
+    config.sample.sde_window_shift_every = 1
+    config.sample.ode_solver = "dpm2"
+    config.train.timestep_fraction = 1.0
+    return config
+
+
+def tiny_grpo_gardo():
+    """Flow-GRPO with GARDO: the KL only where brightness rates an image above the (weight-0) JPEG
+    compressibility judge, a reference reset every 3 epochs, diversity-weighted advantages."""
+    config = tiny()
+    config.run_name = "tiny_grpo_gardo"
+    config.train.objective = "grpo_gardo"
+    config.reward_fn = {"brightness": 1.0, "jpeg_compressibility": 0.0}
+    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
+    config.train.gardo.kl_share = 0.2
+    config.train.gardo.reset_every = 3
+    return config
+
+
+def tiny_nft_gardo():
+    """DiffusionNFT with GARDO (no judge: every sample's velocity penalty counts, against a reference reset
+    every 3 epochs), diversity-weighted advantages."""
+    config = tiny_nft()
+    config.run_name = "tiny_nft_gardo"
+    config.train.objective = "nft_gardo"
+    config.train.beta = 0.01
+    config.train.gardo.reset_every = 3
+    return config
+
+
 def tiny_flux():
     """The tiny run on a tiny FLUX.1-dev (``builtin:tiny_flux``): distilled guidance 3.5 as the model's input
     (no negative pass), FLUX's dynamic shift, 2x2-packed latents; FLUX's noise level 0.9 (config/flux.py)."""

@@ -135,6 +135,11 @@ class Rollout(TensorFields):
         """K: the stored steps of an SDE rollout, or the sampling schedule's steps of an ODE rollout."""
         return self.sigmas.shape[1]
 
+    def step_metrics(self) -> dict[str, float]:
+        """Where the stored steps lie: the highest flow time any of them starts at (a sliding window's
+        position over epochs) and how many there are."""
+        return {"stored_sigma_max": float(self.sigmas[:, 0].max()), "stored_steps": float(self.num_steps)}
+
     def transitions(self, rows: torch.Tensor, steps: torch.Tensor, device) -> TransitionBatch:
         """The stored step ``steps[i]`` of sample ``rows[i]`` for every i, on ``device``."""
         if self.latents is None or self.log_probs is None:

@@ -308,7 +308,7 @@ def main(argv=None) -> int:
 
             done = epoch + 1  # completed epochs: the row's "epoch"
             row = {"epoch": done, "global_step": global_step, **reward_metrics(accelerator, rollout), **train_stats,
-                   **advantage_stats, **keep_stats, **rollout.timing, "epoch_time_s": time.time() - epoch_start}
+                   **advantage_stats, **keep_stats, **rollout.timing, **rollout.step_metrics(), "epoch_time_s": time.time() - epoch_start}
             train_seconds += row["epoch_time_s"]
             preempted = agree(accelerator, stop.local_status()) == STOP_REQUESTED
             last = done == config.num_epochs or out_of_time(train_seconds)

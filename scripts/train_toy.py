@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         train_stats, global_step = update(learner, rollout, advantages, keep, config, update_generator, global_step)
         rewards = rollout.rewards["avg"]
         row = {"epoch": epoch, "global_step": global_step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-               **train_stats, **advantage_stats, **keep_stats, "epoch_time_s": time.time() - epoch_start}
+               **train_stats, **advantage_stats, **keep_stats, **rollout.step_metrics(), "epoch_time_s": time.time() - epoch_start}
         if epoch % config.eval_freq == 0 or epoch == config.num_epochs:
             with evaluated_weights():
                 row.update(evaluate_toy(model, world, config, world.test_prompts)[0])

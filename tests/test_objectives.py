@@ -153,10 +153,11 @@ def test_train_sd3_flowrl_trains_log_z_and_resumes_it_exactly(tmp_path):
     assert all(np.isfinite(r["tb_loss"]) and "log_z" in r for r in rows)
 
 
-@pytest.mark.parametrize("name", ["tiny_nft", "tiny_awm", "tiny_dpo", "tiny_sft"])
+@pytest.mark.parametrize("name", ["tiny_nft", "tiny_awm", "tiny_dpo", "tiny_sft", "tiny_dgpo", "tiny_nft_gardo", "tiny_grpo_gardo"])
 def test_forward_process_objectives_run_and_resume_exactly(tmp_path, name):
-    """ODE rollouts, each objective's snapshots (old policy, KL-EMA, reference) saved in the checkpoint and
-    restored: 4 epochs straight and 2 + 2 resumed end bit-identical."""
+    """ODE rollouts (GARDO's GRPO: SDE), each objective's snapshots (old policy, KL-EMA, reference, GARDO's
+    moving reference and counters) saved in the checkpoint and restored: 4 epochs straight and 2 + 2 resumed
+    end bit-identical."""
     def run(folder, *overrides):
         argv = ["--config", f"{TINY}:{name}", f"--config.logdir={folder}", "--config.progress=false", "--config.eval_freq=100",
                 "--config.save_freq=100", *overrides]
@@ -178,3 +179,15 @@ def test_forward_process_objectives_run_and_resume_exactly(tmp_path, name):
     assert not torch.equal(objective_state[snapshot], torch.zeros_like(objective_state[snapshot]))
     rows = [json.loads(l) for l in open(tmp_path / "straight" / name / "metrics.jsonl") if "reward_mean" in l]
     assert len(rows) == 4 and all(np.isfinite(r["policy_loss"]) for r in rows) and rows[-1]["global_step"] > 0
+
+
+def test_mixgrpo_window_slides_from_high_to_low_noise(tmp_path):
+    """tiny_mixgrpo: a window of 2 over the first 4 of 6 steps, one step further every epoch, rolling back after
+    the third position; DPM-Solver++ after it. The stored steps' highest flow time follows the window."""
+    assert train_sd3.main(["--config", f"{TINY}:tiny_mixgrpo", f"--config.logdir={tmp_path}", "--config.progress=false",
+                           "--config.eval_freq=100", "--config.num_epochs=4"]) == 0
+    rows = [json.loads(l) for l in open(tmp_path / "tiny_mixgrpo" / "metrics.jsonl") if "reward_mean" in l]
+    sigma_max = [r["stored_sigma_max"] for r in rows]
+    assert all(r["stored_steps"] == 2 for r in rows)
+    assert sigma_max[0] == 1.0 and sigma_max[0] > sigma_max[1] > sigma_max[2] and sigma_max[3] == 1.0
+    assert all(np.isfinite(r["policy_loss"]) for r in rows) and rows[0]["first_microstep_clipfrac"] == 0.0

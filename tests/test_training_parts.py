@@ -12,6 +12,7 @@ import torch
 
 from conftest import REPO, load_script
 from flow_grpo.config_cli import ConfigError, load_module, parse_args
+from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, Minibatch, build_objective
 from flow_grpo.rollout import Rollout, concatenate
 from flow_grpo.sampling import sample_with_logprob
@@ -247,9 +248,10 @@ def rollout_of(model, seed=0):
     )
 
 
-def one_update(objective_name, advantages, reference_shift=0.0, own=None, **train):
+def one_update(objective_name, advantages, reference_shift=0.0, own=None, setup=None, **train):
     """One optimizer step (SGD, lr 1, no clipping) of minibatches of 4, 2 accumulated, first 2 of 4 steps;
-    ``own``: the objective's own settings (config.train.<name>)."""
+    ``own``: the objective's own settings (config.train.<name>); ``setup(objective, model)`` runs before the
+    update (after ``attach``)."""
     from accelerate import Accelerator
 
     config = parse_args(["--config", os.path.join(REPO, "config", "toy.py") + ":four_modes_grpo", "--config.progress=false"])
@@ -264,6 +266,9 @@ def one_update(objective_name, advantages, reference_shift=0.0, own=None, **trai
         reference.theta -= reference_shift
     rollout = rollout_of(model)
     objective = build_objective(config.train, pooled_dim=2)
+    objective.attach(list(model.parameters()), ["theta"])
+    if setup is not None:
+        setup(objective, model)
     parameters = [*model.parameters(), *(p for m in objective.trained_modules.values() for p in m.parameters())]
     before = [p.detach().clone() for p in parameters]
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2 * 2)
@@ -382,7 +387,10 @@ def test_flowrl_step_by_hand():
 
 
 def test_every_objective_is_covered_by_a_hand_computation():
-    assert set(OBJECTIVES) == {"grpo", "grpo_guard", "flowrl", "nft", "awm", "dpo", "sft"}
+    # mixgrpo is grpo's loss (test_grpo_step_by_hand) on the sampler's sliding window (tests/test_sde.py)
+    assert set(OBJECTIVES) == {"grpo", "grpo_guard", "mixgrpo", "flowrl", "nft", "awm", "dpo", "dgpo", "sft",
+                               "grpo_gardo", "nft_gardo"}
+    assert OBJECTIVES["mixgrpo"].loss is OBJECTIVES["grpo"].loss
 
 
 # ---- the forward-process objectives: loss and gradient of one micro-step, by hand --------------------------
@@ -543,6 +551,200 @@ def test_sft_chooses_each_groups_best_and_its_loss_and_gradient_by_hand():
     expected = np.mean(2 / D * residual[chosen], axis=0) + 0.5 * 2 * (theta - reference) / D
     assert loss == pytest.approx(total, rel=1e-5)
     np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+# ---- DGPO: one sigmoid per group over advantage-weighted error improvements ---------------------------------
+
+
+def _dgpo_hand(theta, reference, minibatch, dgpo_beta, j=1):
+    """(S_g per row [n], each row's error gradient [n, D], e_i) by hand for the constant-velocity policy."""
+    from flow_grpo.seeding import generator_for
+
+    x0 = minibatch.rollout.final_latents.double().numpy()
+    groups = minibatch.rollout.group_ids.numpy()
+    eps = {g: torch.randn(D, generator=generator_for(minibatch.noise_seed, "dgpo_noise", j, int(g))).double().numpy()
+           for g in set(groups.tolist())}
+    target = np.stack([eps[g] - x0[i] for i, g in enumerate(groups)])
+    error = lambda v: ((v - target) ** 2).mean(1)  # noqa: E731
+    A = minibatch.advantages.double().numpy()
+    S = np.array([dgpo_beta * np.mean([A[k] * (error(theta)[k] - error(reference)[k]) for k in np.flatnonzero(groups == g)])
+                  for g in groups])
+    return S, 2 / D * (theta - target), error
+
+
+def test_dgpo_group_sigmoid_loss_and_gradient_by_hand():
+    """loss = mean_i softplus(S_g(i)) / dgpo_beta + beta mean((v - v_ref)^2); its gradient is the authors'
+    code's, mean_i sigmoid(S_g(i)) A_i de_i / dtheta, with one noise per group."""
+    theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
+    dgpo_beta, kl_beta = 4.0, 0.05
+    policy, objective, minibatch, _ = forward_setup("dgpo", theta, reference=reference, own={"beta": dgpo_beta, "clip_range": 0.0},
+                                                    beta=kl_beta)
+    loss, grad, stats = grad_of(objective, policy, minibatch)
+    S, error_grad, _ = _dgpo_hand(theta, reference, minibatch, dgpo_beta)
+    A = minibatch.advantages.double().numpy()
+    sigmoid = 1 / (1 + np.exp(-S))
+    total = np.mean(np.log1p(np.exp(S))) / dgpo_beta + kl_beta * np.mean((theta - reference) ** 2)
+    expected = np.mean((sigmoid * A)[:, None] * error_grad, axis=0) + kl_beta * 2 * (theta - reference) / D
+    assert loss == pytest.approx(total, rel=1e-5)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+    assert float(stats["dgpo_weight"]) == pytest.approx(sigmoid.mean(), rel=1e-5) and float(stats["dgpo_group_rows"]) == 3
+
+
+def test_dgpo_trust_region_stops_the_gradient_of_rows_past_the_clip():
+    """Rows whose exp(e_old - e) left 1 +- clip in their advantage's direction keep their place in S_g but pass no
+    gradient (the authors' clip_dsm)."""
+    theta, reference, old = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2]), np.array([0.5, -0.4, 0.3])
+    dgpo_beta, clip = 4.0, 0.05
+    policy, objective, minibatch, _ = forward_setup("dgpo", theta, old=old, reference=reference,
+                                                    own={"beta": dgpo_beta, "clip_range": clip})
+    loss, grad, stats = grad_of(objective, policy, minibatch)
+    S, error_grad, error = _dgpo_hand(theta, reference, minibatch, dgpo_beta)
+    A = minibatch.advantages.double().numpy()
+    ratio = np.exp(error(old) - error(theta))
+    clipped = np.where(A > 0, ratio > 1 + clip, ratio < 1 - clip)
+    assert 0 < clipped.sum() < len(A)  # the test has rows on both sides
+    sigmoid = 1 / (1 + np.exp(-S))
+    expected = np.mean((sigmoid * A * ~clipped)[:, None] * error_grad, axis=0)
+    assert loss == pytest.approx(np.mean(np.log1p(np.exp(S))) / dgpo_beta, rel=1e-5)  # the value is unchanged
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+    assert float(stats["clipfrac"]) == pytest.approx(clipped.mean())
+
+
+def test_dgpo_old_policy_samples_after_its_switch_and_follows_the_weights():
+    policy, objective, _, _ = forward_setup("dgpo", [1.0, 1.0, 1.0], old=[0.0, 0.0, 0.0], own={"old_samples_after": 5})
+    with objective.rollout_weights(5):  # not yet: the current weights sample
+        assert torch.equal(policy.trained_module.theta.detach(), torch.ones(3))
+    with objective.rollout_weights(6):
+        assert torch.equal(policy.trained_module.theta.detach(), torch.zeros(3))
+    assert objective.end_update(global_step=100)["old_policy_decay"] == pytest.approx(0.1)  # min(0.001 step, 0.3)
+    np.testing.assert_allclose(objective.snapshots["old"].shadow[0].numpy(), [0.9] * 3, rtol=1e-6)
+
+
+def test_group_index_and_minibatches_of_whole_groups():
+    from flow_grpo.objectives.dgpo import group_index
+
+    first, inverse = group_index(torch.tensor([7, 3, 7, 9, 3]))
+    assert first.tolist() == [0, 1, 0, 3, 1] and inverse.tolist() == [1, 0, 1, 2, 0]
+    n = 12
+    rollout = Rollout(prompts=[""] * n, metadata=[{}] * n, group_ids=torch.arange(n) % 3, conditioning=ToyConditioning(torch.zeros(n, 2)),
+                      final_latents=torch.zeros(n, D), rewards={"avg": np.zeros(n)}, sigmas=torch.rand(n, 4), sigmas_next=torch.rand(n, 4))
+    config = base.train_config()
+    config.batch_size = 4
+    for by_group in (False, True):
+        minibatches = make_minibatches(rollout, torch.zeros(n), torch.arange(n), config, torch.Generator().manual_seed(0), "cpu", by_group)
+        groups = [rollout.group_ids[m.rows].tolist() for m in minibatches]
+        whole = all(len(set(g)) == 1 for g in groups)
+        assert whole == by_group, groups  # shuffled rows mix groups; by_group keeps each group's 4 rows together
+    assert sorted(torch.cat([m.rows for m in minibatches]).tolist()) == list(range(n))
+
+
+# ---- GARDO: the gate, the moving reference, the diversity-aware advantages ----------------------------------
+
+
+def test_gardo_gate_by_hand():
+    from flow_grpo.objectives.gardo import adapted_share, gated_samples, uncertainty, win_rates
+
+    np.testing.assert_allclose(win_rates(np.array([0.1, 0.5, 0.5, 0.9])), [0, 0.5, 0.5, 1])
+    main = np.array([0.9, 0.8, 0.1, 0.5, 0.3])
+    aux = [np.array([0.1, 0.7, 0.2, 0.6, 0.9]), np.array([0.2, 0.9, 0.1, 0.4, 0.8])]
+    # win rates: main [1, .75, 0, .5, .25]; aux1 [0, .75, .25, .5, 1]; aux2 [.25, 1, 0, .5, .75]
+    u = uncertainty(main, aux)
+    np.testing.assert_allclose(u, [0.875, -0.125, -0.125, 0.0, -0.625])
+    # u >= 0: {0.875, 0.0}; the top 40% of them: above their 60th percentile 0.525
+    assert gated_samples(u, 0.4).tolist() == [True, False, False, False, False]
+    assert not gated_samples(np.array([-0.1, -0.2]), 0.5).any()
+    assert adapted_share(0.1, [], 0.3, (0.02, 0.2)) == 0.1
+    assert adapted_share(0.1, [0.1, 0.2], 0.3, (0.02, 0.2)) == pytest.approx(0.11)
+    assert adapted_share(0.1, [0.1, 0.2], 0.05, (0.02, 0.2)) == pytest.approx(0.09)
+    assert adapted_share(0.1, [0.1, 0.2], 0.15, (0.02, 0.2)) == 0.1
+    assert adapted_share(0.19, [0.1], 0.5, (0.02, 0.2)) == 0.2
+
+
+def test_gardo_diversity_weights_by_hand():
+    from flow_grpo.objectives.gardo import diversity_weights
+
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [1.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    advantages = torch.tensor([1.0, 0.5, -1.0, -0.5, 0.2, 0.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    weights = diversity_weights(advantages, groups, features)
+    unit = features / features.norm(dim=1, keepdim=True)
+    d = 1 - unit[:4] @ unit[:4].T
+    d.fill_diagonal_(9)
+    nearest = d.min(dim=1).values
+    expected = torch.where(advantages[:4] >= 0, nearest / nearest.mean(), torch.ones(4))
+    torch.testing.assert_close(weights[:4], expected)
+    assert weights[1] > 1 > weights[0]  # the sample far from the others counts more, the near one less
+    torch.testing.assert_close(weights[4:], torch.ones(2))  # two orthogonal samples: equal distances, weight 1
+
+
+def test_gardo_gated_kl_step_by_hand():
+    """GRPO's KL gradient, now to GARDO's snapshot reference and averaged over each minibatch's gated rows:
+    gating rows of one minibatch only gives half the gradient of gating all (every row's KL is equal here)."""
+    shift = torch.tensor([0.1, -0.2, 0.05])
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(1))  # update()'s first draw: the minibatches
+
+    def gate(rows):
+        def setup(objective, model):
+            objective.snapshots["gardo_ref"].shadow[0].copy_(model.theta.detach() - shift)
+            objective.kl_mask = torch.zeros(N, dtype=torch.bool)
+            objective.kl_mask[rows] = True
+        return setup
+
+    changes = {}
+    for name, rows in (("all", torch.arange(N)), ("first minibatch", order[:2]), ("none", torch.tensor([], dtype=torch.long))):
+        rollout, (change,), stats = one_update("grpo_gardo", torch.zeros(N), beta=0.5, setup=gate(rows))
+        changes[name] = change.double().numpy()
+    expected = np.zeros(D)
+    for j in range(2):
+        _, std, coefficient, _ = per_step_terms(rollout, j)
+        expected += 0.5 * coefficient**2 * shift.double().numpy() / (D * std**2) * 2 / WINDOW
+    np.testing.assert_allclose(changes["all"], expected, rtol=1e-4)
+    np.testing.assert_allclose(changes["first minibatch"], expected / 2, rtol=1e-4)
+    assert np.all(changes["none"] == 0)
+    assert stats["gardo_epoch_kl"] > 0  # the epoch's KL is measured over every row, gated or not
+
+
+def test_nft_with_gardo_is_nft_against_its_reference_on_the_gated_rows():
+    theta, old = np.array([0.3, -0.2, 0.5]), np.array([0.1, 0.0, 0.4])
+    plain = forward_setup("nft", theta, old, reference=old, beta=0.05)
+    gardo = forward_setup("nft_gardo", theta, old, reference=np.zeros(3), beta=0.05)  # its own reference: the snapshot (old)
+    gardo[1].kl_mask = torch.ones(6, dtype=torch.bool)
+    loss, grad, _ = grad_of(gardo[1], gardo[0], gardo[2])
+    loss_plain, grad_plain, _ = grad_of(plain[1], plain[0], plain[2])
+    assert loss == pytest.approx(loss_plain, rel=1e-6)
+    np.testing.assert_allclose(grad, grad_plain, rtol=1e-6)
+    gardo[1].kl_mask = torch.tensor([True, False, True, False, False, False])
+    kl = torch.arange(1.0, 7.0)
+    assert float(gardo[1].reduce_kl(kl, gardo[2])) == pytest.approx(2.0)  # (1 + 3) / 2
+
+
+def test_gardo_resets_its_reference_and_resumes_its_state():
+    theta = [1.0, 2.0, 3.0]
+    policy, objective, minibatch, config = forward_setup("nft_gardo", theta, old=[0.0, 0.0, 0.0], own=None)
+    objective.gardo.update(reset_every=3, reset_kl=0.5)
+    objective._epoch_kls = [torch.tensor(0.1)]
+    assert objective.end_update(1)["gardo_resets"] == 0  # KL below the threshold, 1 epoch of 3
+    assert torch.equal(objective.snapshots["gardo_ref"].shadow[0], torch.zeros(3))
+    objective._epoch_kls = [torch.tensor(0.2), torch.tensor(0.9)]  # mean 0.55 > 0.5
+    assert objective.end_update(2)["gardo_resets"] == 1
+    assert torch.equal(objective.snapshots["gardo_ref"].shadow[0], torch.tensor(theta))  # the current weights
+    for step in (3, 4, 5):
+        stats = objective.end_update(step)
+    assert stats["gardo_resets"] == 2  # the periodic reset, 3 epochs after the last one
+    rollout = minibatch.rollout
+    rollout.rewards = {"avg": np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2]), "judge": np.array([0.1, 0.2, 0.5, 0.4, 0.3, 0.6])}
+    objective.gardo.aux_rewards = ("judge",)
+    values = objective.training_advantages(rollout, torch.tensor([1.0, -1.0, 0.0, -0.5, 0.5, -0.2]))
+    assert values.shape == (6,) and objective.kl_mask[0] and objective.kl_mask.sum() == 1  # u = [1, -.2, -.2, -.2, .4, -.8]
+    state = objective.state_dict()
+    other = forward_setup("nft_gardo", theta, old=[5.0, 5.0, 5.0])[1]
+    other.load_state_dict(state)
+    assert (other.epochs_since_reset, other.resets, other.share, other.history) == \
+        (objective.epochs_since_reset, objective.resets, objective.share, objective.history)
+    assert torch.equal(other.snapshots["gardo_ref"].shadow[0], objective.snapshots["gardo_ref"].shadow[0])
+    objective.gardo.aux_rewards = ("missing",)
+    with pytest.raises(InputError, match="missing"):
+        objective.training_advantages(rollout, torch.zeros(6))
 
 
 def test_fsdp_settles_the_config_before_it_is_recorded():

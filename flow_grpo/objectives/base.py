@@ -108,13 +108,20 @@ class Objective:
     sde_rollouts: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
     needs_step_means: ClassVar[bool] = False  # also each stored step's Gaussian mean
     skips_zero_advantages: ClassVar[bool] = True  # samples whose training advantage is 0 are left out of the update
+    keeps_groups_together: ClassVar[bool] = False  # minibatches cut from whole groups side by side (DGPO's group sums)
     SETTINGS: ClassVar[dict] = {}  # the objective's own keys and defaults: config.train.<name>.<key>
+    settings_section: ClassVar[str | None] = None  # the section of SETTINGS when not ``name`` (a modified objective's)
 
     def __init__(self, config, pooled_dim: int = 0):
         self.config = config
-        self.settings = own_settings(config, self.name, self.SETTINGS)
+        self.settings = own_settings(config, self.settings_section or self.name, self.SETTINGS)
         self.trained_modules: dict[str, torch.nn.Module] = {}
         self.snapshots: dict[str, Snapshot] = {}
+
+    @classmethod
+    def settings_sections(cls) -> dict[str, dict]:
+        """Every ``config.train.<section>`` this objective reads, with its defaults (config/base.py makes them)."""
+        return {cls.settings_section or cls.name: dict(cls.SETTINGS)} if cls.SETTINGS else {}
 
     def wrap_trained_modules(self, wrap) -> None:
         """Replace each of ``trained_modules`` by ``wrap(module)`` (accelerate's ``prepare``: DDP with several

@@ -95,17 +95,26 @@ class GRPO(Objective):
         """(loss, ratio [n]) of one micro-step; GRPO-Guard replaces the ratio."""
         return clipped_policy_loss(score.log_prob, batch.old_log_probs, advantages, self.config.clip_range)
 
+    def reference_mean(self, policy: FlowPolicy, batch: TransitionBatch) -> torch.Tensor:
+        """The reference's step mean [n, *latent] (the base's; GARDO's moves). Called before the forward with
+        gradients."""
+        return policy.reference_score(batch).mean
+
+    def reduce_kl(self, kl: torch.Tensor, minibatch: Minibatch) -> torch.Tensor:
+        """The per-sample KL [n] as the loss's term (0-d): the mean (GARDO: over its uncertain samples)."""
+        return kl.mean()
+
     def loss(self, policy: FlowPolicy, minibatch: Minibatch, j: int, prepared=None) -> tuple[torch.Tensor, Stats]:
         batch = minibatch.transitions(j)
+        mean_ref = self.reference_mean(policy, batch) if self.config.beta > 0 else None
         score = policy.score(batch)
         policy_loss, ratio = self.policy_loss(score, batch, minibatch.advantages)
         stats = {"policy_loss": policy_loss.detach(),
                  **ratio_diagnostics(score.log_prob, batch.old_log_probs, ratio, self.config.clip_range)}
         loss = policy_loss
-        if self.config.beta > 0:
-            mean_ref = policy.reference_score(batch).mean
-            kl = step_kl(score.mean, mean_ref, score.std_dev, batch.sigmas_next - batch.sigmas, self.config.kl_form,
-                         policy.sde.sde_type).mean()
+        if mean_ref is not None:
+            kl = self.reduce_kl(step_kl(score.mean, mean_ref, score.std_dev, batch.sigmas_next - batch.sigmas,
+                                        self.config.kl_form, policy.sde.sde_type), minibatch)
             loss = loss + self.config.beta * kl
             stats["kl_loss"] = kl.detach()
         return loss, stats

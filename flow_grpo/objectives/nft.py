@@ -90,17 +90,28 @@ class DiffusionNFT(Objective):
         x0, t, eps = minibatch.clean_latents(), minibatch.schedule_sigmas(j), minibatch.noise(j)
         x_t = (1 - t.reshape(-1, *([1] * (x0.ndim - 1)))) * x0 + t.reshape(-1, *([1] * (x0.ndim - 1))) * eps
         conditioning = minibatch.conditioning()
-        v_old = snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning)  # before the forward with gradients
+        # the snapshots' velocities before the forward with gradients (their weights are swapped in place)
+        v_old = snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning)
+        v_ref = self.reference_velocity(policy, x_t, t, conditioning) if self.config.beta > 0 else None
         v = policy.velocity(x_t, t, conditioning).float()
         r = optimality(minibatch.advantages, self.config.adv_clip_max)
         policy_loss, stats = nft_policy_loss(v, v_old, x_t, x0, t, r, self.settings.beta)
         loss = self.config.adv_clip_max * policy_loss
         stats = {"policy_loss": loss.detach(), **stats, "old_deviation": ((v - v_old) ** 2).mean().detach()}
-        if self.config.beta > 0:
-            kl = ((v - policy.reference_velocity(x_t, t, conditioning).float()) ** 2).mean()
+        if v_ref is not None:
+            kl = self.reduce_kl(((v - v_ref) ** 2).mean(dim=tuple(range(1, v.ndim))), minibatch)
             loss = loss + self.config.beta * kl
             stats["kl_loss"] = kl.detach()
         return loss, stats
+
+    def reference_velocity(self, policy: FlowPolicy, x_t, t, conditioning) -> torch.Tensor:
+        """The reference's velocity [n, *latent], float32, without gradients (the base's; GARDO's moves)."""
+        with torch.no_grad():
+            return policy.reference_velocity(x_t, t, conditioning).float()
+
+    def reduce_kl(self, kl: torch.Tensor, minibatch: Minibatch) -> torch.Tensor:
+        """The per-sample velocity penalty [n] as the loss's term (0-d): the mean (GARDO: over its uncertain samples)."""
+        return kl.mean()
 
     def end_update(self, global_step: int) -> dict[str, float]:
         decay = old_policy_decay(global_step, *self.settings.old_policy_decay)

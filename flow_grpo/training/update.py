@@ -86,9 +86,16 @@ def select_train_timesteps(num_steps: int, timestep_fraction: float, strategy: s
 
 
 def make_minibatches(rollout: Rollout, advantages: torch.Tensor, keep: torch.Tensor, train_config,
-                     generator: torch.Generator, device) -> list[Minibatch]:
-    """``keep`` shuffled into minibatches of ``train_config.batch_size``, each row with its trained steps."""
+                     generator: torch.Generator, device, by_group: bool = False) -> list[Minibatch]:
+    """``keep`` shuffled into minibatches of ``train_config.batch_size``, each row with its trained steps.
+    ``by_group``: the shuffled rows regrouped so that each group's rows are side by side (groups in the order
+    they first appear; no extra random draw)."""
     order = keep[torch.randperm(len(keep), generator=generator)]
+    if by_group:
+        groups = rollout.group_ids[order]
+        first_seen = {int(g): i for i, g in reversed(list(enumerate(groups.tolist())))}
+        rank = torch.tensor([first_seen[int(g)] for g in groups])
+        order = order[torch.sort(rank, stable=True).indices]
     steps = select_train_timesteps(rollout.num_steps, train_config.timestep_fraction, train_config.timestep_strategy,
                                    len(order), generator, train_config.timestep_count)
     size, base_seed = train_config.batch_size, generator.initial_seed()  # the seed: no draw, GRPO's stream unchanged
@@ -114,7 +121,8 @@ def update(learner: Learner, rollout: Rollout, advantages: torch.Tensor, keep: t
     for module in learner.modules:
         module.train()
     for _ in range(config.train.num_inner_epochs):
-        minibatches = make_minibatches(rollout, advantages, keep, config.train, generator, accelerator.device)
+        minibatches = make_minibatches(rollout, advantages, keep, config.train, generator, accelerator.device,
+                                       by_group=objective.keeps_groups_together)
         num_micro_steps = minibatches[0].num_micro_steps if minibatches else 0
         if minibatches and accelerator.gradient_accumulation_steps != config.train.gradient_accumulation_steps * num_micro_steps:
             raise RuntimeError("the accelerator's accumulation does not match gradient_accumulation_steps x trained timesteps")
