@@ -1,6 +1,7 @@
 """Every objective on the four-modes toy world, over several seeds: GRPO, GRPO-Guard, FlowRL (reward
-maximisation vs reward-distribution matching) and the forward-process objectives NFT, AWM, DPO and SFT
-(whose known risk is a loss of diversity).
+maximisation vs reward-distribution matching), the forward-process objectives NFT, AWM, DPO and SFT
+(whose known risk is a loss of diversity), and the newer ones: Flow-GRPO-Fast against MixGRPO's sliding
+window (and its DPM-Solver), DGPO, and GARDO beside the plain objective it modifies.
 
 Every run has the same base, epochs, samples per epoch and optimizer; ``config.train.objective`` (and its own
 keys, config/toy.py) differ: the policy-gradient objectives train on SDE rollouts, the forward-process ones
@@ -34,6 +35,14 @@ VARIANTS = [
     ("AWM", "four_modes_awm", []),
     ("DPO", "four_modes_dpo", []),
     ("SFT", "four_modes_sft", []),
+    ("GRPO-Fast", "four_modes_fast", []),
+    ("MixGRPO", "four_modes_mixgrpo", []),
+    ("MixGRPO-Flash", "four_modes_mixgrpo", ["--config.sample.ode_solver=dpm2"]),
+    ("DGPO", "four_modes_dgpo", []),
+    ("GRPO, KL 0.005", "four_modes_grpo", ["--config.train.beta=0.005"]),
+    ("GRPO+GARDO, KL 0.005", "four_modes_grpo_gardo", []),
+    ("GRPO+GARDO without diversity", "four_modes_grpo_gardo", ["--config.train.gardo.diversity=false"]),
+    ("NFT+GARDO", "four_modes_nft_gardo", []),
 ]
 
 
@@ -59,24 +68,26 @@ def main() -> int:
                 results.setdefault(label, []).append(json.load(handle))
     os.makedirs(args.out, exist_ok=True)
     lines = [
-        "| objective | eval reward (mean +- std over seeds) | modes covered (of 4) per seed | share of samples in a mode |",
-        "|---|---|---|---|",
+        "| objective | eval reward (mean +- std over seeds) | modes covered (of 4) per seed | share of samples in a mode | training s per run |",
+        "|---|---|---|---|---|",
     ]
     base = results[VARIANTS[0][0]][0]
-    lines.append(f"| base model | {base['eval_reward_before']:.3f} | {base['modes_covered_before']:.0f} | {base['in_mode_share_before']:.3f} |")
+    lines.append(f"| base model | {base['eval_reward_before']:.3f} | {base['modes_covered_before']:.0f} | {base['in_mode_share_before']:.3f} | |")
     for label, runs in results.items():
         rewards = [r["eval_reward_after"] for r in runs]
         covered = [f"{r['modes_covered_after']:.0f}" for r in runs]
         inside = np.mean([r["in_mode_share_after"] for r in runs])
-        lines.append(f"| {label} | {np.mean(rewards):.3f} +- {np.std(rewards):.3f} | {', '.join(covered)} | {inside:.3f} |")
+        seconds = np.mean([r["total_time_s"] - r["pretrain_time_s"] for r in runs])
+        lines.append(f"| {label} | {np.mean(rewards):.3f} +- {np.std(rewards):.3f} | {', '.join(covered)} | {inside:.3f} | {seconds:.0f} |")
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(args.out, "objectives_comparison.md"), "w") as handle:
         handle.write("# Every objective on four equally good modes\n\n")
         handle.write(f"`python scripts/compare_objectives.py --seeds {' '.join(map(str, args.seeds))}`: the four-modes toy world "
-                     "(config/toy.py:four_modes_*), 60 epochs of 256 samples x 10 steps each (SDE for GRPO, GRPO-Guard and FlowRL, "
-                     "ODE for NFT, AWM, DPO and SFT), same base and optimizer; "
-                     "a mode is covered when it holds at least 10% of 4,096 held-out ODE samples.\n\n")
+                     "(config/toy.py:four_modes_*), 60 epochs of 256 samples x 10 steps each (SDE for GRPO, GRPO-Guard, FlowRL and "
+                     "GARDO's GRPO; an SDE window of 2 steps for GRPO-Fast and MixGRPO; ODE for NFT, AWM, DPO, DGPO, SFT and "
+                     "GARDO's NFT), same base and optimizer; a mode is covered when it holds at least 10% of 4,096 held-out ODE "
+                     "samples; training seconds exclude the base's pretraining (2 cores, with other work beside).\n\n")
         handle.write(table + "\n\n![comparison](objectives_comparison.png)\n\n![samples](objectives_samples.png)\n")
     plot(results, args, os.path.join(args.out, "objectives_comparison.png"))
     scatter(args, os.path.join(args.out, "objectives_samples.png"))
