@@ -106,8 +106,9 @@ def rollout_steps_config(sample) -> None:
 def train_config():
     """``config.train``: the update, the same keys for scripts/train_sd3.py and scripts/train_toy.py."""
     train = ml_collections.ConfigDict()
-    # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "flowrl" (trajectory balance) on SDE rollouts;
-    # "nft", "awm", "dpo", "sft" (the forward-process objectives) on ODE rollouts
+    # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "mixgrpo" (grpo on a sliding window),
+    # "flowrl" (trajectory balance) on SDE rollouts; "nft", "awm", "dpo", "dgpo", "sft" (the forward-process
+    # objectives) on ODE rollouts; "grpo_gardo", "nft_gardo" (GARDO's gated KL and diversity-aware advantages)
     train.objective = "grpo"
     train.batch_size = 1  # samples per micro-step per process
     train.learning_rate = 3e-4

@@ -141,5 +141,41 @@ def geneval_flux_awm():
     return base.awm_settings(config, beta=0.001, timestep_count=4)
 
 
+def pickscore_flux_mixgrpo():
+    """MixGRPO as published (Tencent-Hunyuan/MixGRPO, scripts/finetune/finetune_flux_grpo_MixGRPO.sh): FLUX.1-dev
+    at 720 px, 25 steps, Flow-GRPO's SDE at noise 0.7 on a window of 4 that moves one step every 25 epochs
+    within steps 0-23, 12 images per prompt, 32 groups per epoch on 32 GPUs, 4 optimizer steps per epoch, clip
+    1e-4, no KL. Their reward is HPS-v2.1 + ImageReward + PickScore, each normalised per group before the sum;
+    here PickScore + ImageReward are summed before the normalisation. Kept from this file: LoRA r64 at lr 3e-4
+    (the authors fine-tune every weight at 1e-5)."""
+    config = _flux("pickscore")
+    config.run_name = "pickscore_flux_mixgrpo"
+    config.resolution = 720
+    config.sample.num_steps = 25
+    config.sample.noise_level = 0.7
+    base.epoch_sizes(config, 32, 32, num_image_per_prompt=12, max_batch=3)
+    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
+    config.train.gradient_accumulation_steps = max(1, minibatches // 4)
+    config.train.objective = "mixgrpo"
+    config.sample.sde_window_size = 4
+    config.sample.sde_window_range = (0, 23)
+    config.sample.sde_window_schedule = "progressive"
+    config.sample.sde_window_shift_every = 25
+    config.sample.sde_window_stride = 1
+    config.train.timestep_fraction = 1.0
+    config.reward_fn = {"pickscore": 1.0, "imagereward": 1.0}
+    return config
+
+
+def pickscore_flux_mixgrpo_flash():
+    """MixGRPO-Flash: DPM-Solver++(2M) after the window and the window moved every 20 epochs (the authors also
+    shorten the schedule after the window, compress ratio 0.4, which this sampler does not)."""
+    config = pickscore_flux_mixgrpo()
+    config.run_name = "pickscore_flux_mixgrpo_flash"
+    config.sample.ode_solver = "dpm2"
+    config.sample.sde_window_shift_every = 20
+    return config
+
+
 def get_config(name):
     return config_by_name(name, globals())

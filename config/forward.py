@@ -1,11 +1,11 @@
 """The forward-process objectives on Stable Diffusion 3.5 Medium with their papers' settings: DiffusionNFT,
-Advantage Weighted Matching, and the original flow_grpo's online DPO and reward-filtered SFT.
+Advantage Weighted Matching, the original flow_grpo's online DPO and reward-filtered SFT, DGPO, and GARDO on NFT.
 
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml --num_processes 8 \
         scripts/train_sd3.py --config config/forward.py:geneval_sd3_nft
     accelerate launch --num_processes 1 scripts/train_sd3.py --config config/forward.py:geneval_sd3_dpo
 
-Sized as their sources ran them: NFT and AWM on one node of 8 GPUs, DPO and SFT on 1 GPU. Every one samples
+Sized as their sources ran them: NFT and AWM on one node of 8 GPUs, DGPO on 4, DPO and SFT on 1 GPU. Every one samples
 with the ODE (no log-probs stored) and trains LoRA r32 / alpha 64 at lr 3e-4 (all four sources). What differs
 from the sources: NFT samples with Euler where DiffusionNFT uses a 2nd-order DPM solver, and AWM with Euler
 where AWM's code uses SA-Solver with its stochastic fraction at 0 (also an ODE).
@@ -131,6 +131,73 @@ def geneval_sd3_sft():
 
 def pickscore_sd3_sft():
     return _reward_pairs("pickscore", "sft")
+
+
+# ---- DGPO (Luo-Yihong/DGPO, config/dgpo.py and scripts/train_sd3_dgpo.py) -------------------------------------
+
+
+def _dgpo(task: str, num_image_per_prompt: int, max_batch: int):
+    """DGPO as its authors ran it: 4 GPUs, 8 groups per epoch and one optimizer step per epoch, 10 ODE steps of
+    DPM-Solver++(2M) at CFG 4.5, 4 trained high-noise steps per image (the authors: 4 of the first 5 at random,
+    here the first 4), dgpo_beta 100, the trust region 1e-2 around an old policy that samples after 500 steps,
+    a 0.02 velocity penalty to the base, lr 3e-4, LoRA r64 / alpha 128. Their evaluation samples 14 DPM steps;
+    ours samples 40 Euler steps."""
+    config = grpo._sd3(4, groups_per_epoch=8, num_image_per_prompt=num_image_per_prompt, max_batch=max_batch)
+    config.run_name = f"{task}_sd3_dgpo"
+    config.train.gradient_accumulation_steps = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
+    dataset, reward = TASKS[task]
+    config.dataset = os.path.join(REPO, "dataset", dataset)
+    config.reward_fn = reward
+    config.train.objective = "dgpo"
+    config.sample.ode_solver = "dpm2"
+    config.train.timestep_fraction = 0.4
+    config.train.timestep_strategy = "first"
+    config.train.learning_rate = 3e-4
+    config.lora.rank, config.lora.alpha = 64, 128
+    config.train.kl_form = "exact"  # not used: DGPO's penalty is a velocity distance
+    config.train.beta = 0.02
+    config.train.global_std = task != "geneval"
+    return config
+
+
+def geneval_sd3_dgpo():
+    return _dgpo("geneval", num_image_per_prompt=16, max_batch=16)
+
+
+def general_ocr_sd3_dgpo():
+    config = _dgpo("ocr", num_image_per_prompt=16, max_batch=16)
+    config.train.timestep_fraction = 0.6  # the authors' trunc_steps 6
+    config.train.dgpo.old_samples_after = 200
+    return config
+
+
+def pickscore_sd3_dgpo():
+    config = _dgpo("pickscore", num_image_per_prompt=24, max_batch=12)
+    config.train.timestep_fraction = 0.6
+    config.train.dgpo.beta = 10.0
+    config.train.dgpo.clip_range = 5e-2
+    config.train.dgpo.old_samples_after = 200
+    config.train.beta = 0.001
+    return config
+
+
+# ---- GARDO on DiffusionNFT (tinnerhrhe/GARDO, config/gardo.py: nft_sd3_geneval) ------------------------------
+
+
+def geneval_sd3_nft_gardo():
+    """GARDO's NFT run: DiffusionNFT's GenEval setup with DPM-Solver++(2M) rollouts, every step trained, a 0.04
+    velocity penalty gated against the aesthetic and ImageReward judges, to a reference reset when the KL
+    passes 0.15 (the authors' NFT threshold) or every 15 epochs."""
+    config = geneval_sd3_nft()
+    config.run_name = "geneval_sd3_nft_gardo"
+    config.train.objective = "nft_gardo"
+    config.sample.ode_solver = "dpm2"
+    config.train.timestep_fraction = 1.0
+    config.train.beta = 0.04
+    config.reward_fn = {"geneval": 1.0, "aesthetic": 0.0, "imagereward": 0.0}
+    config.train.gardo.aux_rewards = ("aesthetic", "imagereward")
+    config.train.gardo.reset_kl = 0.15
+    return config
 
 
 def get_config(name):

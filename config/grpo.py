@@ -176,5 +176,73 @@ def pickscore_sd3_flowrl():
     return _flowrl(pickscore_sd3())
 
 
+# ---- MixGRPO (Tencent-Hunyuan/MixGRPO, scripts/finetune/finetune_flux_grpo_MixGRPO.sh) on SD3.5-M -----------
+
+
+def _mixgrpo(config):
+    """MixGRPO's sampler and loss as its authors publish them (for FLUX.1-dev; config/flux.py has that run): 25
+    steps, Flow-GRPO's SDE at noise 0.7 on a window of 4 that starts at step 0 and moves one step toward low
+    noise every 25 epochs within steps 0-23 (then back to 0), Euler elsewhere; every window step trained, clip
+    1e-4, no KL. Kept from Flow-GRPO's SD3.5-M run: LoRA at lr 3e-4 (the authors fine-tune FLUX fully at
+    1e-5), groups of 24, 48 groups per epoch, CFG 4.5."""
+    config.train.objective = "mixgrpo"
+    config.sample.num_steps = 25
+    config.sample.sde_type = "sde"
+    config.sample.noise_level = 0.7
+    config.sample.sde_window_size = 4
+    config.sample.sde_window_range = (0, 23)
+    config.sample.sde_window_schedule = "progressive"
+    config.sample.sde_window_shift_every = 25
+    config.sample.sde_window_stride = 1
+    config.train.timestep_fraction = 1.0
+    config.train.clip_range = 1e-4
+    config.train.beta = 0.0
+    return config
+
+
+def pickscore_sd3_mixgrpo():
+    return _mixgrpo(pickscore_sd3())
+
+
+def pickscore_sd3_mixgrpo_flash():
+    """MixGRPO-Flash: DPM-Solver++(2M) after the window (the authors' dpmsolver++ "post", order 2) and the window
+    moved every 20 epochs. Their Flash also shortens the schedule after the window (compress ratio 0.4),
+    which this sampler does not."""
+    config = _mixgrpo(pickscore_sd3())
+    config.sample.ode_solver = "dpm2"
+    config.sample.sde_window_shift_every = 20
+    return config
+
+
+# ---- GARDO (tinnerhrhe/GARDO, config/gardo.py: geneval_sd3, general_ocr_sd3) --------------------------------
+
+
+def _gardo(config, beta: float, main: str):
+    """GARDO's Flow-GRPO runs: Flow-GRPO's SD3.5-M setup (10 steps, CFG 4.5, noise 0.7, groups of 24, 48 groups
+    per epoch, two optimizer steps per epoch), int(10 x 0.89) = 8 trained steps, lr 3e-4, clip 1e-4, the KL in
+    the paper's form to a reference reset on KL 3e-4 or every 15 epochs, gated against the aesthetic and
+    ImageReward judges (weight 0: the advantages use the main reward alone, as the authors' code), LoRA r32.
+    The authors measure diversity on DINOv3 features; here it is measured on the final latents."""
+    config.train.objective = "grpo_gardo"
+    config.train.beta = beta
+    config.train.timestep_fraction = 0.89
+    config.train.learning_rate = 3e-4
+    config.train.clip_range = 1e-4
+    config.lora.rank, config.lora.alpha = 32, 64
+    config.reward_fn = {main: 1.0, "aesthetic": 0.0, "imagereward": 0.0}
+    config.train.gardo.aux_rewards = ("aesthetic", "imagereward")
+    config.train.gardo.reset_kl = 3e-4
+    config.train.gardo.reset_every = 15
+    return config
+
+
+def geneval_sd3_grpo_gardo():
+    return _gardo(geneval_sd3(), beta=0.07, main="geneval")
+
+
+def general_ocr_sd3_grpo_gardo():
+    return _gardo(general_ocr_sd3(), beta=0.04, main="ocr")
+
+
 def get_config(name):
     return config_by_name(name, globals())

@@ -1,5 +1,5 @@
-"""The shapes world: GenEval on a laptop CPU. Flow-GRPO, Flow-GRPO-Fast and the forward-process objectives
-(NFT, AWM, DPO, SFT) on the shipped base model.
+"""The shapes world: GenEval on a laptop CPU. Flow-GRPO, Flow-GRPO-Fast, MixGRPO, the forward-process objectives
+(NFT, AWM, DPO, DGPO, SFT) and GARDO's GRPO and NFT on the shipped base model.
 
     python scripts/shapes_demo.py                                            # shapes_nft + before/after
     python scripts/train_sd3.py --config config/shapes.py:shapes_grpo       # a training run alone
@@ -77,6 +77,49 @@ def shapes_fast():
     return config
 
 
+def shapes_grpo_paper():
+    """Flow-GRPO with the paper's GenEval drift settings: lr 3e-4, clip range 1e-4, KL 0.04 in the paper's form
+    (issue 24's probe: it held the base where lr 1e-3, clip 1e-3 and no KL lowered it)."""
+    config = _shapes()
+    config.run_name = "shapes_grpo_paper"
+    config.train.learning_rate = 3e-4
+    config.train.clip_range = 1e-4
+    config.train.beta = 0.04
+    config.train.kl_form = "paper"
+    return config
+
+
+def shapes_mixgrpo():
+    """MixGRPO: Flow-GRPO's SDE (noise 0.7) on a window of 2 steps that starts at the first step and moves one
+    step toward low noise every 10 epochs within the first 4 (Fast's range), DPM-Solver++(2M) after it; the
+    authors' clip range 1e-4 and no KL."""
+    config = _shapes()
+    config.run_name = "shapes_mixgrpo"
+    config.train.objective = "mixgrpo"
+    config.sample.sde_window_size = 2
+    config.sample.sde_window_range = (0, 4)
+    config.sample.sde_window_schedule = "progressive"
+    config.sample.sde_window_shift_every = 10
+    config.sample.ode_solver = "dpm2"
+    config.train.timestep_fraction = 1.0
+    config.train.clip_range = 1e-4
+    return config
+
+
+def shapes_grpo_gardo():
+    """Flow-GRPO with GARDO on the paper's drift settings (shapes_grpo_paper; GARDO's GenEval config: KL 0.07
+    in the paper's form, lr 3e-4, clip 1e-4): the KL only where the GenEval reward rates an image above JPEG
+    compressibility (computed with weight 0: a judge of clean, flat images), a reference reset on KL 3e-4 or
+    every 15 epochs, diversity-weighted advantages on the final latents."""
+    config = shapes_grpo_paper()
+    config.run_name = "shapes_grpo_gardo"
+    config.train.objective = "grpo_gardo"
+    config.train.beta = 0.07
+    config.reward_fn = {"geneval": 1.0, "jpeg_compressibility": 0.0}
+    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
+    return config
+
+
 def _forward(objective):
     """A forward-process objective on the shipped base, CFG-free as in the NFT and AWM papers: full fine-tuning
     of the 3.5 M-parameter transformer on ODE rollouts sampled and evaluated at CFG 1 (the base scores 0.165
@@ -121,6 +164,29 @@ def shapes_dpo():
     """Best against worst image of each group; the reference moves to the policy every 10 optimizer steps."""
     config = _forward("dpo")
     config.train.dpo.ref_update_step = 10
+    return config
+
+
+def shapes_dgpo():
+    """DGPO: one sigmoid per group of 8 (minibatches of 32 hold 4 whole groups) on the 4 highest-noise of the 10
+    steps (the authors: 4 of the first 5), dgpo_beta 100, trust region 0.01, a 0.02 velocity penalty to the
+    base, DPM-Solver++(2M) rollouts (the authors' GenEval settings)."""
+    config = _forward("dgpo")
+    config.train.timestep_fraction = 0.4
+    config.train.timestep_strategy = "first"
+    config.train.beta = 0.02
+    config.sample.ode_solver = "dpm2"
+    return config
+
+
+def shapes_nft_gardo():
+    """NFT with GARDO: a 0.04 velocity penalty (GARDO's NFT config) gated to the images the GenEval reward rates
+    above JPEG compressibility, against a reference reset on KL 3e-4 or every 15 epochs, and diversity-weighted
+    advantages."""
+    config = _forward("nft_gardo")
+    config.train.beta = 0.04
+    config.reward_fn = {"geneval": 1.0, "jpeg_compressibility": 0.0}
+    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
     return config
 
 

@@ -1,7 +1,7 @@
 """Every objective on the shapes world at equal training time: held-out GenEval accuracy against training
 minutes and against sampled images, the reward-hacking checks, several seeds where it matters.
 
-    python scripts/compare_shapes.py                                   # all six (NFT, AWM, GRPO x 3 seeds), 12 min each, ~1.5 h on 2 cores
+    python scripts/compare_shapes.py                                   # all eleven (NFT, AWM, GRPO x 3 seeds), 12 min each, ~2.5 h on 2 cores
     python scripts/compare_shapes.py --objectives NFT GRPO --minutes 5 --seeds 0
 
 Each run is ``scripts/train.py`` on a ``config/shapes.py`` experiment with ``config.max_minutes`` of
@@ -32,7 +32,8 @@ sys.path.insert(0, REPO)
 from flow_grpo.launch import run_script  # noqa: E402
 
 EXPERIMENTS = {"GRPO": "shapes_grpo", "GRPO-Fast": "shapes_fast", "NFT": "shapes_nft", "AWM": "shapes_awm",
-               "DPO": "shapes_dpo", "SFT": "shapes_sft"}
+               "DPO": "shapes_dpo", "SFT": "shapes_sft", "GRPO-paper": "shapes_grpo_paper", "MixGRPO": "shapes_mixgrpo",
+               "DGPO": "shapes_dgpo", "GRPO+GARDO": "shapes_grpo_gardo", "NFT+GARDO": "shapes_nft_gardo"}
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 CHECKS = ("detector_confidence", "noise_share", "objects_per_image", "layout_spread", "velocity_norm")
 

@@ -17,9 +17,9 @@ Per epoch (docs/architecture.md, "Data flow"):
      background thread while the next batch is sampled;
   2. advantages: rewards gathered over processes, normalised within each prompt's group; samples whose
      advantage is 0 are dropped;
-  3. update: the objective (``config.train.objective``: grpo, grpo_guard, flowrl, nft, awm, dpo or sft; the
-     registry flow_grpo.objectives.OBJECTIVES) on one micro-step per (minibatch, trained timestep), an
-     optimizer step every accumulation window, then the EMA;
+  3. update: the objective (``config.train.objective``: grpo, grpo_guard, mixgrpo, flowrl, nft, awm, dpo, dgpo,
+     sft, grpo_gardo or nft_gardo; the registry flow_grpo.objectives.OBJECTIVES) on one micro-step per
+     (minibatch, trained timestep), an optimizer step every accumulation window, then the EMA;
   4. every eval_freq epochs evaluate with the EMA weights (ODE, eval steps, eval guidance), every
      save_freq epochs write a checkpoint (and both after the last epoch).
 Flow-GRPO-Fast, CPS, the counting variants and the objectives are config flags of this one script.

@@ -28,12 +28,12 @@ CASES = [(os.path.basename(path), name) for path in CONFIG_FILES for name in exp
 
 def sized_for(file: str, name: str) -> int:
     """The number of processes a config is sized for: config/grpo.py and count.py keep the 32-GPU original's
-    groups per epoch, with _4gpu / _1gpu variants; config/forward.py runs NFT and AWM on one node of 8 GPUs, DPO
-    and SFT on 1 (as their sources); the CPU configs run in one process."""
+    groups per epoch, with _4gpu / _1gpu variants; config/forward.py runs NFT, AWM and GARDO's NFT on one node of 8
+    GPUs, DGPO on 4, DPO and SFT on 1 (as their sources); the CPU configs run in one process."""
     if file in ("grpo.py", "count.py"):
         return 1 if name.endswith("_1gpu") else 4 if name.endswith("_4gpu") else 32
-    if file == "forward.py":
-        return 8 if name.endswith(("_nft", "_awm")) else 1
+    if file == "forward.py":  # DGPO on 4, as its authors
+        return 8 if name.endswith(("_nft", "_awm", "_nft_gardo")) else 4 if name.endswith("_dgpo") else 1
     if file in ("flux.py", "qwenimage.py"):  # the original's 32 GPUs, _8gpu variants; the forward objectives on 8
         return 8 if name.endswith(("_8gpu", "_nft", "_awm")) else 32
     if file == "kontext.py":  # the original's 28 GPUs
@@ -45,7 +45,7 @@ def test_every_config_file_and_name_is_covered():
     files = {file for file, _ in CASES}
     assert files == {"count.py", "flux.py", "forward.py", "grpo.py", "kontext.py", "qwenimage.py", "shapes.py", "tiny.py",
                      "toy.py", "wan.py"}
-    assert len(CASES) == 88  # a new named config is picked up by the tests below; update this count
+    assert len(CASES) == 112  # a new named config is picked up by the tests below; update this count
     assert not os.path.exists(os.path.join(REPO, "config", "base.py")) or "def get_config" not in open(os.path.join(REPO, "config", "base.py")).read()
 
 
@@ -87,6 +87,7 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
     check_batch_arithmetic(config, sized_for(file, name))
 
     rewards, options = cheap_rewards(config.reward_fn.to_dict(), config.reward_options.to_dict())
+    judges = tuple(dict.fromkeys(n if n in rewards else "brightness" for n in config.train.gardo.aux_rewards))  # GARDO's, replaced alike
     k = min(config.sample.num_image_per_prompt, 4)
     overrides = [
         f"--config.logdir={tmp_path}", "--config.progress=false", "--config.log_with=", "--config.mixed_precision=no",
@@ -95,6 +96,7 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         f"--config.sample.train_batch_size={2 * k}", "--config.sample.num_batches_per_epoch=1",
         f"--config.train.batch_size={k}", "--config.train.gradient_accumulation_steps=2",
         f"--config.reward_fn={rewards}", f"--config.reward_options={options}", f"--config.dataset={dataset}",
+        f"--config.train.gardo.aux_rewards={judges}",
     ]
     if not config.pretrained.model.startswith(("builtin:", os.path.join(REPO, "models"))):  # a hub model: its family's tiny one
         family = config.pretrained.family or "sd3"

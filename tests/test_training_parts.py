@@ -648,10 +648,13 @@ def test_gardo_gate_by_hand():
     main = np.array([0.9, 0.8, 0.1, 0.5, 0.3])
     aux = [np.array([0.1, 0.7, 0.2, 0.6, 0.9]), np.array([0.2, 0.9, 0.1, 0.4, 0.8])]
     # win rates: main [1, .75, 0, .5, .25]; aux1 [0, .75, .25, .5, 1]; aux2 [.25, 1, 0, .5, .75]
-    u = uncertainty(main, aux)
-    np.testing.assert_allclose(u, [0.875, -0.125, -0.125, 0.0, -0.625])
-    # u >= 0: {0.875, 0.0}; the top 40% of them: above their 60th percentile 0.525
-    assert gated_samples(u, 0.4).tolist() == [True, False, False, False, False]
+    u = uncertainty(main, aux)  # the judges' mean win rate minus the main reward's: the authors' rank difference / (N - 1)
+    np.testing.assert_allclose(u, [-0.875, 0.125, 0.125, 0.0, 0.625])
+    ranks = lambda r: np.argsort(np.argsort(-r)) + 1  # noqa: E731 - 1 the best, as the authors'
+    np.testing.assert_allclose(u, (ranks(main) - (ranks(aux[0]) + ranks(aux[1])) / 2) / 4)
+    # u >= 0: {0.125, 0.125, 0, 0.625}; the top 40% of them: above their 60th percentile 0.125
+    assert gated_samples(u, 0.4).tolist() == [False, False, False, False, True]
+    assert gated_samples(-u, 0.4).tolist() == [True, False, False, False, False]  # "overrated": the sign flipped
     assert not gated_samples(np.array([-0.1, -0.2]), 0.5).any()
     assert adapted_share(0.1, [], 0.3, (0.02, 0.2)) == 0.1
     assert adapted_share(0.1, [0.1, 0.2], 0.3, (0.02, 0.2)) == pytest.approx(0.11)
@@ -735,7 +738,7 @@ def test_gardo_resets_its_reference_and_resumes_its_state():
     rollout.rewards = {"avg": np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.2]), "judge": np.array([0.1, 0.2, 0.5, 0.4, 0.3, 0.6])}
     objective.gardo.aux_rewards = ("judge",)
     values = objective.training_advantages(rollout, torch.tensor([1.0, -1.0, 0.0, -0.5, 0.5, -0.2]))
-    assert values.shape == (6,) and objective.kl_mask[0] and objective.kl_mask.sum() == 1  # u = [1, -.2, -.2, -.2, .4, -.8]
+    assert values.shape == (6,) and objective.kl_mask[5] and objective.kl_mask.sum() == 1  # u = [-1, .2, .2, .2, -.4, .8]
     state = objective.state_dict()
     other = forward_setup("nft_gardo", theta, old=[5.0, 5.0, 5.0])[1]
     other.load_state_dict(state)

@@ -12,17 +12,18 @@ numbers; the formulas are the authors' code's):
    weight 0 so that they only judge), each sample's win rates over this process's batch,
    ``win(i) = (#{j: r_j < r_i} + #{j != i: r_j = r_i} / 2) / (N - 1)``, give
 
-       u_i = win_main(i) - mean_k win_k(i)                 the main reward rates i above the others
+       u_i = mean_k win_k(i) - win_main(i)                 the judges rate i above the main reward
        gated = { i : u_i > percentile({u >= 0}, 100 (1 - s)) }
 
    and the KL term is its mean over the gated samples of a minibatch (none: no KL). The share ``s`` adapts
    per epoch (the authors' RiskCompensator): with ``m`` the mean of ``{u >= 0}`` and the last
    ``kl_share_history`` epochs' ``m``, ``s <- 1.1 s`` above their max, ``0.9 s`` below their min, within
-   ``kl_share_range`` (start ``kl_share`` = 0.1). The authors' code ranks with 1 the best, so its
-   ``rank_main - mean rank_aux`` flags the samples the main reward rates *below* the others; the paper
-   describes regularising where the proxy reward is unreliable, which is where it rates a sample above the
-   others. ``gardo.uncertain = "overrated"`` (default) is the latter, ``"underrated"`` the authors' code.
-   Without auxiliary rewards every sample is gated (a plain KL to the moving reference below).
+   ``kl_share_range`` (start ``kl_share`` = 0.1). This is the authors' code, whose ranks put the best at 1:
+   its ``rank_main - mean rank_aux`` is large where the main reward rates a sample *below* the judges
+   (``gardo.uncertain = "underrated"``, the default). Summaries of the paper speak of regularising where the
+   proxy reward is unreliable, which may as well mean where it rates a sample *above* them (reward hacking):
+   ``"overrated"`` flips the sign. Without auxiliary rewards every sample is gated (a plain KL to the moving
+   reference below).
 2. An adaptive reference: the KL's reference is a snapshot of the trained weights (the base at the start),
    reset to the current weights after an epoch whose mean KL exceeded ``reset_kl``, and at least every
    ``reset_every`` epochs.
@@ -55,7 +56,7 @@ from flow_grpo.rollout import Rollout
 
 GARDO_SETTINGS = {
     "aux_rewards": (),  # reward columns that judge the main reward (config.reward_fn names, weight 0 there)
-    "uncertain": "overrated",  # gate where the main reward rates a sample above the others ("underrated": authors' code)
+    "uncertain": "underrated",  # gate where the judges rate a sample above the main reward (the authors' code); "overrated": below
     "kl_share": 0.1,  # the share of samples with u >= 0 gated at the start
     "kl_share_range": (0.02, 0.2),
     "kl_share_history": 20,  # epochs of mean uncertainty the share is compared with
@@ -80,8 +81,9 @@ def win_rates(rewards: np.ndarray) -> np.ndarray:
 
 
 def uncertainty(main: np.ndarray, aux: list[np.ndarray]) -> np.ndarray:
-    """``u = win_main - mean_k win_k`` [N]: how much higher the main reward rates each sample than the others."""
-    return win_rates(main) - np.mean([win_rates(column) for column in aux], axis=0)
+    """``u = mean_k win_k - win_main`` [N]: how much higher the judges rate each sample than the main reward
+    (the authors' ``rank_main - mean rank_aux`` over ``N - 1``)."""
+    return np.mean([win_rates(column) for column in aux], axis=0) - win_rates(main)
 
 
 def gated_samples(u: np.ndarray, share: float) -> np.ndarray:
@@ -192,7 +194,7 @@ class GARDO:
             return torch.ones(len(rollout), dtype=torch.bool)
         main = np.asarray(rollout.rewards["avg"], dtype=np.float64)
         u = uncertainty(main, [np.asarray(rollout.rewards[name], dtype=np.float64) for name in names])
-        if self.gardo.uncertain == "underrated":
+        if self.gardo.uncertain == "overrated":
             u = -u
         current = float(np.mean(u[u >= 0])) if (u >= 0).any() else 0.0
         self.share = adapted_share(self.share, self.history, current, self.gardo.kl_share_range)
