@@ -29,6 +29,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from flow_grpo.launch import descendants, worker_processes  # noqa: E402
+
 TINY = os.path.join(REPO, "config", "tiny.py")
 EPOCHS = 4
 BASE_ARGS = ["--config", f"{TINY}:tiny", "--config.progress=false", f"--config.num_epochs={EPOCHS}", "--config.eval_freq=100",
@@ -168,45 +170,6 @@ def wait(process, limit_s: float) -> tuple[int | None, float]:
     return process.returncode, time.time() - started
 
 
-def workers(launcher_pid: int) -> dict[int, int]:
-    """rank -> pid of the launcher's worker processes (their RANK variable), from /proc."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            if parent != launcher_pid:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
-        except OSError:
-            continue
-        if b"RANK" in env:
-            found[int(env[b"RANK"])] = int(entry)
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from /proc (torchrun starts its workers in sessions of their own, so a
-    signal to the launcher's process group does not reach them)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    children.setdefault(int(handle.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except OSError:
-                continue
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def kill_group(process) -> None:
     """SIGKILL a launcher and everything below it: what losing its machine does."""
     for pid in [process.pid, *descendants(process.pid)]:
@@ -299,7 +262,7 @@ class Drill:
         logdir = self.folder("hung-2p")
         process = launch(logdir, 2, [f"--config.dist_timeout_s={timeout_s}"])
         wait_for_epochs(process, logdir, 2)  # epoch 1's checkpoint is complete by then
-        ranks = workers(process.pid)
+        ranks = worker_processes(process.pid)
         os.kill(ranks[1], signal.SIGSTOP)  # rank 1 hangs inside an epoch
         code, seconds = wait(process, timeout_s + 120)
         kill_group(process)
@@ -315,7 +278,7 @@ class Drill:
         logdir = self.folder("lost-2p")
         process = launch(logdir, 2)
         wait_for_epochs(process, logdir, 2)  # epoch 1's checkpoint is complete by then
-        os.kill(workers(process.pid)[1], signal.SIGKILL)
+        os.kill(worker_processes(process.pid)[1], signal.SIGKILL)
         code, seconds = wait(process, 120)
         kill_group(process)
         resumed = self.resume(logdir, 2)

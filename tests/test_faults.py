@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO, load_script
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
+from flow_grpo.launch import worker_processes
 from flow_grpo.objectives.grpo import GRPO
 from flow_grpo.rewards import register
 from flow_grpo.training.stopping import EXIT_PREEMPTED, parse_signals
@@ -211,26 +212,6 @@ def test_a_checkpoints_folder_that_cannot_be_written_is_a_clear_error(tmp_path, 
     CALLS.update(block_at=None)
 
 
-def _children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _rank_of(pid):
-    with open(f"/proc/{pid}/environ", "rb") as handle:
-        env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
-    return int(env.get(b"RANK", b"-1"))
-
-
 def test_a_hung_process_ends_a_two_process_run_within_the_timeout_naming_the_rank(tmp_path):
     timeout_s = 15
     command = [
@@ -248,7 +229,7 @@ def test_a_hung_process_ends_a_two_process_run_within_the_timeout_naming_the_ran
         assert launcher.poll() is None, launcher.communicate()[1][-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
-    workers = {_rank_of(pid): pid for pid in _children(launcher.pid)}
+    workers = worker_processes(launcher.pid)
     assert set(workers) == {0, 1}, workers
     os.kill(workers[1], signal.SIGSTOP)  # rank 1 hangs
     stopped = time.time()

@@ -1,7 +1,8 @@
 """The one update loop, for every world and every objective (docs/architecture.md, "The update").
 
-Per inner epoch: shuffle this process's kept samples into minibatches of ``train.batch_size`` and choose each
-sample's trained timesteps; per minibatch, ``objective.prepare`` once, then one micro-step per trained
+Per inner epoch: shuffle this process's kept samples into minibatches of ``train.batch_size`` (each group's
+rows side by side for an objective that ``keeps_groups_together``, DGPO) and choose each sample's trained
+timesteps; per minibatch, ``objective.prepare`` once, then one micro-step per trained
 timestep ``j`` with ``objective.loss``. An optimizer step follows every ``gradient_accumulation_steps x J``
 micro-steps (accelerate's ``accumulate``: no all-reduce before the window's last micro-step, the loss divided
 by the window), with the gradient norm clipped to ``train.max_grad_norm``, then the EMA. The loop holds no
