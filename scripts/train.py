@@ -57,11 +57,12 @@ from flow_grpo.rewards import RewardError, multi_score
 from flow_grpo.runlog import RunLogger, flat_config, truncate_metrics, unique_run_dir
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
+from flow_grpo.collectives import agree
 from flow_grpo.training.evaluate import evaluate_rewards
 from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
 from flow_grpo.training.rollout import RewardThread, RolloutCollector
 from flow_grpo.training.sizes import run_sizes
-from flow_grpo.training.stopping import (EXIT_PREEMPTED, STOP_REQUESTED, EpochAbandoned, StopRequest, agree,
+from flow_grpo.training.stopping import (EXIT_PREEMPTED, STOP_REQUESTED, EpochAbandoned, StopRequest,
                                          describe_collective_failure, is_collective_failure, monitor_group, parse_signals)
 from flow_grpo.training.update import NonFiniteUpdates, update
 from flow_grpo.videos import save_samples

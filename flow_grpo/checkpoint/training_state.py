@@ -25,6 +25,7 @@ import shutil
 import torch
 
 from flow_grpo.checkpoint import folders
+from flow_grpo.collectives import agree
 from flow_grpo.data import DistributedKRepeatSampler
 from flow_grpo.ema import EMA
 from flow_grpo.lora import save_lora
@@ -68,15 +69,6 @@ def _export_model(state: TrainingState, folder: str, full_weights) -> None:
             state.unwrapped.save_pretrained(os.path.join(folder, "transformer"))
 
 
-def _everyone_ok(accelerator, ok: bool) -> bool:
-    """Whether every process got through its part (one all-reduce; a wait for everyone as well)."""
-    if accelerator.num_processes == 1:
-        return ok
-    flag = torch.tensor([0 if ok else 1], device=accelerator.device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return int(flag.item()) == 0
-
-
 def save_training_checkpoint(state: TrainingState, checkpoints_dir: str, epoch: int, global_step: int, keep: int) -> str | None:
     """Write a complete checkpoint atomically and keep the newest ``keep`` (0: all). Every process must call
     this; returns the checkpoint's path on the main process.
@@ -94,7 +86,7 @@ def save_training_checkpoint(state: TrainingState, checkpoints_dir: str, epoch: 
             write()
         except OSError as failure:
             error = failure
-        return _everyone_ok(accelerator, error is None)
+        return agree(accelerator, 0 if error is None else 1) == 0
 
     def fail() -> None:
         if accelerator.is_main_process:

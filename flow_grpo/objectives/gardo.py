@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from flow_grpo.advantages import clip_advantages
+from flow_grpo.collectives import mean_over_processes
 from flow_grpo.ema import Snapshot
 from flow_grpo.errors import InputError
 from flow_grpo.objectives.base import Minibatch, own_settings, snapshot_velocity, snapshot_weights
@@ -125,17 +125,6 @@ def diversity_weights(advantages: torch.Tensor, groups: torch.Tensor, features: 
         better = advantages[members] >= 0
         weights[members[better]] = (distances / distances.mean())[better]
     return weights.float()
-
-
-def mean_over_processes(value: torch.Tensor) -> float:
-    """The mean of a 0-d tensor over the processes of the default group (itself without one)."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.detach().clone().float()
-        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        value = value.to(backend_device)
-        dist.all_reduce(value)
-        value = value / dist.get_world_size()
-    return float(value)
 
 
 class GARDO:

@@ -29,7 +29,8 @@ from flow_grpo.rewards import RewardError
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer
 from flow_grpo.training.sizes import frame_size
-from flow_grpo.training.stopping import REWARD_FAILED, RUNNING, EpochAbandoned, agree
+from flow_grpo.collectives import agree
+from flow_grpo.training.stopping import REWARD_FAILED, RUNNING, EpochAbandoned
 
 
 class RewardThread(Executor):

@@ -89,15 +89,6 @@ class StopRequest:
         self._previous = {}
 
 
-def agree(accelerator, status: int) -> int:
-    """The largest ``status`` of all processes (one all-reduce of one number); this process's on one process."""
-    if accelerator.num_processes == 1:
-        return status
-    value = torch.tensor([status], device=accelerator.device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return int(value.item())
-
-
 COLLECTIVE_FAILURE_MARKERS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer",
                               "broken pipe", "connection refused")
 
