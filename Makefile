@@ -27,7 +27,7 @@ toy-demo: $(STAMP)
 	$(PY) scripts/toy_demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache
