@@ -36,7 +36,6 @@ import torch
 from flow_grpo.errors import InputError
 from flow_grpo.sde import SDEParams, sde_step_with_logprob
 
-ODE_SOLVERS = ("euler", "dpm2")
 WINDOW_SCHEDULES = ("random", "progressive")
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (latents [B, *latent], sigma []) -> v [B, *latent]
@@ -141,18 +140,16 @@ def sample_with_logprob(
     generator=None,
     store_means: bool = False,
     store_latents: bool = True,
-    ode_solver: str = "euler",
 ) -> Trajectory:
     """Integrate from ``latents`` (noise at ``sigmas[0]``) down the ``T + 1`` ``sigmas``.
 
     ``sde.noise_level = 0`` gives the ODE (log-probs 0). ``window``: only those steps are stochastic and
     stored (default: all). ``generator``: one generator, or one per sample, for the step noise.
     ``store_latents=False`` keeps only the final latents (``Trajectory.latents`` is None): an ODE rollout for
-    the forward-process objectives needs no more. ``ode_solver``: ``"dpm2"`` takes DPM-Solver++(2M) steps
+    the forward-process objectives needs no more. ``sde.ode_solver = "dpm2"`` takes DPM-Solver++(2M) steps
     for the deterministic steps after the window, or every step when ``sde.noise_level = 0`` (module docstring).
     """
-    if ode_solver not in ODE_SOLVERS:
-        raise InputError(f"unknown config.sample.ode_solver {ode_solver!r}; valid: {', '.join(ODE_SOLVERS)}")
+    ode_solver = sde.ode_solver
     num_steps = len(sigmas) - 1
     start, end = window if window is not None else (0, num_steps)
     solver_from = 0 if sde.noise_level == 0 else end  # the first step the ODE solver may take

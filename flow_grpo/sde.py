@@ -45,19 +45,30 @@ from typing import Sequence
 
 import torch
 
+from flow_grpo.errors import InputError
+
 SDE_TYPES = ("sde", "cps")
+
+
+ODE_SOLVERS = ("euler", "dpm2")
 
 
 @dataclasses.dataclass(frozen=True)
 class SDEParams:
-    """How a sampler's stochastic steps are drawn: ``noise_level`` (``a`` above; 0 is the ODE) and ``sde_type``."""
+    """How a sampler steps: its stochastic steps' ``noise_level`` (``a`` above; 0 is the ODE) and ``sde_type``,
+    and ``ode_solver``, how the deterministic steps after an SDE window (every step of an ODE rollout) are
+    integrated: ``"euler"``, or ``"dpm2"`` (DPM-Solver++(2M), ``flow_grpo.sampling``). Re-scoring a stored
+    step uses only the first two."""
 
     noise_level: float = 0.7
     sde_type: str = "sde"
+    ode_solver: str = "euler"
 
     def __post_init__(self):
         if self.sde_type not in SDE_TYPES:
             raise ValueError(f"unknown sde_type {self.sde_type!r}; valid: {', '.join(SDE_TYPES)}")
+        if self.ode_solver not in ODE_SOLVERS:
+            raise InputError(f"unknown config.sample.ode_solver {self.ode_solver!r}; valid: {', '.join(ODE_SOLVERS)}")
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 

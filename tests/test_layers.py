@@ -9,7 +9,7 @@ from conftest import REPO
 LAYERS = [
     # 0: pure math, data and utilities
     ["sde", "advantages", "rollout", "seeding", "data", "config_cli", "images", "flops", "snr", "ema", "plots",
-     "runlog", "checkpoint", "checkpoint.atomic", "checkpoint.folders", "videos", "errors"],
+     "runlog", "checkpoint", "checkpoint.atomic", "checkpoint.folders", "videos", "errors", "collectives"],
     # 1: the sampling loop and the model boundary
     ["sampling", "policy"],
     # 2: models and what scores them

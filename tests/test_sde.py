@@ -228,7 +228,7 @@ def test_dpm_solver_is_second_order_where_euler_is_first():
         for steps in (16, 32, 64):
             sigmas = torch.linspace(0.95, sigma_end, steps + 1)
             start = x1 * std_at(0.95)
-            final = sample_with_logprob(velocity, start, sigmas, SDEParams(0.0), ode_solver=solver, store_latents=False).final_latents
+            final = sample_with_logprob(velocity, start, sigmas, SDEParams(0.0, ode_solver=solver), store_latents=False).final_latents
             errors[solver, steps] = float((final - exact).abs().max())
     euler_ratios = [errors["euler", n] / errors["euler", 2 * n] for n in (16, 32)]
     dpm_ratios = [errors["dpm2", n] / errors["dpm2", 2 * n] for n in (16, 32)]
@@ -244,14 +244,14 @@ def test_dpm_solver_only_after_the_window():
     velocity, _ = _gaussian_flow(data_std=0.3)
     x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
     sigmas = torch.linspace(1.0, 0.0, 11)
-    runs = {solver: sample_with_logprob(velocity, x1, sigmas, SDEParams(0.7), window=(2, 5), ode_solver=solver,
+    runs = {solver: sample_with_logprob(velocity, x1, sigmas, SDEParams(0.7, ode_solver=solver), window=(2, 5),
                                         generator=torch.Generator().manual_seed(3))
             for solver in ("euler", "dpm2")}
     assert torch.equal(runs["euler"].latents, runs["dpm2"].latents)  # stored: entering step 2 .. leaving step 4
     assert torch.equal(runs["euler"].log_probs, runs["dpm2"].log_probs)
     assert not torch.allclose(runs["euler"].final_latents, runs["dpm2"].final_latents)
     with pytest.raises(InputError, match="ode_solver"):
-        sample_with_logprob(velocity, x1, sigmas, SDEParams(0.0), ode_solver="heun")
+        SDEParams(0.0, ode_solver="heun")
 
 
 def test_progressive_window_slides_toward_low_noise_and_rolls_back():

@@ -92,8 +92,8 @@ def sample(backbone: Backbone, conditioning: Conditioning, negative: Conditionin
         return backbone.velocity(transformer, x, sigma, conditioning, guidance, model_dtype)
 
     trajectory = sample_with_logprob(
-        velocity, noise.latents, sigmas, SDEParams(spec.noise_level, spec.sde_type), window=window,
-        generator=noise.steps, store_means=spec.store_means, store_latents=spec.store_latents, ode_solver=spec.ode_solver,
+        velocity, noise.latents, sigmas, SDEParams(spec.noise_level, spec.sde_type, spec.ode_solver), window=window,
+        generator=noise.steps, store_means=spec.store_means, store_latents=spec.store_latents,
     )
     images = backbone.decode(trajectory.final_latents, spec.decode_batch_size) if spec.decode else None
     return BackboneTrajectory(**vars(trajectory), images=images)

@@ -28,7 +28,7 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     take ``sample_config.ode_solver``'s steps after the window (every step of an ODE rollout).
     """
     sigmas = sigma_schedule(sample_config.num_steps)
-    sde = SDEParams(sample_config.noise_level if stochastic else 0.0, sample_config.sde_type)
+    sde = SDEParams(sample_config.noise_level if stochastic else 0.0, sample_config.sde_type, sample_config.ode_solver)
     k = sample_config.num_image_per_prompt
     parts = []
     for b in range(sample_config.num_batches_per_epoch):
@@ -52,7 +52,7 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
             window = choose_sde_window(sample_config.num_steps, window_size, sample_config.sde_window_range,
                                        generator if window_size else None)
         trajectory = sample_with_logprob(toy_velocity(model, cond), noise, sigmas, sde, window=window, generator=generator,
-                                         store_means=stochastic, store_latents=stochastic, ode_solver=sample_config.ode_solver)
+                                         store_means=stochastic, store_latents=stochastic)
         parts.append(Rollout(
             prompts=prompts, metadata=[{} for _ in prompts], group_ids=torch.tensor(group_ids),
             conditioning=ToyConditioning(cond), final_latents=trajectory.final_latents,
