@@ -93,7 +93,7 @@ def progressive_window_start(iteration: int, window_size: int, window_range, shi
 def scheduled_window_start(sample_config, iteration: int) -> int | None:
     """Where ``config.sample``'s schedule puts the SDE window at training iteration ``iteration`` (0-based):
     None for ``sde_window_schedule = "random"`` (the sampler draws it per batch) or without a window."""
-    schedule = sample_config.get("sde_window_schedule", "random")
+    schedule = sample_config.sde_window_schedule
     if schedule not in WINDOW_SCHEDULES:
         raise InputError(f"unknown config.sample.sde_window_schedule {schedule!r}; valid: {', '.join(WINDOW_SCHEDULES)}")
     if schedule == "random" or sample_config.sde_window_size <= 0:

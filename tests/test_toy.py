@@ -86,6 +86,10 @@ def test_bad_config_name_exits_with_a_message(tmp_path, capsys):
     assert not os.listdir(tmp_path)  # nothing written for a run that never started
 
 
+# config.sample's step keys (config/base.py: rollout_steps_config): every step stochastic, Euler
+EVERY_STEP = dict(sde_window_size=0, sde_window_range=(0, 10), sde_window_schedule="random", ode_solver="euler")
+
+
 def test_toy_rollout_and_its_rescoring_by_the_policy():
     """collect_toy_rollout: groups of k per prompt, rewards of the final samples, and log-probs the policy
     reproduces exactly from the stored transitions."""
@@ -93,7 +97,7 @@ def test_toy_rollout_and_its_rescoring_by_the_policy():
     world = LineShapesWorld(all_prompts()[:4], all_prompts()[4:6])
     model = ToyVelocityNet(1, world.cond_dim, 32, 2)
     sample = SimpleNamespace(num_steps=10, noise_level=0.7, sde_type="sde", num_image_per_prompt=3,
-                             num_batches_per_epoch=2, same_latent=False, groups_of_k=False)
+                             num_batches_per_epoch=2, same_latent=False, groups_of_k=False, **EVERY_STEP)
     sampler = DistributedKRepeatSampler(len(world.train_prompts), 6, 3, seed=0)
     rollout = collect_toy_rollout(model, world, sampler, sample, torch.Generator().manual_seed(1))
     assert len(rollout) == 12 and rollout.latents.shape == (12, 11, 1) and rollout.log_probs.shape == (12, 10)
@@ -114,7 +118,7 @@ def test_same_latent_groups_share_their_initial_noise():
     world = MoonsWorld("fidelity")
     model = ToyVelocityNet(2, 0, 32, 2)
     sample = SimpleNamespace(num_steps=4, noise_level=0.7, sde_type="sde", num_image_per_prompt=4,
-                             num_batches_per_epoch=2, same_latent=True, groups_of_k=False)
+                             num_batches_per_epoch=2, same_latent=True, groups_of_k=False, **EVERY_STEP)
     sampler = DistributedKRepeatSampler(1, 8, 8, seed=0)
     rollout = collect_toy_rollout(model, world, sampler, sample, torch.Generator().manual_seed(0))
     assert rollout.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]

@@ -32,6 +32,12 @@ OBJECTIVE_OVERRIDES = {
     "awm": ["--config.train.timestep_strategy=stratified", "--config.train.timestep_fraction=0.9",
             "--config.train.timestep_count=2", "--config.train.clip_range=1.0"],
     "dpo": ["--config.train.dpo.ref_update_step=4"], "sft": ["--config.train.sft.ref_update_step=4", "--config.train.beta=0.01"],
+    "mixgrpo": ["--config.sample.sde_window_schedule=progressive", "--config.sample.sde_window_size=2",
+                "--config.sample.sde_window_range=(0, 3)", "--config.sample.sde_window_shift_every=1",
+                "--config.sample.ode_solver=dpm2", "--config.train.timestep_fraction=1.0"],
+    "dgpo": ["--config.train.timestep_fraction=0.5"],
+    "grpo_gardo": ["--config.train.gardo.reset_every=1"],
+    "nft_gardo": ["--config.train.timestep_strategy=random", "--config.train.timestep_fraction=0.9", "--config.train.beta=0.01"],
 }
 
 
