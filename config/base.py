@@ -174,6 +174,26 @@ def epoch_sizes(config, gpu_number: int, groups_per_epoch: int, num_image_per_pr
     return config
 
 
+def mixgrpo_settings(config):
+    """MixGRPO's published sampler and loss (Tencent-Hunyuan/MixGRPO, finetune_flux_grpo_MixGRPO.sh): 25 steps,
+    Flow-GRPO's SDE at noise 0.7 on a window of 4 that starts at step 0 and moves one step toward low noise
+    every 25 epochs within steps 0-23 (then back to 0), Euler elsewhere; every window step trained, clip 1e-4,
+    no KL."""
+    config.train.objective = "mixgrpo"
+    config.sample.num_steps = 25
+    config.sample.sde_type = "sde"
+    config.sample.noise_level = 0.7
+    config.sample.sde_window_size = 4
+    config.sample.sde_window_range = (0, 23)
+    config.sample.sde_window_schedule = "progressive"
+    config.sample.sde_window_shift_every = 25
+    config.sample.sde_window_stride = 1
+    config.train.timestep_fraction = 1.0
+    config.train.clip_range = 1e-4
+    config.train.beta = 0.0
+    return config
+
+
 def nft_settings(config, task: str):
     """DiffusionNFT's published settings (NVlabs/DiffusionNFT, config/nft.py), on any family: ODE rollouts with
     99% of the steps trained at random, nft_beta 1 (0.1 for OCR), velocity penalty 1e-4 to the base, advantages

@@ -151,18 +151,10 @@ def pickscore_flux_mixgrpo():
     config = _flux("pickscore")
     config.run_name = "pickscore_flux_mixgrpo"
     config.resolution = 720
-    config.sample.num_steps = 25
-    config.sample.noise_level = 0.7
+    base.mixgrpo_settings(config)
     base.epoch_sizes(config, 32, 32, num_image_per_prompt=12, max_batch=3)
     minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
     config.train.gradient_accumulation_steps = max(1, minibatches // 4)
-    config.train.objective = "mixgrpo"
-    config.sample.sde_window_size = 4
-    config.sample.sde_window_range = (0, 23)
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 25
-    config.sample.sde_window_stride = 1
-    config.train.timestep_fraction = 1.0
     config.reward_fn = {"pickscore": 1.0, "imagereward": 1.0}
     return config
 

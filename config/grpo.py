@@ -185,19 +185,7 @@ def _mixgrpo(config):
     noise every 25 epochs within steps 0-23 (then back to 0), Euler elsewhere; every window step trained, clip
     1e-4, no KL. Kept from Flow-GRPO's SD3.5-M run: LoRA at lr 3e-4 (the authors fine-tune FLUX fully at
     1e-5), groups of 24, 48 groups per epoch, CFG 4.5."""
-    config.train.objective = "mixgrpo"
-    config.sample.num_steps = 25
-    config.sample.sde_type = "sde"
-    config.sample.noise_level = 0.7
-    config.sample.sde_window_size = 4
-    config.sample.sde_window_range = (0, 23)
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 25
-    config.sample.sde_window_stride = 1
-    config.train.timestep_fraction = 1.0
-    config.train.clip_range = 1e-4
-    config.train.beta = 0.0
-    return config
+    return base.mixgrpo_settings(config)
 
 
 def pickscore_sd3_mixgrpo():
