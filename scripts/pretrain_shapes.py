@@ -5,8 +5,9 @@
 
 Same architecture and code path as SD3.5 at small sizes: an ``AutoencoderKL`` (32 px -> 8 x 8 x 4 latents),
 an ``SD3Transformer2DModel`` (patch 2, joint attention over image and text tokens), two CLIP text encoders
-and a T5 (random and frozen, as text encoders are frozen in SD3; word-level tokenizers), and the
-``FlowMatchEulerDiscreteScheduler``.
+and a T5 (word-level tokenizers), and the ``FlowMatchEulerDiscreteScheduler``. The text encoders stay random and
+frozen by default; ``--train-text-encoders`` trains them jointly with the transformer (with their own EMA, saved
+with the pipeline and frozen from then on, as SD3's are during post-training).
 
 Phase 1 trains the VAE on random scenes (L1 + L2 reconstruction, a tiny KL term). Phase 2 sets the latent
 scale and shift from the data, then trains the transformer by rectified flow matching on scenes drawn for
@@ -151,10 +152,16 @@ HELD_OUT_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 @torch.no_grad()
-def held_out_loss(transformer, held_out, embeds) -> float:
+def held_out_loss(transformer, held_out, embeds, unconditional: bool = False) -> float:
     """Flow-matching loss on scenes of the test prompts at fixed sigmas and fixed noise: a smooth, low-noise
-    companion to the accuracy (which moves in steps of 1/240), comparable across runs of one dataset."""
+    companion to the accuracy (which moves in steps of 1/240), comparable across runs of one dataset.
+
+    ``unconditional`` gives every scene the empty prompt's embedding (the last row of ``embeds``): the gap
+    between the two losses is how much the model reads the prompt.
+    """
     x0, ids, noise = held_out
+    if unconditional:
+        ids = torch.full_like(ids, len(embeds.prompt_embeds) - 1)
     losses = []
     for sigma in HELD_OUT_SIGMAS:
         x_sigma = (1 - sigma) * x0 + sigma * noise
@@ -163,6 +170,13 @@ def held_out_loss(transformer, held_out, embeds) -> float:
                                  pooled_projections=embeds.pooled_prompt_embeds[ids], return_dict=False)[0]
         losses.append(float(((prediction - (noise - x0)) ** 2).mean()))
     return float(np.mean(losses))
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def text_parameters(text_pipeline) -> list:
+    return [p for name in TEXT_ENCODERS for p in getattr(text_pipeline, name).parameters()]
 
 
 @torch.no_grad()
@@ -205,10 +219,14 @@ def main():
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--train-text-encoders", action="store_true",
+                        help="train the three text encoders jointly with the transformer (default: random and frozen)")
     parser.add_argument("--shift", type=float, default=3.0, help="the sampling schedule's shift, saved in the scheduler")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-cfg", type=float, default=4.5)
     parser.add_argument("--save-every-eval", action="store_true", help="also save the pipeline at each evaluation")
+    parser.add_argument("--no-exemplars", action="store_true",
+                        help="skip the detector's decoded exemplars (1-2 min): for a VAE whose exemplars you have, e.g. the shipped one")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -235,10 +253,25 @@ def main():
     latents = (latents - shift_factor) * scaling_factor
     print(f"latents: shift {shift_factor:.4f}, scale {scaling_factor:.4f}; {len(latents)} scenes encoded", flush=True)
 
-    text = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=args.seed)
+    text_config = TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16)
+    text = build_tiny_sd3_pipeline(text_config, seed=args.seed)  # the pipeline's encoders (the EMA when trained)
     prompts = [m["prompt"] for m in metadata]
-    embeds = encode_prompt(text, prompts, 16, torch.device("cpu"))
-    negative = encode_prompt(text, [""], 16, torch.device("cpu"))
+    cpu = torch.device("cpu")
+
+    def all_embeds(text_pipeline):
+        """Every prompt's conditioning, then the empty prompt's as the last row."""
+        with torch.no_grad():
+            return encode_prompt(text_pipeline, prompts + [""], 16, cpu)
+
+    embeds = all_embeds(text)
+    negative = encode_prompt(text, [""], 16, cpu)
+    trained_text = None  # the encoders the optimizer moves, with --train-text-encoders (same initial weights)
+    if args.train_text_encoders:
+        trained_text = build_tiny_sd3_pipeline(text_config, seed=args.seed)
+        for name in TEXT_ENCODERS:  # eval mode: no dropout in T5; gradients flow all the same
+            getattr(trained_text, name).requires_grad_(True).eval()
+            getattr(text, name).requires_grad_(False).eval()
+        print(f"text encoders: {sum(p.numel() for p in text_parameters(trained_text)) / 1e6:.2f}M parameters, trained", flush=True)
 
     transformer = build_transformer(args, embeds.prompt_embeds.shape[-1], embeds.pooled_prompt_embeds.shape[-1])
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=args.shift)
@@ -253,13 +286,22 @@ def main():
     print(f"transformer: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f}M parameters", flush=True)
 
     state_path = os.path.join(args.work, "transformer_state.pt")
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
+    trained_parameters = list(transformer.parameters()) + (text_parameters(trained_text) if trained_text else [])
+    optimizer = torch.optim.AdamW(trained_parameters, lr=args.lr, weight_decay=0.01)
     start, seconds_before = 0, 0.0  # seconds spent by earlier invocations of a resumed run
     if os.path.isfile(state_path):
         state = torch.load(state_path, weights_only=True)
+        if ("text_encoders" in state) != bool(trained_text):
+            raise SystemExit(f"{state_path} was written {'with' if 'text_encoders' in state else 'without'} --train-text-encoders: "
+                             "resume it with the same setting, or point --work at a new folder")
         transformer.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        if trained_text:
+            for name in TEXT_ENCODERS:
+                getattr(trained_text, name).load_state_dict(state["text_encoders"][name])
+                getattr(text, name).load_state_dict(state["text_encoders_ema"][name])
+            embeds, negative = all_embeds(text), encode_prompt(text, [""], 16, cpu)
         start, seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
     for group in optimizer.param_groups:
         group["lr"] = args.lr  # the schedule below multiplies this base rate
@@ -286,9 +328,14 @@ def main():
     for step in range(start, args.steps):
         rows = torch.randint(len(latents), (args.batch,), generator=generator)
         x0, ids = latents[rows], prompt_ids[rows]
-        prompt_embeds, pooled = embeds.prompt_embeds[ids].clone(), embeds.pooled_prompt_embeds[ids].clone()
         drop = torch.rand(args.batch, generator=generator) < args.caption_dropout
-        prompt_embeds[drop], pooled[drop] = negative.prompt_embeds[0], negative.pooled_prompt_embeds[0]
+        if trained_text is None:
+            prompt_embeds, pooled = embeds.prompt_embeds[ids].clone(), embeds.pooled_prompt_embeds[ids].clone()
+            prompt_embeds[drop], pooled[drop] = negative.prompt_embeds[0], negative.pooled_prompt_embeds[0]
+        else:  # encoded with gradients, the dropped captions as the empty prompt
+            batch_prompts = ["" if dropped else prompts[i] for i, dropped in zip(ids.tolist(), drop.tolist())]
+            conditioning = encode_prompt(trained_text, batch_prompts, 16, cpu)
+            prompt_embeds, pooled = conditioning.prompt_embeds, conditioning.pooled_prompt_embeds
         sigma = torch.sigmoid(torch.randn(args.batch, generator=generator))
         noise = torch.randn(x0.shape, generator=generator)
         x_sigma = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
@@ -297,24 +344,32 @@ def main():
         loss = ((prediction - (noise - x0)) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained_parameters, 1.0)
         optimizer.step()
         schedule.step()
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), transformer.parameters()):
+            ema_parameters = list(ema.parameters()) + (text_parameters(text) if trained_text else [])
+            for e, p in zip(ema_parameters, trained_parameters):
                 e.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
         if (step + 1) % 100 == 0:
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} ({time.time() - phase2:.0f}s)", flush=True)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            torch.save({"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "seconds": seconds_before + time.time() - started}, state_path + ".tmp")
+            state = {"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                     "seconds": seconds_before + time.time() - started}
+            if trained_text:
+                state["text_encoders"] = {name: getattr(trained_text, name).state_dict() for name in TEXT_ENCODERS}
+                state["text_encoders_ema"] = {name: getattr(text, name).state_dict() for name in TEXT_ENCODERS}
+                embeds = all_embeds(text)  # the EMA encoders' conditioning, which the pipeline now samples with
+            torch.save(state, state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
             accuracy = held_out_accuracy(pipeline, ema, test, args)
             transformer.eval()
-            loss_ema, loss_raw = held_out_loss(ema, held_out, embeds), held_out_loss(transformer, held_out, embeds)
+            raw_embeds = all_embeds(trained_text) if trained_text else embeds
+            loss_ema, loss_raw = held_out_loss(ema, held_out, embeds), held_out_loss(transformer, held_out, raw_embeds)
+            loss_unconditional = held_out_loss(ema, held_out, embeds, unconditional=True)
             transformer.train()
             history.append({"step": step + 1, "seconds": seconds_before + time.time() - started, "held_out_loss": loss_ema,
-                            "held_out_loss_raw": loss_raw, **accuracy})
+                            "held_out_loss_raw": loss_raw, "held_out_loss_unconditional": loss_unconditional, **accuracy})
             print("eval " + json.dumps(history[-1]), flush=True)
             with open(os.path.join(args.work, "eval_history.jsonl"), "a") as handle:
                 handle.write(json.dumps(history[-1]) + "\n")
@@ -338,6 +393,8 @@ def main():
     print(f"saved {args.out} after {total / 60:.1f} min", flush=True)
     # the detector's exemplars as this VAE decodes shapes (flow_grpo/shapes/detector.py); the shipped ones are the
     # shipped base's: point the shapes backend at these with reward_options {"geneval": {"exemplars": PATH}}
+    if args.no_exemplars:
+        return
     from flow_grpo.shapes.exemplars import decoded_exemplars
 
     np.savez_compressed(os.path.join(args.out, "decoded_exemplars.npz"), **decoded_exemplars(vae))

@@ -1,0 +1,55 @@
+"""scripts/pretrain_shapes.py at toy sizes: the text encoders trained jointly, resumed from their checkpoint,
+saved as the pipeline's (their EMA), and a resume with the other setting refused by name."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO
+
+SCRIPT = os.path.join(REPO, "scripts", "pretrain_shapes.py")
+TOY = ["--threads", "1", "--vae-steps", "2", "--vae-batch", "4", "--dataset-size", "32", "--batch", "8",
+       "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars"]
+
+
+def pretrain(tmp_path, *extra, check=True):
+    command = [sys.executable, SCRIPT, "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), *TOY, *extra]
+    return subprocess.run(command, capture_output=True, text=True, check=check, cwd=REPO)
+
+
+def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
+    from flow_grpo.shapes.render import RESOLUTION
+
+    pretrain(tmp_path, "--train-text-encoders", "--steps", "1", "--eval-every", "1")
+    state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
+    assert state["step"] == 1 and set(state["text_encoders"]) == {"text_encoder", "text_encoder_2", "text_encoder_3"}
+    pretrain(tmp_path, "--train-text-encoders", "--steps", "2", "--eval-every", "1")  # resumes at step 1
+    state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
+    assert state["step"] == 2
+
+    rows = [json.loads(line) for line in open(tmp_path / "work" / "eval_history.jsonl")]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(row["held_out_loss_unconditional"] > 0 and 0 <= row["overall"] <= 1 for row in rows)
+
+    initial = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=0)
+    shipped = StableDiffusion3Pipeline.from_pretrained(str(tmp_path / "out"))
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        moved = max(float((a - b).abs().max()) for a, b in zip(getattr(shipped, name).state_dict().values(),
+                                                                 getattr(initial, name).state_dict().values()))
+        assert moved > 0, f"{name} did not train"
+        for key, value in getattr(shipped, name).state_dict().items():  # the pipeline holds the EMA, not the raw weights
+            torch.testing.assert_close(value, state["text_encoders_ema"][name][key])
+    # at EMA 0.999 two steps leave the EMA near the start, apart from the raw weights
+    raw = state["text_encoders"]["text_encoder_3"]
+    ema = state["text_encoders_ema"]["text_encoder_3"]
+    assert max(float((raw[k] - ema[k]).abs().max()) for k in raw) > 0
+
+    refused = pretrain(tmp_path, "--steps", "3", check=False)  # the same work folder without the flag
+    assert refused.returncode != 0
+    assert "--train-text-encoders" in refused.stderr and "transformer_state.pt" in refused.stderr
