@@ -35,6 +35,9 @@ VARIANTS = {
     "wide_6_heads": ["--heads", "6"],
     "deep_10_layers": ["--layers", "10"],
     "text_encoders_trained": ["--train-text-encoders"],
+    # lr 1e-3 beat the base by the widest margin of the first four (held-out loss 0.524 against 0.584): the text
+    # encoders again on top of it, against lr_1e-3
+    "lr_1e-3_text_encoders": ["--lr", "1e-3", "--train-text-encoders"],
 }
 
 
