@@ -14,7 +14,9 @@ held-out prompts before and after, beside the world's ceiling.
    to use two threads well), the config's per-epoch totals kept (per-process batches divided);
 3. the trained (EMA) weights on the same prompts and seeds;
 4. the per-tag table (ceiling, base, trained), the reward-hacking checks (detector confidence, noise share,
-   objects per image, layout spread, velocity norm), ``plots/demo_curves.png`` (held-out accuracy and batch
+   objects per image, layout spread, colour drift where no colour is named, off-palette pixels, object sizes,
+   velocity norm; ``flow_grpo.shapes.evaluation``) and the verdict on them (each trained check against the
+   base's, with its tolerance: "clean" or the checks that moved), ``plots/demo_curves.png`` (held-out accuracy and batch
    reward against training minutes), ``plots/before_after.png`` (the same prompts and seeds, base left, trained
    right) and ``demo_summary.json`` in the run folder.
 """
@@ -30,9 +32,6 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_EXPERIMENT = "shapes_nft"
-CHECKS = (("detector_confidence", "detector confidence"), ("noise_share", "noise pixel share"),
-          ("objects_per_image", "objects per image"), ("layout_spread", "layout spread (px)"),
-          ("velocity_norm", "velocity RMS along the ODE"))
 
 
 def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
@@ -53,6 +52,8 @@ def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
 
 
 def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) -> str:
+    from flow_grpo.shapes.evaluation import HACKING_CHECKS
+
     """Per tag and hacking check: the ceiling, the base, the trained model; ``guided``: the base at CFG 4.5 when
     the run samples without guidance (the level CFG-free training has to reach)."""
     extra = [("base, CFG 4.5", guided)] if guided else []
@@ -62,7 +63,7 @@ def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) 
         lines.append(f"| {tag} | " + " | ".join(f"{report['by_tag'][tag]:.3f}" for _, report in columns) + " |")
     lines.append("| **overall** | " + " | ".join(f"**{report['overall']:.3f}**" for _, report in columns) + " |")
     lines.append("|" + " |" * (len(columns) + 1))
-    for key, label in CHECKS:
+    for key, label in HACKING_CHECKS:
         lines.append(f"| {label} | " + " | ".join(f"{report.get(key, float('nan')):.3f}" for _, report in columns) + " |")
     return "\n".join(lines)
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
     from flow_grpo.runlog import unique_run_dir
     from flow_grpo.backbones import load_backbone
     from flow_grpo.backbones.trainable import load_trained_weights
-    from flow_grpo.shapes.evaluation import held_out_report, vae_ceiling
+    from flow_grpo.shapes.evaluation import hacking_flags, held_out_report, vae_ceiling
 
     spec = os.path.join(REPO, "config", "shapes.py") + f":{args.experiment}"
     try:
@@ -190,11 +191,14 @@ def main(argv=None) -> int:
         "images_sampled": trainer_summary["epochs"] * config.sample.train_batch_size * config.sample.num_batches_per_epoch,
         "checkpoint": checkpoint,
         "train_processes": args.processes,
+        "hacking_flags": hacking_flags(before, after),
     }
     with open(os.path.join(run_dir, "demo_summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     print()
     print(table(ceiling, before, after, guided))
+    flags = summary["hacking_flags"]
+    print("\nreward-hacking checks against the base: " + ("clean" if not flags else "MOVED: " + "; ".join(flags)))
     print(f"\n{args.experiment}: {summary['train_minutes']:.1f} min of training ({summary['epochs']} epochs, "
           f"{summary['images_sampled']} images sampled, {trainer_summary['global_step']} optimizer steps) in "
           f"{args.processes} process(es); {summary['total_wall_clock_s'] / 60:.1f} min in all")

@@ -153,6 +153,45 @@ def test_shapes_evaluation_on_ground_truth():
     assert evaluate_images(repeated, jobs, test)["layout_spread"] == 0.0
 
 
+def test_hacking_checks_see_colour_drift_smear_and_grown_objects():
+    """The checks the detector's accuracy and confidence miss, on scenes built to show each: every object of the
+    prompts that name no colour drawn red, scenes blurred, objects drawn 1.6x the world's largest size."""
+    from PIL import ImageFilter
+
+    from flow_grpo.shapes.evaluation import hacking_flags, names_no_colour
+
+    rng = random.Random(11)
+    test = read_metadata(os.path.join(REPO, "dataset", "shapes", "test_metadata.jsonl"))
+    jobs = [(i, k) for i in range(len(test)) for k in range(4)]
+    scenes = [sample_scene(test[i], rng) for i, _ in jobs]
+    clean = evaluate_images([render(scene) for scene in scenes], jobs, test)
+    assert clean["off_palette_share"] == 0.0 and clean["size_off_share"] == 0.0  # drawn without anti-aliasing, in range
+    assert 8 <= clean["object_size"] <= 12 and clean["free_colour_tv"] < 0.12  # ~300 uniform draws: TV ~0.06
+    assert sum(clean["free_colours"].values()) == pytest.approx(1.0)
+
+    red = [[(shape, "red" if names_no_colour(test[i]) else colour, x, y, size) for shape, colour, x, y, size in scene]
+           for scene, (i, _) in zip(scenes, jobs)]
+    drifted = evaluate_images([render(scene) for scene in red], jobs, test)
+    # all free objects red: TV = 1 - 1/10 (detected colours of a flat red are exact)
+    assert drifted["free_colours"]["red"] == 1.0 and drifted["free_colour_tv"] == pytest.approx(0.9)
+    assert drifted["overall"] == 1.0  # accuracy cannot see it: no prompt of those named a colour
+
+    smeared = evaluate_images([render(scene).filter(ImageFilter.GaussianBlur(1.2)) for scene in scenes], jobs, test)
+    assert smeared["off_palette_share"] > 0.2
+
+    grown = [[(shape, colour, x, y, 1.6 * size) for shape, colour, x, y, size in scene] for scene in scenes]
+    big = evaluate_images([render(scene) for scene in grown], jobs, test)
+    assert big["object_size"] > 1.4 * clean["object_size"] and big["size_off_share"] > 0.5
+
+    assert hacking_flags(clean, clean) == []
+    assert [f.split(":")[0] for f in hacking_flags(clean, drifted)] == ["colour drift, no colour named (TV)"]
+    assert "off-palette pixel share" in " ".join(hacking_flags(clean, smeared))
+    assert "objects off the world's sizes" in " ".join(hacking_flags(clean, big))
+    # a relative tolerance: the layout spread halved is flagged, a quarter less is not
+    assert hacking_flags(clean, {**clean, "layout_spread": 0.4 * clean["layout_spread"]})[0].startswith("layout spread")
+    assert hacking_flags(clean, {**clean, "layout_spread": 0.75 * clean["layout_spread"]}) == []
+
+
 @pytest.fixture(scope="module")
 def shipped_vae():
     from diffusers import AutoencoderKL
@@ -220,3 +259,7 @@ def test_compare_shapes_curve_and_table(tmp_path):
     assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == lines[3].count("|")
     assert "| NFT | 1 | 2 | **0.300** +- 0.100 |" in lines[3] and "| 10 | 1280 | 40 |" in lines[3]
     assert lines[2].startswith("| base (CFG 1) | 1 | - | **0.100** |")
+    # the last column: the checks past their tolerance against the base of the same guidance
+    assert lines[2].endswith("| - |") and lines[3].endswith("| none |")
+    drifted = compare.table({"base (CFG 1)": report(0.1)}, {"NFT": [{**report(0.2), "free_colour_tv": 0.9}]}).splitlines()[3]
+    assert drifted.endswith("| colour drift, no colour named (TV) |")

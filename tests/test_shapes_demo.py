@@ -47,7 +47,10 @@ def test_demo_with_two_processes_and_full_fine_tuning(tmp_path, capsys):
     assert 16 * row["batch_geneval_correct"] == pytest.approx(round(16 * row["batch_geneval_correct"]), abs=1e-9)
     per_tag = {k[len("batch_geneval_tag_"):]: v for k, v in row.items() if k.startswith("batch_geneval_tag_")}
     assert per_tag and set(per_tag) <= tags and all(0 <= v <= 1 for v in per_tag.values())
-    assert "| **overall** |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| **overall** |" in out and "| colour drift, no colour named (TV) |" in out
+    # the verdict on the hacking checks, printed and kept: a list of the checks that moved (here none or some)
+    assert isinstance(summary["hacking_flags"], list) and "reward-hacking checks against the base: " in out
 
 
 def test_batches_that_do_not_split_over_the_processes_are_refused(tmp_path, capsys):

@@ -8,7 +8,17 @@ GenEval's official rule. Besides accuracy it reports, over all images:
 - ``noise_share``: the share of foreground pixels in specks too small to be objects (clean scenes: ~0);
 - ``objects_per_image``: detected objects per image;
 - ``layout_spread``: per prompt, the standard deviation (pixels) of the images' mean object position,
-  averaged over prompts: a model that found one layout that scores and repeats it would drive it to 0.
+  averaged over prompts: a model that found one layout that scores and repeats it would drive it to 0;
+- ``free_colour_tv``: on the prompts that name no colour, the total-variation distance between the detected
+  objects' colours and the renderer's (uniform over the ten palette colours): a drift toward a few colours
+  (measured under NFT: red, orange, brown) raises it, which accuracy and confidence do not see;
+- ``off_palette_share``: the share of foreground pixels farther than ``OFF_PALETTE`` from every palette colour
+  (rendered scenes: 0; a VAE's blurred edges: a few percent): smeared, blended or glowing objects raise it;
+- ``object_size``: the detected objects' mean width (the larger side of the box, pixels), and
+  ``size_off_share``: the share of objects outside the world's sizes (``SIZE_RANGE`` +- ``SIZE_SLACK``):
+  objects grown to be easier to detect raise both.
+
+:func:`hacking_flags` compares a trained model's checks with its base's, with the tolerances of ``TOLERANCES``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,56 @@ from flow_grpo.geneval.metadata import TAGS
 from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD, filter_detections, score_image
 from flow_grpo.images import to_pil
 from flow_grpo.shapes.detector import ShapesDetector
+from flow_grpo.shapes.render import BACKGROUND, PALETTE, SIZE_RANGE
+
+OFF_PALETTE = 60.0  # RGB distance: palette colours are >= 86 apart; an edge half-way to the background is 49-106 off
+SIZE_SLACK = 2  # pixels: a decoded object's half-contrast box is within 1 px of the drawn size (measured: ceiling)
+PALETTE_RGB = np.asarray(list(PALETTE.values()), dtype=np.float32)
+
+# (report key, label) of every hacking check, in the order tables print them
+HACKING_CHECKS = (("detector_confidence", "detector confidence"), ("noise_share", "noise pixel share"),
+                  ("objects_per_image", "objects per image"), ("layout_spread", "layout spread (px)"),
+                  ("free_colour_tv", "colour drift, no colour named (TV)"), ("off_palette_share", "off-palette pixel share"),
+                  ("object_size", "object width (px)"), ("size_off_share", "objects off the world's sizes"),
+                  ("velocity_norm", "velocity RMS along the ODE"))
+# key -> (direction of harm, tolerance): flagged when the trained value moves past the base's by more than this,
+# relative (x) or absolute (+); chosen so that the ceiling, the base and its RL runs that held accuracy and the
+# grid's look stay inside (docs/shapes_world.md, "Reward-hacking checks")
+TOLERANCES = {"detector_confidence": ("down", "+", 0.05), "noise_share": ("up", "+", 0.01),
+              "layout_spread": ("down", "x", 0.5), "free_colour_tv": ("up", "+", 0.15),
+              "off_palette_share": ("up", "+", 0.05), "size_off_share": ("up", "+", 0.10),
+              "velocity_norm": ("up", "x", 1.25)}
+
+
+def names_no_colour(item: dict) -> bool:
+    return not any("color" in req for req in item["include"])
+
+
+def pixel_shares(image, background_threshold: float = 40.0) -> tuple[int, int]:
+    """(off-palette pixels, foreground pixels) of one image: foreground as the detector's (distance from the
+    background above ``background_threshold``), off-palette: farther than ``OFF_PALETTE`` from every colour."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    foreground = np.linalg.norm(pixels - np.asarray(BACKGROUND, dtype=np.float32), axis=-1) > background_threshold
+    to_palette = np.linalg.norm(pixels[foreground][:, None, :] - PALETTE_RGB[None], axis=-1).min(axis=1)
+    return int((to_palette > OFF_PALETTE).sum()), int(foreground.sum())
+
+
+def hacking_flags(base: dict, trained: dict) -> list[str]:
+    """The checks of ``TOLERANCES`` where ``trained`` moved past ``base`` (two :func:`evaluate_images` reports,
+    with ``velocity_norm`` where both have it), each as a sentence; empty: clean."""
+    flags = []
+    for key, (harm, kind, tolerance) in TOLERANCES.items():
+        if key not in base or key not in trained:
+            continue
+        before, after = base[key], trained[key]
+        if kind == "x":
+            limit = before * tolerance
+        else:
+            limit = before + tolerance if harm == "up" else before - tolerance
+        if (after > limit) if harm == "up" else (after < limit):
+            label = dict(HACKING_CHECKS)[key]
+            flags.append(f"{label}: {before:.3f} -> {after:.3f} (limit {limit:.3f})")
+    return flags
 
 
 @torch.no_grad()
@@ -39,6 +99,7 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
     detector = ShapesDetector()
     by_tag: dict[str, list[bool]] = {}
     confidences, noise, foreground, objects = [], 0, 0, []
+    off_palette, widths, free_colours = 0, [], []
     centres: dict[int, list] = {}
     for image, (i, _) in zip(images, jobs):
         analysis = detector.analyse(image)
@@ -51,11 +112,18 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
         objects.append(len(found))
         noise += analysis["noise_pixels"]
         foreground += analysis["foreground_pixels"]
+        off_palette += pixel_shares(image)[0]
+        widths += [max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in found]
+        if names_no_colour(metadata[i]):
+            free_colours += [o.color for o in found]
         if found:
             boxes = np.asarray([o.box for o in found], dtype=float)
             centres.setdefault(i, []).append(((boxes[:, 0] + boxes[:, 2]) / 2).mean() + 1j * ((boxes[:, 1] + boxes[:, 3]) / 2).mean())
     accuracy = {tag: float(np.mean(by_tag[tag])) for tag in TAGS if tag in by_tag}
     spreads = [float(np.sqrt(np.var(np.real(c)) + np.var(np.imag(c)))) for c in centres.values() if len(c) > 1]
+    colour_shares = {colour: free_colours.count(colour) / max(1, len(free_colours)) for colour in PALETTE}
+    widths = np.asarray(widths, dtype=float)
+    off_size = (widths < SIZE_RANGE[0] - SIZE_SLACK) | (widths > SIZE_RANGE[1] + SIZE_SLACK)
     return {
         "by_tag": accuracy,
         "overall": float(np.mean(list(accuracy.values()))) if accuracy else 0.0,
@@ -64,6 +132,11 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
         "noise_share": noise / max(1, foreground),
         "objects_per_image": float(np.mean(objects)),
         "layout_spread": float(np.mean(spreads)) if spreads else 0.0,
+        "free_colour_tv": 0.5 * sum(abs(share - 1 / len(PALETTE)) for share in colour_shares.values()) if free_colours else 0.0,
+        "free_colours": colour_shares,
+        "off_palette_share": off_palette / max(1, foreground),
+        "object_size": float(widths.mean()) if len(widths) else 0.0,
+        "size_off_share": float(off_size.mean()) if len(widths) else 0.0,
         "images": len(images),
     }
 
