@@ -224,6 +224,8 @@ def main():
     parser.add_argument("--shift", type=float, default=3.0, help="the sampling schedule's shift, saved in the scheduler")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-cfg", type=float, default=4.5)
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="also checkpoint (resumable state, no evaluation) every this many steps; 0: at evaluations only")
     parser.add_argument("--save-every-eval", action="store_true", help="also save the pipeline at each evaluation")
     parser.add_argument("--no-exemplars", action="store_true",
                         help="skip the detector's decoded exemplars (1-2 min): for a VAE whose exemplars you have, e.g. the shipped one")
@@ -353,15 +355,19 @@ def main():
                 e.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
         if (step + 1) % 100 == 0:
             print(f"step {step + 1}/{args.steps} loss {loss.item():.4f} lr {schedule.get_last_lr()[0]:.2e} ({time.time() - phase2:.0f}s)", flush=True)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        evaluate = (step + 1) % args.eval_every == 0 or step + 1 == args.steps
+        if evaluate or (args.save_every and (step + 1) % args.save_every == 0):
             state = {"model": transformer.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                      "seconds": seconds_before + time.time() - started}
             if trained_text:
                 state["text_encoders"] = {name: getattr(trained_text, name).state_dict() for name in TEXT_ENCODERS}
                 state["text_encoders_ema"] = {name: getattr(text, name).state_dict() for name in TEXT_ENCODERS}
-                embeds = all_embeds(text)  # the EMA encoders' conditioning, which the pipeline now samples with
             torch.save(state, state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
+            print(f"checkpoint at step {step + 1}", flush=True)
+        if evaluate:
+            if trained_text:
+                embeds = all_embeds(text)  # the EMA encoders' conditioning, which the pipeline now samples with
             accuracy = held_out_accuracy(pipeline, ema, test, args)
             transformer.eval()
             raw_embeds = all_embeds(trained_text) if trained_text else embeds

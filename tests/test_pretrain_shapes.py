@@ -29,12 +29,15 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     pretrain(tmp_path, "--train-text-encoders", "--steps", "1", "--eval-every", "1")
     state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
     assert state["step"] == 1 and set(state["text_encoders"]) == {"text_encoder", "text_encoder_2", "text_encoder_3"}
-    pretrain(tmp_path, "--train-text-encoders", "--steps", "2", "--eval-every", "1")  # resumes at step 1
+    # resumes at step 1; checkpoints between evaluations with --save-every
+    resumed = pretrain(tmp_path, "--train-text-encoders", "--steps", "3", "--eval-every", "2", "--save-every", "1")
+    assert [line for line in resumed.stdout.splitlines() if line.startswith("checkpoint")] == \
+        ["checkpoint at step 2", "checkpoint at step 3"]
     state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
-    assert state["step"] == 2
+    assert state["step"] == 3
 
     rows = [json.loads(line) for line in open(tmp_path / "work" / "eval_history.jsonl")]
-    assert [row["step"] for row in rows] == [1, 2]
+    assert [row["step"] for row in rows] == [1, 2, 3]
     assert all(row["held_out_loss_unconditional"] > 0 and 0 <= row["overall"] <= 1 for row in rows)
 
     initial = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=0)
@@ -50,6 +53,6 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     ema = state["text_encoders_ema"]["text_encoder_3"]
     assert max(float((raw[k] - ema[k]).abs().max()) for k in raw) > 0
 
-    refused = pretrain(tmp_path, "--steps", "3", check=False)  # the same work folder without the flag
+    refused = pretrain(tmp_path, "--steps", "4", check=False)  # the same work folder without the flag
     assert refused.returncode != 0
     assert "--train-text-encoders" in refused.stderr and "transformer_state.pt" in refused.stderr
