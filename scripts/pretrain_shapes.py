@@ -200,6 +200,27 @@ def held_out_accuracy(pipeline, transformer, test, args, steps=20, per_prompt=4)
     return accuracy
 
 
+def losses_only(args, state_path: str, step: int, models: dict) -> None:
+    """``--losses-only``: the held-out losses of the checkpoint in ``--work`` (EMA, raw, unconditional), merged into
+    the row of that step in ``eval_history.jsonl`` (rewritten atomically); for runs evaluated before a loss existed."""
+    if not os.path.isfile(state_path):
+        raise SystemExit(f"--losses-only: no checkpoint {state_path}")
+    losses = {"held_out_loss": held_out_loss(models["ema"], models["held_out"], models["embeds"]),
+              "held_out_loss_raw": held_out_loss(models["raw"].eval(), models["held_out"], models["raw_embeds"]),
+              "held_out_loss_unconditional": held_out_loss(models["ema"], models["held_out"], models["embeds"], unconditional=True)}
+    path = os.path.join(args.work, "eval_history.jsonl")
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    matching = [row for row in rows if row["step"] == step]
+    if not matching:
+        raise SystemExit(f"--losses-only: {path} has no row of step {step}, the checkpoint's")
+    matching[-1].update(losses)
+    with open(path + ".tmp", "w") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(path + ".tmp", path)
+    print("losses " + json.dumps({"step": step, **losses}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="models/shapes-sd3")
@@ -226,6 +247,8 @@ def main():
     parser.add_argument("--eval-cfg", type=float, default=4.5)
     parser.add_argument("--save-every", type=int, default=0,
                         help="also checkpoint (resumable state, no evaluation) every this many steps; 0: at evaluations only")
+    parser.add_argument("--losses-only", action="store_true",
+                        help="compute the held-out losses of the checkpoint in --work into its eval_history row, and stop")
     parser.add_argument("--save-every-eval", action="store_true", help="also save the pipeline at each evaluation")
     parser.add_argument("--no-exemplars", action="store_true",
                         help="skip the detector's decoded exemplars (1-2 min): for a VAE whose exemplars you have, e.g. the shipped one")
@@ -323,6 +346,9 @@ def main():
         held_out_x0 = (vae.encode(held_out_images).latent_dist.mode() - shift_factor) * scaling_factor
     held_out = (held_out_x0, held_out_ids, torch.randn(held_out_x0.shape, generator=torch.Generator().manual_seed(args.seed + 3)))
 
+    if args.losses_only:
+        return losses_only(args, state_path, start, {"ema": ema, "raw": transformer, "held_out": held_out, "embeds": embeds,
+                                                     "raw_embeds": all_embeds(trained_text) if trained_text else embeds})
     generator = torch.Generator().manual_seed(args.seed * 7919 + start)
     transformer.train()
     phase2 = time.time()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -52,6 +53,15 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     raw = state["text_encoders"]["text_encoder_3"]
     ema = state["text_encoders_ema"]["text_encoder_3"]
     assert max(float((raw[k] - ema[k]).abs().max()) for k in raw) > 0
+
+    # --losses-only recomputes the last row's losses from the checkpoint: the same values, merged in place
+    last = dict(rows[-1])
+    for key in ("held_out_loss", "held_out_loss_unconditional"):
+        rows[-1].pop(key)
+    (tmp_path / "work" / "eval_history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    pretrain(tmp_path, "--train-text-encoders", "--steps", "3", "--losses-only")
+    merged = [json.loads(line) for line in open(tmp_path / "work" / "eval_history.jsonl")]
+    assert len(merged) == 3 and merged[-1] == pytest.approx(last)
 
     refused = pretrain(tmp_path, "--steps", "4", check=False)  # the same work folder without the flag
     assert refused.returncode != 0
