@@ -180,14 +180,14 @@ def text_parameters(text_pipeline) -> list:
 
 
 @torch.no_grad()
-def held_out_accuracy(pipeline, transformer, test, args, steps=20, per_prompt=4):
+def held_out_accuracy(pipeline, transformer, test, args, steps=20):
     """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG), from flow_grpo's one generation function."""
     from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
     from flow_grpo.backbones.sd3 import SD3Backbone
     from flow_grpo.geneval.scorer import GenEvalScorer
     from flow_grpo.images import to_pil
 
-    jobs = image_jobs([m["prompt"] for m in test], per_prompt)
+    jobs = image_jobs([m["prompt"] for m in test], args.eval_images)
     spec = SamplingSpec(num_steps=steps, guidance_scale=args.eval_cfg, height=RESOLUTION, width=RESOLUTION)
     options = GenerationOptions(seed=args.seed, max_sequence_length=16, batch_size=128, transformer=transformer)
     images = generate_images(SD3Backbone(pipeline), jobs, spec, options)
@@ -245,6 +245,7 @@ def main():
     parser.add_argument("--shift", type=float, default=3.0, help="the sampling schedule's shift, saved in the scheduler")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-cfg", type=float, default=4.5)
+    parser.add_argument("--eval-images", type=int, default=4, help="images per held-out prompt at each evaluation")
     parser.add_argument("--save-every", type=int, default=0,
                         help="also checkpoint (resumable state, no evaluation) every this many steps; 0: at evaluations only")
     parser.add_argument("--losses-only", action="store_true",

@@ -13,7 +13,7 @@ from conftest import REPO
 
 SCRIPT = os.path.join(REPO, "scripts", "pretrain_shapes.py")
 TOY = ["--threads", "1", "--vae-steps", "2", "--vae-batch", "4", "--dataset-size", "32", "--batch", "8",
-       "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars"]
+       "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars", "--eval-images", "1"]
 
 
 def pretrain(tmp_path, *extra, check=True):
