@@ -262,6 +262,7 @@ def main():
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
 
     from flow_grpo.backbones.sd3 import encode_prompt
+    from flow_grpo.backbones.sd3.prompt import encode_prompt_with_grad
     from flow_grpo.geneval.metadata import read_metadata
     from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
 
@@ -363,7 +364,7 @@ def main():
             prompt_embeds[drop], pooled[drop] = negative.prompt_embeds[0], negative.pooled_prompt_embeds[0]
         else:  # encoded with gradients, the dropped captions as the empty prompt
             batch_prompts = ["" if dropped else prompts[i] for i, dropped in zip(ids.tolist(), drop.tolist())]
-            conditioning = encode_prompt(trained_text, batch_prompts, 16, cpu)
+            conditioning = encode_prompt_with_grad(trained_text, batch_prompts, 16, cpu)
             prompt_embeds, pooled = conditioning.prompt_embeds, conditioning.pooled_prompt_embeds
         sigma = torch.sigmoid(torch.randn(args.batch, generator=generator))
         noise = torch.randn(x0.shape, generator=generator)

@@ -13,7 +13,8 @@ from conftest import REPO
 
 SCRIPT = os.path.join(REPO, "scripts", "pretrain_shapes.py")
 TOY = ["--threads", "1", "--vae-steps", "2", "--vae-batch", "4", "--dataset-size", "32", "--batch", "8",
-       "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars", "--eval-images", "1"]
+       "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars", "--eval-images", "1",
+       "--lr", "0.2"]  # in the 200-step warm-up: steps of 1e-3, 2e-3, 3e-3
 
 
 def pretrain(tmp_path, *extra, check=True):
@@ -44,15 +45,15 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     initial = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=0)
     shipped = StableDiffusion3Pipeline.from_pretrained(str(tmp_path / "out"))
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
-        moved = max(float((a - b).abs().max()) for a, b in zip(getattr(shipped, name).state_dict().values(),
-                                                                 getattr(initial, name).state_dict().values()))
-        assert moved > 0, f"{name} did not train"
+        start = getattr(initial, name).state_dict()
+        # three Adam steps of 1e-3, 2e-3 and 3e-3 move trained weights by up to 6e-3; weight decay alone, by < 1e-5
+        moved = max(float((state["text_encoders"][name][k] - start[k]).abs().max()) for k in start)
+        assert moved > 2e-3, f"{name} did not train: its weights moved {moved:.1e}"
         for key, value in getattr(shipped, name).state_dict().items():  # the pipeline holds the EMA, not the raw weights
             torch.testing.assert_close(value, state["text_encoders_ema"][name][key])
-    # at EMA 0.999 two steps leave the EMA near the start, apart from the raw weights
-    raw = state["text_encoders"]["text_encoder_3"]
-    ema = state["text_encoders_ema"]["text_encoder_3"]
-    assert max(float((raw[k] - ema[k]).abs().max()) for k in raw) > 0
+        # EMA 0.999 after three steps: within a few thousandths of the way from the start to the raw weights
+        ema_moved = max(float((state["text_encoders_ema"][name][k] - start[k]).abs().max()) for k in start)
+        assert 0 < ema_moved < 0.01 * moved
 
     # --losses-only recomputes the last row's losses from the checkpoint: the same values, merged in place
     last = dict(rows[-1])

@@ -32,6 +32,11 @@ class SD3Conditioning(Conditioning):
 
 @torch.no_grad()
 def encode_prompt(pipeline, prompts: Sequence[str], max_sequence_length: int = 256, device=None) -> SD3Conditioning:
+    """:func:`encode_prompt_with_grad` without gradients: the trainer's and the samplers' frozen text encoders."""
+    return encode_prompt_with_grad(pipeline, prompts, max_sequence_length, device)
+
+
+def encode_prompt_with_grad(pipeline, prompts: Sequence[str], max_sequence_length: int = 256, device=None) -> SD3Conditioning:
     """The :class:`SD3Conditioning` of ``prompts``: ``prompt_embeds [N, 77 + L, D_t5]`` and
     ``pooled_prompt_embeds [N, 2 * D_clip_proj]``.
 
