@@ -351,6 +351,7 @@ def main():
     if args.losses_only:
         return losses_only(args, state_path, start, {"ema": ema, "raw": transformer, "held_out": held_out, "embeds": embeds,
                                                      "raw_embeds": all_embeds(trained_text) if trained_text else embeds})
+    ema_parameters = list(ema.parameters()) + (text_parameters(text) if trained_text else [])  # pairs trained_parameters
     generator = torch.Generator().manual_seed(args.seed * 7919 + start)
     transformer.train()
     phase2 = time.time()
@@ -378,7 +379,6 @@ def main():
         optimizer.step()
         schedule.step()
         with torch.no_grad():
-            ema_parameters = list(ema.parameters()) + (text_parameters(text) if trained_text else [])
             for e, p in zip(ema_parameters, trained_parameters):
                 e.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
         if (step + 1) % 100 == 0:

@@ -52,10 +52,10 @@ def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
 
 
 def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) -> str:
-    from flow_grpo.shapes.evaluation import HACKING_CHECKS
-
     """Per tag and hacking check: the ceiling, the base, the trained model; ``guided``: the base at CFG 4.5 when
     the run samples without guidance (the level CFG-free training has to reach)."""
+    from flow_grpo.shapes.evaluation import HACKING_CHECKS
+
     extra = [("base, CFG 4.5", guided)] if guided else []
     columns = [("ceiling", ceiling), ("base", before), *extra, ("trained", after)]
     lines = ["| tag | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]

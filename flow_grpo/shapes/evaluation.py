@@ -29,12 +29,11 @@ import torch
 from flow_grpo.geneval.metadata import TAGS
 from flow_grpo.geneval.scoring import CONFIDENCE_THRESHOLD, COUNTING_THRESHOLD, filter_detections, score_image
 from flow_grpo.images import to_pil
-from flow_grpo.shapes.detector import ShapesDetector
+from flow_grpo.shapes.detector import PALETTE_RGB, ShapesDetector
 from flow_grpo.shapes.render import BACKGROUND, PALETTE, SIZE_RANGE
 
 OFF_PALETTE = 60.0  # RGB distance: palette colours are >= 86 apart; an edge half-way to the background is 49-106 off
 SIZE_SLACK = 2  # pixels: a decoded object's half-contrast box is within 1 px of the drawn size (measured: ceiling)
-PALETTE_RGB = np.asarray(list(PALETTE.values()), dtype=np.float32)
 
 # (report key, label) of every hacking check, in the order tables print them
 HACKING_CHECKS = (("detector_confidence", "detector confidence"), ("noise_share", "noise pixel share"),
@@ -55,13 +54,14 @@ def names_no_colour(item: dict) -> bool:
     return not any("color" in req for req in item["include"])
 
 
-def pixel_shares(image, background_threshold: float = 40.0) -> tuple[int, int]:
-    """(off-palette pixels, foreground pixels) of one image: foreground as the detector's (distance from the
-    background above ``background_threshold``), off-palette: farther than ``OFF_PALETTE`` from every colour."""
+def off_palette_pixels(image, background_threshold: float) -> int:
+    """The foreground pixels of one image (the detector's: farther than ``background_threshold`` from the
+    background) that lie farther than ``OFF_PALETTE`` from every palette colour. Here, not in the detector's
+    ``analyse``, which the reward calls on every training image."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     foreground = np.linalg.norm(pixels - np.asarray(BACKGROUND, dtype=np.float32), axis=-1) > background_threshold
     to_palette = np.linalg.norm(pixels[foreground][:, None, :] - PALETTE_RGB[None], axis=-1).min(axis=1)
-    return int((to_palette > OFF_PALETTE).sum()), int(foreground.sum())
+    return int((to_palette > OFF_PALETTE).sum())
 
 
 def hacking_flags(base: dict, trained: dict) -> list[str]:
@@ -112,7 +112,7 @@ def evaluate_images(images, jobs, metadata, confidence=CONFIDENCE_THRESHOLD, cou
         objects.append(len(found))
         noise += analysis["noise_pixels"]
         foreground += analysis["foreground_pixels"]
-        off_palette += pixel_shares(image)[0]
+        off_palette += off_palette_pixels(image, detector.background_threshold)
         widths += [max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in found]
         if names_no_colour(metadata[i]):
             free_colours += [o.color for o in found]
