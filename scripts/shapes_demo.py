@@ -35,37 +35,18 @@ DEFAULT_EXPERIMENT = "shapes_nft"
 
 
 def grid(before, after, jobs, metadata, per_prompt: int, path: str) -> None:
-    from flow_grpo.images import image_grid
+    from flow_grpo.shapes.evaluation import prompt_grid
 
-    chosen, seen_tags = [], {}
-    for i, item in enumerate(metadata):  # two prompts per tag
-        if seen_tags.get(item["tag"], 0) < 2:
-            seen_tags[item["tag"]] = seen_tags.get(item["tag"], 0) + 1
-            chosen.append(i)
-    cells, labels = [], []
-    for i in chosen:
-        rows = [j for j, (p, k) in enumerate(jobs) if p == i and k < per_prompt]
-        cells += [before[j] for j in rows] + [after[j] for j in rows]
-        labels.append(metadata[i]["prompt"])
-    columns = [f"base {k}" for k in range(per_prompt)] + [f"RL {k}" for k in range(per_prompt)]
-    image_grid(cells, cols=2 * per_prompt, row_labels=labels, col_labels=columns, cell=64).save(path)
+    prompt_grid([("base", before), ("RL", after)], jobs, metadata, per_prompt, path)
 
 
 def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) -> str:
     """Per tag and hacking check: the ceiling, the base, the trained model; ``guided``: the base at CFG 4.5 when
     the run samples without guidance (the level CFG-free training has to reach)."""
-    from flow_grpo.shapes.evaluation import HACKING_CHECKS
+    from flow_grpo.shapes.evaluation import report_table
 
     extra = [("base, CFG 4.5", guided)] if guided else []
-    columns = [("ceiling", ceiling), ("base", before), *extra, ("trained", after)]
-    lines = ["| tag | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for tag in before["by_tag"]:
-        lines.append(f"| {tag} | " + " | ".join(f"{report['by_tag'][tag]:.3f}" for _, report in columns) + " |")
-    lines.append("| **overall** | " + " | ".join(f"**{report['overall']:.3f}**" for _, report in columns) + " |")
-    lines.append("|" + " |" * (len(columns) + 1))
-    for key, label in HACKING_CHECKS:
-        lines.append(f"| {label} | " + " | ".join(f"{report.get(key, float('nan')):.3f}" for _, report in columns) + " |")
-    return "\n".join(lines)
+    return report_table([("ceiling", ceiling), ("base", before), *extra, ("trained", after)])
 
 
 def curves(run_dir: str, before: dict, after: dict, path: str) -> None:

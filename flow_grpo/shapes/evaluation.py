@@ -82,6 +82,39 @@ def hacking_flags(base: dict, trained: dict) -> list[str]:
     return flags
 
 
+def report_table(columns: list[tuple[str, dict]]) -> str:
+    """A markdown table of :func:`evaluate_images` reports side by side, one column per (name, report): accuracy
+    per tag, the overall, then every hacking check (nan where a report lacks it)."""
+    lines = ["| tag | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for tag in columns[0][1]["by_tag"]:
+        lines.append(f"| {tag} | " + " | ".join(f"{report['by_tag'][tag]:.3f}" for _, report in columns) + " |")
+    lines.append("| **overall** | " + " | ".join(f"**{report['overall']:.3f}**" for _, report in columns) + " |")
+    lines.append("|" + " |" * (len(columns) + 1))
+    for key, label in HACKING_CHECKS:
+        lines.append(f"| {label} | " + " | ".join(f"{report.get(key, float('nan')):.3f}" for _, report in columns) + " |")
+    return "\n".join(lines)
+
+
+def prompt_grid(columns: list[tuple[str, list]], jobs, metadata, per_prompt: int, path: str, prompts_per_tag: int = 2) -> None:
+    """The same prompts and seeds side by side: ``prompts_per_tag`` prompts of each tag as rows, the first
+    ``per_prompt`` images of every (name, images) in ``columns`` (images in ``jobs`` order) as columns."""
+    from flow_grpo.images import image_grid
+
+    chosen, seen_tags = [], {}
+    for i, item in enumerate(metadata):
+        if seen_tags.get(item["tag"], 0) < prompts_per_tag:
+            seen_tags[item["tag"]] = seen_tags.get(item["tag"], 0) + 1
+            chosen.append(i)
+    cells, labels = [], []
+    for i in chosen:
+        rows = [j for j, (p, k) in enumerate(jobs) if p == i and k < per_prompt]
+        for _, images in columns:
+            cells += [images[j] for j in rows]
+        labels.append(metadata[i]["prompt"])
+    names = [f"{name} {k}" for name, _ in columns for k in range(per_prompt)]
+    image_grid(cells, cols=len(names), row_labels=labels, col_labels=names, cell=64).save(path)
+
+
 @torch.no_grad()
 def sample_images(backbone, metadata, n: int, spec, seed: int, max_sequence_length: int = 16, progress: bool = True):
     """``n`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_images`` (image k of prompt i

@@ -1,0 +1,59 @@
+"""scripts/compare_bases.py on the shipped base: the same model twice scores the same, a changed VAE gets its own
+ceiling, bad --model entries are refused by name."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import compare_bases  # noqa: E402
+
+BASE = os.path.join(REPO, "models", "shapes-sd3")
+
+
+def test_first_per_tag_keeps_the_first_prompts_of_each_tag():
+    metadata = [{"tag": t, "prompt": f"{t}{i}"} for i in range(3) for t in ("a", "b")]
+    assert [m["prompt"] for m in compare_bases.first_per_tag(metadata, 2)] == ["a0", "b0", "a1", "b1"]
+    assert compare_bases.first_per_tag(metadata, 0) == metadata
+
+
+def test_bad_model_entries_are_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="expected LABEL=PATH"):
+        compare_bases.parse_models(["models/shapes-sd3"])
+    with pytest.raises(SystemExit, match="not a pipeline folder"):
+        compare_bases.parse_models([f"v9={tmp_path}"])
+    with pytest.raises(SystemExit, match="share a label"):
+        compare_bases.parse_models([f"v1={BASE}", f"v1={BASE}"])
+
+
+def test_two_bases_side_by_side(tmp_path):
+    import torch
+    from diffusers import AutoencoderKL
+
+    other = tmp_path / "other"  # the shipped base with a perturbed VAE decoder: a second ceiling
+    shutil.copytree(BASE, other)
+    vae = AutoencoderKL.from_pretrained(other / "vae")
+    with torch.no_grad():
+        vae.decoder.conv_out.bias.add_(0.3)
+    vae.save_pretrained(other / "vae")
+
+    out = tmp_path / "out"
+    code = compare_bases.main(["--model", f"a={BASE}", "--model", f"b={BASE}", "--model", f"c={other}", "--guidance", "4.5", "1",
+                               "--images", "2", "--prompts-per-tag", "1", "--steps", "2", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "bases.json").read_text())
+    reports = result["reports"]
+    assert set(reports) == {f"{m}, CFG {g}" for m in "abc" for g in ("4.5", "1")}
+    assert all(r["images"] == 12 for r in reports.values())  # 6 prompts (one per tag) x 2 images
+    for g in ("4.5", "1"):  # the same model on the same noise: the same report
+        assert reports[f"a, CFG {g}"] == reports[f"b, CFG {g}"]
+    assert reports["a, CFG 4.5"]["velocity_norm"] != reports["a, CFG 1"]["velocity_norm"]  # guidance applied
+    assert len(result["ceilings"]) == 2 and reports["a, CFG 1"]["vae"] != reports["c, CFG 1"]["vae"]
+    header = (out / "bases.md").read_text().split("| tag |")[1].splitlines()[0]
+    assert header.count("ceiling") == 2 and "a, CFG 4.5" in header and "c, CFG 1" in header
+    assert (out / "bases_cfg4.5.png").is_file() and (out / "bases_cfg1.png").is_file()
