@@ -18,15 +18,19 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
 def parse_models(items: list[str]) -> list[tuple[str, str]]:
-    """``LABEL=PATH`` pairs, each PATH a pipeline folder (``model_index.json`` in it)."""
+    """``LABEL=PATH`` pairs, each PATH an SD3 pipeline folder with its VAE's weights: checked before any scoring."""
+    from flow_grpo.backbones import detect_family
+
     models = []
     for item in items:
         label, sep, path = item.partition("=")
@@ -34,6 +38,11 @@ def parse_models(items: list[str]) -> list[tuple[str, str]]:
             raise SystemExit(f"error: --model {item!r}: expected LABEL=PATH, e.g. v1=models/shapes-sd3")
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             raise SystemExit(f"error: --model {label}: {path!r} is not a pipeline folder (no model_index.json in it)")
+        family = detect_family(path)
+        if family != "sd3":
+            raise SystemExit(f"error: --model {label}: {path!r} is a {family} pipeline; the shapes bases are SD3")
+        if not vae_weights(path):
+            raise SystemExit(f"error: --model {label}: {path!r} has no VAE weights (vae/*.safetensors)")
         models.append((label, path))
     if len({label for label, _ in models}) != len(models):
         raise SystemExit("error: two --model entries share a label")
@@ -53,15 +62,78 @@ def first_per_tag(metadata: list[dict], k: int) -> list[dict]:
     return kept
 
 
+def vae_weights(path: str) -> list[str]:
+    folder = os.path.join(path, "vae")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith((".safetensors", ".bin")))
+
+
 def vae_digest(path: str) -> str:
     """A hash of the VAE's weights: models that share a VAE share a ceiling."""
     digest = hashlib.sha256()
-    folder = os.path.join(path, "vae")
-    for name in sorted(os.listdir(folder)):
-        if name.endswith((".safetensors", ".bin")):
-            with open(os.path.join(folder, name), "rb") as handle:
-                digest.update(handle.read())
+    for weights in vae_weights(path):
+        with open(weights, "rb") as handle:
+            digest.update(handle.read())
     return digest.hexdigest()[:12]
+
+
+@dataclass
+class Scored:
+    """Every report of a comparison: table columns in order, reports by column name, grid columns per guidance."""
+
+    columns: list[tuple[str, dict]] = field(default_factory=list)
+    reports: dict[str, dict] = field(default_factory=dict)
+    ceilings: dict[str, dict] = field(default_factory=dict)  # VAE digest -> the ceiling, with the first model using it
+    grid_columns: dict[float, list[tuple[str, list]]] = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+
+
+def score_models(models: list[tuple[str, str]], guidances: list[float], images_per_prompt: int, test: list[dict], config) -> Scored:
+    """Each model at each guidance (``held_out_report``, the config's seed and steps), and the ceiling of each
+    distinct VAE first among its models' columns."""
+    from flow_grpo.backbones import load_backbone
+    from flow_grpo.shapes.evaluation import held_out_report, vae_ceiling
+
+    scored, started = Scored(grid_columns={guidance: [] for guidance in guidances}), time.time()
+    for label, path in models:
+        backbone = load_backbone(path, "sd3")
+        digest = vae_digest(path)
+        if digest not in scored.ceilings:
+            ceiling = vae_ceiling(backbone.pipeline.vae.eval(), test, n=images_per_prompt, seed=config.seed)
+            scored.ceilings[digest] = {"first_model": label, **ceiling}
+            scored.columns.append((f"ceiling ({label}'s VAE)", ceiling))
+        for guidance in guidances:
+            config.sample.eval_guidance_scale = guidance
+            report, sampled, scored.jobs = held_out_report(backbone, test, images_per_prompt, config)
+            name = f"{label}, CFG {guidance:g}"
+            scored.reports[name] = {"model": path, "guidance": guidance, "vae": digest, **report}
+            scored.columns.append((name, report))
+            scored.grid_columns[guidance].append((label, sampled))
+            print(f"{name}: overall {report['overall']:.3f} ({time.time() - started:.0f}s)", flush=True)
+    return scored
+
+
+def write_outputs(scored: Scored, out: str, command: str, test: list[dict], images_per_prompt: int, config) -> str:
+    """``bases.md`` (the table), ``bases.json`` (every report) and one grid per guidance in ``out``."""
+    from flow_grpo.shapes.evaluation import prompt_grid, report_table
+
+    os.makedirs(out, exist_ok=True)
+    text = report_table(scored.columns)
+    with open(os.path.join(out, "bases.md"), "w") as handle:
+        handle.write("# Shapes bases side by side\n\n")
+        handle.write(f"`{command}`: the {len(test)} held-out prompts x {images_per_prompt} ODE images "
+                     f"({config.sample.eval_num_steps} steps, seed {config.seed}, the same noise for every model), GenEval's "
+                     "rule, overall = mean of the six tags; the ceiling: rendered scenes that satisfy every prompt, through "
+                     "the VAE.\n\n")
+        handle.write(text + "\n\n")
+        for guidance in scored.grid_columns:
+            handle.write(f"![CFG {guidance:g}](bases_cfg{guidance:g}.png)\n")
+    with open(os.path.join(out, "bases.json"), "w") as handle:
+        json.dump({"command": command, "ceilings": scored.ceilings, "reports": scored.reports}, handle, indent=2)
+    for guidance, columns in scored.grid_columns.items():
+        prompt_grid(columns, scored.jobs, test, min(4, images_per_prompt), os.path.join(out, f"bases_cfg{guidance:g}.png"))
+    return text
 
 
 def main(argv=None) -> int:
@@ -77,14 +149,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(REPO, "logs", "compare_bases"))
     args = parser.parse_args(argv)
     models = parse_models(args.model or [f"v1={os.path.join(REPO, 'models', 'shapes-sd3')}"])
+    guidances = list(dict.fromkeys(args.guidance))  # a repeated scale once
 
     import torch
-    from diffusers import AutoencoderKL
 
-    from flow_grpo.backbones import load_backbone
     from flow_grpo.config_cli import parse_args
     from flow_grpo.geneval.metadata import read_metadata
-    from flow_grpo.shapes.evaluation import held_out_report, prompt_grid, report_table, vae_ceiling
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,42 +164,9 @@ def main(argv=None) -> int:
         config.sample.eval_num_steps = args.steps
     test = first_per_tag(read_metadata(os.path.join(config.dataset, "test_metadata.jsonl")), args.prompts_per_tag)
     started = time.time()
-
-    ceilings, columns, reports, images = {}, [], {}, {guidance: [] for guidance in args.guidance}
-    jobs = None
-    for label, path in models:
-        digest = vae_digest(path)
-        if digest not in ceilings:
-            vae = AutoencoderKL.from_pretrained(os.path.join(path, "vae")).eval()
-            ceilings[digest] = (label, vae_ceiling(vae, test, n=args.images, seed=args.seed))
-            columns.append((f"ceiling ({label}'s VAE)", ceilings[digest][1]))
-        backbone = load_backbone(path, config.pretrained.family)
-        for guidance in args.guidance:
-            config.sample.eval_guidance_scale = guidance
-            report, sampled, jobs = held_out_report(backbone, test, args.images, config)
-            name = f"{label}, CFG {guidance:g}"
-            reports[name] = {"model": path, "guidance": guidance, "vae": digest, **report}
-            columns.append((name, report))
-            images[guidance].append((label, sampled))
-            print(f"{name}: overall {report['overall']:.3f} ({time.time() - started:.0f}s)", flush=True)
-
-    os.makedirs(args.out, exist_ok=True)
-    text = report_table(columns)
-    print(text)
-    with open(os.path.join(args.out, "bases.md"), "w") as handle:
-        handle.write("# Shapes bases side by side\n\n")
-        handle.write(f"`python scripts/compare_bases.py {' '.join(argv if argv is not None else sys.argv[1:])}`: the "
-                     f"{len(test)} held-out prompts x {args.images} ODE images ({config.sample.eval_num_steps} steps, "
-                     f"seed {args.seed}, the same noise for every model), GenEval's rule, overall = mean of the six tags; "
-                     "the ceiling: rendered scenes that satisfy every prompt, through the VAE.\n\n")
-        handle.write(text + "\n\n")
-        for guidance in args.guidance:
-            handle.write(f"![CFG {guidance:g}](bases_cfg{guidance:g}.png)\n")
-    with open(os.path.join(args.out, "bases.json"), "w") as handle:
-        json.dump({"ceilings": {digest: {"first_model": label, **report} for digest, (label, report) in ceilings.items()},
-                   "reports": reports}, handle, indent=2)
-    for guidance in args.guidance:
-        prompt_grid(images[guidance], jobs, test, min(4, args.images), os.path.join(args.out, f"bases_cfg{guidance:g}.png"))
+    scored = score_models(models, guidances, args.images, test, config)
+    command = "python scripts/compare_bases.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print(write_outputs(scored, args.out, command, test, args.images, config))
     print(f"wrote {args.out}/bases.md, bases.json and the grids ({time.time() - started:.0f}s)")
     return 0
 

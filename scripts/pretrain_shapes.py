@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 
@@ -421,7 +422,8 @@ def main():
     with open(os.path.join(args.work, "eval_history.jsonl")) as handle:  # every invocation's, a resumed run's too
         history = [json.loads(line) for line in handle if line.strip()]
     info = {"vae_steps": args.vae_steps, "transformer_steps": args.steps, "vae_seconds": vae_time, "total_seconds": total,
-            "threads": torch.get_num_threads(), "args": vars(args), "eval_history": history}
+            "threads": torch.get_num_threads(), "command": "python scripts/pretrain_shapes.py " + shlex.join(sys.argv[1:]),
+            "args": vars(args), "eval_history": history}
     with open(os.path.join(args.out, "pretraining.json"), "w") as handle:
         json.dump(info, handle, indent=2)
     print(f"saved {args.out} after {total / 60:.1f} min", flush=True)

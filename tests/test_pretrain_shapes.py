@@ -41,6 +41,11 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "work" / "eval_history.jsonl")]
     assert [row["step"] for row in rows] == [1, 2, 3]
     assert all(row["held_out_loss_unconditional"] > 0 and 0 <= row["overall"] <= 1 for row in rows)
+    # the shipped record: the command that made it and every invocation's evaluations
+    record = json.load(open(tmp_path / "out" / "pretraining.json"))
+    assert record["command"].startswith("python scripts/pretrain_shapes.py --work ")
+    assert record["command"].endswith("--train-text-encoders --steps 3 --eval-every 2 --save-every 1")
+    assert record["transformer_steps"] == 3 and record["eval_history"] == rows
 
     initial = build_tiny_sd3_pipeline(TinySD3Config(resolution=RESOLUTION, clip_max_length=16, t5_max_length=16), seed=0)
     shipped = StableDiffusion3Pipeline.from_pretrained(str(tmp_path / "out"))
