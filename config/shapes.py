@@ -125,11 +125,12 @@ def shapes_grpo_gardo():
 
 def _forward(objective):
     """A forward-process objective on the shipped base, CFG-free as in the NFT and AWM papers: full fine-tuning
-    of the 3.5 M-parameter transformer on ODE rollouts sampled and evaluated at CFG 1 (the base scores 0.165
-    held-out there against 0.335 at CFG 4.5: the objective has to learn what guidance gave). Per 128-image
-    epoch, 2 of the 10 schedule steps per image, drawn at random, in 4 optimizer steps of 32 images. Measured
-    on one core (docs/shapes_world.md): 4 s per epoch; these sizes beat 9 or 4 trained steps, batches of 16
-    or 64, and CFG-4.5 rollouts (with or without the guided velocity in the loss), which plateau near 0.37."""
+    of the 3.5 M-parameter transformer on ODE rollouts sampled and evaluated at CFG 1 (held-out there, base v1
+    scores 0.165 against 0.335 at CFG 4.5, base v2 0.374 against 0.540: the objective has to learn what guidance
+    gave). Per 128-image epoch, 2 of the 10 schedule steps per image, drawn at random, in 4 optimizer steps of 32
+    images. Measured on v1 and one core (docs/shapes_world.md): 4 s per epoch; these sizes beat 9 or 4 trained
+    steps, batches of 16 or 64, and CFG-4.5 rollouts (with or without the guided velocity in the loss), which
+    plateau near 0.37."""
     config = _shapes()
     config.run_name = f"shapes_{objective}"
     config.use_lora = False
