@@ -49,19 +49,6 @@ def parse_models(items: list[str]) -> list[tuple[str, str]]:
     return models
 
 
-def first_per_tag(metadata: list[dict], k: int) -> list[dict]:
-    """The first ``k`` prompts of each tag, in their order (``k`` = 0: all of them)."""
-    if k <= 0:
-        return metadata
-    counts: dict[str, int] = {}
-    kept = []
-    for item in metadata:
-        counts[item["tag"]] = counts.get(item["tag"], 0) + 1
-        if counts[item["tag"]] <= k:
-            kept.append(item)
-    return kept
-
-
 def vae_weights(path: str) -> list[str]:
     folder = os.path.join(path, "vae")
     if not os.path.isdir(folder):
@@ -155,6 +142,7 @@ def main(argv=None) -> int:
 
     from flow_grpo.config_cli import parse_args
     from flow_grpo.geneval.metadata import read_metadata
+    from flow_grpo.shapes.evaluation import first_per_tag
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +150,8 @@ def main(argv=None) -> int:
     config.seed = args.seed
     if args.steps:
         config.sample.eval_num_steps = args.steps
-    test = first_per_tag(read_metadata(os.path.join(config.dataset, "test_metadata.jsonl")), args.prompts_per_tag)
+    test = read_metadata(os.path.join(config.dataset, "test_metadata.jsonl"))
+    test = [test[i] for i in first_per_tag(test, args.prompts_per_tag)]
     started = time.time()
     scored = score_models(models, guidances, args.images, test, config)
     command = "python scripts/compare_bases.py " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -18,9 +18,11 @@ BASE = os.path.join(REPO, "models", "shapes-sd3")
 
 
 def test_first_per_tag_keeps_the_first_prompts_of_each_tag():
+    from flow_grpo.shapes.evaluation import first_per_tag
+
     metadata = [{"tag": t, "prompt": f"{t}{i}"} for i in range(3) for t in ("a", "b")]
-    assert [m["prompt"] for m in compare_bases.first_per_tag(metadata, 2)] == ["a0", "b0", "a1", "b1"]
-    assert compare_bases.first_per_tag(metadata, 0) == metadata
+    assert [metadata[i]["prompt"] for i in first_per_tag(metadata, 2)] == ["a0", "b0", "a1", "b1"]
+    assert [metadata[i] for i in first_per_tag(metadata, 0)] == metadata
 
 
 def test_bad_model_entries_are_refused_by_name(tmp_path):

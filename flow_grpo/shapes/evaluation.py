@@ -95,18 +95,26 @@ def report_table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def first_per_tag(metadata: list[dict], k: int) -> list[int]:
+    """The indices of the first ``k`` prompts of each tag, in their order (``k`` <= 0: every prompt)."""
+    if k <= 0:
+        return list(range(len(metadata)))
+    counts: dict[str, int] = {}
+    kept = []
+    for i, item in enumerate(metadata):
+        counts[item["tag"]] = counts.get(item["tag"], 0) + 1
+        if counts[item["tag"]] <= k:
+            kept.append(i)
+    return kept
+
+
 def prompt_grid(columns: list[tuple[str, list]], jobs, metadata, per_prompt: int, path: str, prompts_per_tag: int = 2) -> None:
     """The same prompts and seeds side by side: ``prompts_per_tag`` prompts of each tag as rows, the first
     ``per_prompt`` images of every (name, images) in ``columns`` (images in ``jobs`` order) as columns."""
     from flow_grpo.images import image_grid
 
-    chosen, seen_tags = [], {}
-    for i, item in enumerate(metadata):
-        if seen_tags.get(item["tag"], 0) < prompts_per_tag:
-            seen_tags[item["tag"]] = seen_tags.get(item["tag"], 0) + 1
-            chosen.append(i)
     cells, labels = [], []
-    for i in chosen:
+    for i in first_per_tag(metadata, prompts_per_tag):
         rows = [j for j, (p, k) in enumerate(jobs) if p == i and k < per_prompt]
         for _, images in columns:
             cells += [images[j] for j in rows]
