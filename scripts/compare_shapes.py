@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 from flow_grpo.launch import run_script  # noqa: E402
 from flow_grpo.shapes.evaluation import HACKING_CHECKS  # noqa: E402
 
-EXPERIMENTS = {"GRPO": "shapes_grpo", "GRPO-Fast": "shapes_fast", "NFT": "shapes_nft", "AWM": "shapes_awm",
+EXPERIMENTS = {"GRPO": "shapes_grpo", "GRPO-CFG1": "shapes_grpo_cfg1", "GRPO-Fast": "shapes_fast", "NFT": "shapes_nft", "AWM": "shapes_awm",
                "DPO": "shapes_dpo", "SFT": "shapes_sft", "GRPO-lr1e-3": "shapes_grpo_lr1e3", "MixGRPO": "shapes_mixgrpo",
                "DGPO": "shapes_dgpo", "GRPO+GARDO": "shapes_grpo_gardo", "NFT+GARDO": "shapes_nft_gardo"}
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
