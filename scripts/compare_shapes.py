@@ -30,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from flow_grpo.launch import run_script  # noqa: E402
-from flow_grpo.shapes.evaluation import HACKING_CHECKS  # noqa: E402
+from flow_grpo.shapes.evaluation import HACKING_CHECKS, trainer_eval_curve  # noqa: E402
 
 EXPERIMENTS = {"GRPO": "shapes_grpo", "GRPO-CFG1": "shapes_grpo_cfg1", "GRPO-Fast": "shapes_fast", "NFT": "shapes_nft", "AWM": "shapes_awm",
                "DPO": "shapes_dpo", "SFT": "shapes_sft", "GRPO-lr1e-3": "shapes_grpo_lr1e3", "MixGRPO": "shapes_mixgrpo",
@@ -61,20 +61,6 @@ def train(label: str, seed: int, args) -> int:
     return code
 
 
-def curve(run_dir: str) -> dict:
-    """The trainer's held-out evaluations: training minutes and epochs at each, and the tag-averaged accuracy."""
-    from flow_grpo.runlog import read_metrics
-
-    minutes, epochs, accuracy, elapsed = [], [], [], 0.0
-    for row in read_metrics(os.path.join(run_dir, "metrics.jsonl")):
-        elapsed += row.get("epoch_time_s", 0.0) / 60
-        if "eval_geneval_tag_single_object" in row:
-            minutes.append(elapsed)
-            epochs.append(row["epoch"])
-            accuracy.append(float(np.mean([row[f"eval_geneval_tag_{tag}"] for tag in TAGS])))
-    return {"minutes": minutes, "epochs": epochs, "accuracy": accuracy}
-
-
 def final_report(label: str, seed: int, backbone, test, args) -> dict:
     from flow_grpo.checkpoint import resolve_resume
     from flow_grpo.config_cli import parse_args
@@ -96,7 +82,7 @@ def final_report(label: str, seed: int, backbone, test, args) -> dict:
     report["guidance"] = config.sample.eval_guidance_scale
     images_per_epoch = config.sample.train_batch_size * config.sample.num_batches_per_epoch
     report.update(train_minutes=summary["train_seconds"] / 60, epochs_trained=summary["epochs"], optimizer_steps=summary["global_step"],
-                  images_sampled=summary["epochs"] * images_per_epoch, images_per_epoch=images_per_epoch, **curve(run_dir))
+                  images_sampled=summary["epochs"] * images_per_epoch, images_per_epoch=images_per_epoch, **trainer_eval_curve(run_dir))
     with open(cached, "w") as handle:
         json.dump(report, handle)
     return report

@@ -49,27 +49,28 @@ def table(ceiling: dict, before: dict, after: dict, guided: dict | None = None) 
     return report_table([("ceiling", ceiling), ("base", before), *extra, ("trained", after)])
 
 
-def curves(run_dir: str, before: dict, after: dict, path: str) -> None:
-    """Held-out accuracy (the trainer's evaluations) and batch reward against training minutes."""
+def curves(run_dir: str, before: dict, after: dict, images_per_prompt: int, path: str) -> None:
+    """Held-out accuracy (the trainer's evaluations, tag-averaged as the table's overall) and batch reward
+    against training minutes."""
     from flow_grpo.plots import _pyplot
     from flow_grpo.runlog import read_metrics
+    from flow_grpo.shapes.evaluation import trainer_eval_curve
 
     plt = _pyplot()
-    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    minutes, elapsed, reward, evals = [], 0.0, [], []
-    for row in rows:
+    minutes, elapsed, reward = [], 0.0, []
+    for row in read_metrics(os.path.join(run_dir, "metrics.jsonl")):
         elapsed += row.get("epoch_time_s", 0.0) / 60
         if "reward_mean" in row:
             minutes.append(elapsed)
             reward.append(row["reward_mean"])
-        if "eval_geneval_correct" in row:
-            evals.append((elapsed, row["eval_geneval_correct"]))
+    evals = trainer_eval_curve(run_dir)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    if evals:
-        axes[0].plot(*zip(*evals), marker="o", ms=3, label="trainer's eval (EMA weights)")
+    if evals["minutes"]:
+        axes[0].plot(evals["minutes"], evals["accuracy"], marker="o", ms=3,
+                     label=f"trainer's eval (EMA weights, {images_per_prompt} image(s) per prompt)")
     axes[0].axhline(before["overall"], color="grey", ls="--", lw=1, label=f"base {before['overall']:.3f}")
     axes[0].axhline(after["overall"], color="tab:green", ls="--", lw=1, label=f"trained {after['overall']:.3f}")
-    axes[0].set(title="held-out GenEval accuracy", xlabel="training minutes")
+    axes[0].set(title="held-out GenEval accuracy (mean of the six tags)", xlabel="training minutes")
     axes[0].legend(fontsize=7)
     axes[1].plot(minutes, reward, lw=1)
     axes[1].set(title="batch reward (partial score)", xlabel="training minutes")
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     after, after_images, _ = held_out_report(backbone, test, args.eval_images, config)
     os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
     grid(before_images, after_images, jobs, test, min(4, args.eval_images), os.path.join(run_dir, "plots", "before_after.png"))
-    curves(run_dir, before, after, os.path.join(run_dir, "plots", "demo_curves.png"))
+    curves(run_dir, before, after, config.sample.eval_images_per_prompt, os.path.join(run_dir, "plots", "demo_curves.png"))
     summary = {
         "experiment": args.experiment,
         "ceiling": ceiling,

@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
@@ -236,9 +235,9 @@ def test_detector_uses_the_decoded_exemplars_and_names_a_missing_file(tmp_path):
 def test_compare_shapes_curve_and_table(tmp_path):
     """The comparison's curve sums the epochs' training minutes up to each evaluation and averages GenEval's six
     tags; its table gives the mean and spread over seeds and each run's sizes and checks."""
-    import json
-
     from conftest import load_script
+
+    from flow_grpo.shapes.evaluation import trainer_eval_curve
 
     compare = load_script("scripts/compare_shapes.py")
     tags = compare.TAGS
@@ -246,7 +245,7 @@ def test_compare_shapes_curve_and_table(tmp_path):
             {"epoch": 1, "epoch_time_s": 30.0}, {"epoch": 2, "epoch_time_s": 90.0,
                                                  **{f"eval_geneval_tag_{t}": v for t, v in zip(tags, (0.6, 0.0, 0.0, 0.6, 0.0, 0.0))}}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    curve = compare.curve(str(tmp_path))
+    curve = trainer_eval_curve(str(tmp_path))
     assert curve["minutes"] == [0.0, 2.0] and curve["epochs"] == [0, 2]
     assert curve["accuracy"] == pytest.approx([0.0, 0.2])
 

@@ -95,6 +95,24 @@ def report_table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def trainer_eval_curve(run_dir: str) -> dict:
+    """The trainer's held-out evaluations in ``run_dir/metrics.jsonl``: training minutes (the epochs' own times
+    summed, evaluations excluded) and epochs at each, and the tag-averaged accuracy (GenEval's overall, the
+    measure of :func:`report_table`)."""
+    import os
+
+    from flow_grpo.runlog import read_metrics
+
+    minutes, epochs, accuracy, elapsed = [], [], [], 0.0
+    for row in read_metrics(os.path.join(run_dir, "metrics.jsonl")):
+        elapsed += row.get("epoch_time_s", 0.0) / 60
+        if f"eval_geneval_tag_{TAGS[0]}" in row:
+            minutes.append(elapsed)
+            epochs.append(row["epoch"])
+            accuracy.append(float(np.mean([row[f"eval_geneval_tag_{tag}"] for tag in TAGS])))
+    return {"minutes": minutes, "epochs": epochs, "accuracy": accuracy}
+
+
 def first_per_tag(metadata: list[dict], k: int) -> list[int]:
     """The indices of the first ``k`` prompts of each tag, in their order (``k`` <= 0: every prompt)."""
     if k <= 0:
