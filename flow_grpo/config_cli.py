@@ -15,6 +15,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 from typing import Sequence
@@ -97,6 +98,10 @@ def _parse_value(key: str, text: str, current):
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
+            pass
+        try:  # JSON spellings too: {"binary": true}, null
+            return json.loads(text)
+        except ValueError:
             return text
 
     if isinstance(current, bool):

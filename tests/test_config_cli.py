@@ -48,6 +48,18 @@ def test_wrong_type_is_named():
         parse_args(["--config", f"{TOY}:line_shapes", "--config.num_epochs=2.5"])
 
 
+def test_dict_override_in_python_or_json():
+    """A dict override may be written as Python or as JSON (true, null): the same nested value either way; a
+    list where a dict belongs is refused by name."""
+    shapes = os.path.join(REPO, "config", "shapes.py") + ":shapes_grpo"
+    python = parse_args(["--config", shapes, "--config.reward_options={'geneval': {'backend': 'shapes', 'binary': True}}"])
+    as_json = parse_args(["--config", shapes, '--config.reward_options={"geneval": {"backend": "shapes", "binary": true, "x": null}}'])
+    assert python.reward_options["geneval"]["binary"] is True
+    assert dict(as_json.reward_options["geneval"]) == {"backend": "shapes", "binary": True, "x": None}
+    with pytest.raises(ConfigError, match="reward_options.*dict"):
+        parse_args(["--config", shapes, "--config.reward_options=[1, 2]"])
+
+
 def test_missing_file_and_stray_argument():
     with pytest.raises(ConfigError, match="not found"):
         parse_args(["--config", "config/nope.py:x"])
