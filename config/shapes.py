@@ -60,7 +60,7 @@ def shapes_grpo():
     """Flow-GRPO: SDE on all 10 steps, trained on the first 5, with the paper's GenEval drift settings: lr 3e-4,
     clip range 1e-4, KL 0.04 in the paper's form. The default since issue 24: on the 8,000-step probe base they
     held it for 12 minutes (0.505 -> 0.523) where this world's first settings (shapes_grpo_lr1e3) lowered it
-    (0.505 -> 0.324), and on the shipped base they moved it 0.354 -> 0.366 in 8 minutes."""
+    (0.505 -> 0.324), and on base v1 they moved it 0.354 -> 0.366 in 8 minutes (from v2: docs/shapes_comparison.md)."""
     config = _shapes()
     config.run_name = "shapes_grpo"
     config.train.learning_rate = 3e-4
