@@ -45,7 +45,7 @@ def test_every_config_file_and_name_is_covered():
     files = {file for file, _ in CASES}
     assert files == {"count.py", "flux.py", "forward.py", "grpo.py", "kontext.py", "qwenimage.py", "shapes.py", "tiny.py",
                      "toy.py", "wan.py"}
-    assert len(CASES) == 112  # a new named config is picked up by the tests below; update this count
+    assert len(CASES) == 113  # a new named config is picked up by the tests below; update this count
     assert not os.path.exists(os.path.join(REPO, "config", "base.py")) or "def get_config" not in open(os.path.join(REPO, "config", "base.py")).read()
 
 
