@@ -23,6 +23,8 @@ GenEval's official rule. Besides accuracy it reports, over all images:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -99,8 +101,6 @@ def trainer_eval_curve(run_dir: str) -> dict:
     """The trainer's held-out evaluations in ``run_dir/metrics.jsonl``: training minutes (the epochs' own times
     summed, evaluations excluded) and epochs at each, and the tag-averaged accuracy (GenEval's overall, the
     measure of :func:`report_table`)."""
-    import os
-
     from flow_grpo.runlog import read_metrics
 
     minutes, epochs, accuracy, elapsed = [], [], [], 0.0
