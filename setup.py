@@ -25,7 +25,7 @@ setup(
         "uvicorn>=0.29",
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18", "datasets>=3.0"],
+        "dev": ["pytest>=8.0", "coverage>=7.10", "tensorboard>=2.15", "wandb>=0.17", "rapidocr>=3.0", "onnxruntime>=1.18", "datasets>=3.0"],
         "wandb": ["wandb>=0.17"],
         "tensorboard": ["tensorboard>=2.15"],
         "deepspeed": ["deepspeed>=0.15"],

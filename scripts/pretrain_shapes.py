@@ -222,7 +222,7 @@ def losses_only(args, state_path: str, step: int, models: dict) -> None:
     print("losses " + json.dumps({"step": step, **losses}), flush=True)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="models/shapes-sd3")
     parser.add_argument("--work", default="logs/pretrain_shapes", help="intermediate checkpoints (resumable)")
@@ -254,7 +254,8 @@ def main():
     parser.add_argument("--save-every-eval", action="store_true", help="also save the pipeline at each evaluation")
     parser.add_argument("--no-exemplars", action="store_true",
                         help="skip the detector's decoded exemplars (1-2 min): for a VAE whose exemplars you have, e.g. the shipped one")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)  # recorded in pretraining.json
     if args.threads:
         torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
@@ -422,7 +423,7 @@ def main():
     with open(os.path.join(args.work, "eval_history.jsonl")) as handle:  # every invocation's, a resumed run's too
         history = [json.loads(line) for line in handle if line.strip()]
     info = {"vae_steps": args.vae_steps, "transformer_steps": args.steps, "vae_seconds": vae_time, "total_seconds": total,
-            "threads": torch.get_num_threads(), "command": "python scripts/pretrain_shapes.py " + shlex.join(sys.argv[1:]),
+            "threads": torch.get_num_threads(), "command": "python scripts/pretrain_shapes.py " + shlex.join(argv),
             "args": vars(args), "eval_history": history}
     with open(os.path.join(args.out, "pretraining.json"), "w") as handle:
         json.dump(info, handle, indent=2)

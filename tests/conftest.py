@@ -26,6 +26,71 @@ def repo_root():
     return REPO
 
 
+class TrainedRuns:
+    """``scripts/train.py`` runs shared by the tests that only read what a run wrote (the suite's budget: one
+    run per distinct command, not one per test). ``get(config_spec, *overrides)`` runs the command once per
+    session, in a folder of its own, asserts it exited 0, and returns the run folder; the run's stdout is kept
+    as ``printed[run_dir]``. Tests must not write into a shared run's folder."""
+
+    def __init__(self, root):
+        self.root = root
+        self.runs: dict[tuple, str] = {}
+        self.printed: dict[str, str] = {}
+
+    def get(self, config_spec: str, *overrides: str) -> str:
+        import contextlib
+        import io
+
+        key = (config_spec, *overrides)
+        if key not in self.runs:
+            logdir = os.path.join(self.root, f"run{len(self.runs)}")
+            train = sys.modules.get("_script_train") or load_script("scripts/train.py")
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = train.main(["--config", config_spec, f"--config.logdir={logdir}", "--config.progress=false", *overrides])
+            assert code == 0, f"{key} exited {code}:\n{printed.getvalue()[-3000:]}"
+            (name,) = os.listdir(logdir)
+            self.runs[key] = os.path.join(logdir, name)
+            self.printed[self.runs[key]] = printed.getvalue()
+        return self.runs[key]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory):
+    return TrainedRuns(str(tmp_path_factory.mktemp("trained_runs")))
+
+
+TINY_CONFIGS = os.path.join(REPO, "config", "tiny.py")
+# the two-process runs (accelerate launch, 2 CPU processes on gloo), one launch for all: name -> its overrides
+TWO_PROCESS_RUNS = {
+    "tiny": ["--config.num_epochs=24"],  # tests/test_train_sd3.py: groups, advantages and learning
+    **{name: ["--config.num_epochs=3", "--config.eval_freq=100"]  # tests/test_train_families.py
+       for name in ("tiny_flux", "tiny_qwenimage", "tiny_wan", "tiny_kontext")},
+}
+
+
+@pytest.fixture(scope="session")
+def two_process_runs(tmp_path_factory):
+    """``accelerate launch --multi_gpu --num_processes 2`` of tests/train_in_sequence.py over TWO_PROCESS_RUNS:
+    name -> (run folder, what the main process printed for that run). One launch, so the processes' start-up
+    (imports, the gloo group) is paid once for the five runs."""
+    import json
+    import subprocess
+
+    root = tmp_path_factory.mktemp("two_processes")
+    runs = [["--config", f"{TINY_CONFIGS}:{name}", f"--config.logdir={root}", "--config.progress=false", *overrides]
+            for name, overrides in TWO_PROCESS_RUNS.items()]
+    (root / "runs.json").write_text(json.dumps(runs))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+               os.path.join(REPO, "tests", "train_in_sequence.py"), str(root / "runs.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.split("=== run ")[1:]
+    assert len(printed) == len(runs), result.stdout[-3000:]
+    return {name: (root / name, text) for name, text in zip(TWO_PROCESS_RUNS, printed)}
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline():
     """A tiny SD3 pipeline (real diffusers classes); tests must not modify it (use fresh_tiny_pipeline)."""
@@ -76,3 +141,35 @@ def read_video_frames(path: str):
     if not frames:
         raise ValueError(f"{path!r}: no frames could be decoded")
     return np.stack(frames)
+
+
+# ---- the suite's budget (docs/testing.md): what make test-fast leaves out, and the slow tests' reasons ----
+SLOW_UNMARKED_S = 2.0  # a test this slow belongs to `make test`, not `make test-fast`: mark it slow
+EXPLAINED_S = 20.0  # a test this slow says why in its docstring
+_DOCSTRINGS: dict[str, str] = {}
+_SLOW_MARKED: set[str] = set()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        function = getattr(item, "function", None)
+        _DOCSTRINGS[item.nodeid] = (function.__doc__ or "") if function is not None else ""
+        if item.get_closest_marker("slow"):
+            _SLOW_MARKED.add(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the tests that break the budget's two rules (a note, not a failure: timings vary by machine)."""
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) in ("setup", "call", "teardown") and hasattr(report, "duration"):
+                totals[report.nodeid] = totals.get(report.nodeid, 0.0) + report.duration
+    unmarked = sorted((s, n) for n, s in totals.items() if s > SLOW_UNMARKED_S and n not in _SLOW_MARKED)
+    unexplained = sorted((s, n) for n, s in totals.items() if s > EXPLAINED_S and not _DOCSTRINGS.get(n, "").strip())
+    for title, rows in ((f"over {SLOW_UNMARKED_S:g} s but not marked slow (make test-fast runs them)", unmarked),
+                        (f"over {EXPLAINED_S:g} s without a docstring that says why", unexplained)):
+        if rows:
+            terminalreporter.write_sep("-", f"budget: {len(rows)} test(s) {title}")
+            for seconds, nodeid in rows[::-1]:
+                terminalreporter.write_line(f"{seconds:7.2f}s {nodeid}")

@@ -47,6 +47,7 @@ def test_sd35m_sizes():
     assert 2.15e9 < parameters < 2.35e9, parameters
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "bench.json"
     assert benchmark.main(["--preset", "tiny-cpu", "--repeats", "1", "--reward", "brightness", "--json", str(out),
@@ -123,6 +124,7 @@ def test_flux_and_qwenimage_presets_have_the_published_sizes():
     assert 20.38e9 < qwen["transformer"] < 20.48e9 and 8.2e9 < qwen["text_encoder"] < 8.4e9, qwen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["flux-dev-flowgrpo", "qwenimage-flowgrpo"])
 def test_family_presets_run_reduced(tmp_path, preset):
     out = tmp_path / "bench.json"

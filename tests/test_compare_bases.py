@@ -37,6 +37,7 @@ def test_bad_model_entries_are_refused_by_name(tmp_path):
         compare_bases.parse_models([f"v1={BASE}", f"v1={BASE}"])
 
 
+@pytest.mark.slow
 def test_two_bases_side_by_side(tmp_path):
     import torch
     from diffusers import AutoencoderKL

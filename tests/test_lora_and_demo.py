@@ -162,6 +162,7 @@ def test_sde_diff_gallery(tmp_path):
     assert 0 < np.abs(weak - ode).mean() < np.abs(strong - ode).mean()
 
 
+@pytest.mark.slow
 def test_demo_and_geneval_take_a_full_fine_tuning_checkpoint_with_its_settings(tmp_path, capsys):
     """A fully fine-tuned run's checkpoint (a transformer/ folder, as make demo writes) in inference_demo.py and
     GenEval generation with no flag beyond the paths: the run's base model, size (64), text length (32), steps

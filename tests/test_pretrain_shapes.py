@@ -2,38 +2,42 @@
 saved as the pipeline's (their EMA), and a resume with the other setting refused by name."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import load_script
 
-SCRIPT = os.path.join(REPO, "scripts", "pretrain_shapes.py")
+pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
+
+pretrain_shapes = load_script("scripts/pretrain_shapes.py")
 TOY = ["--threads", "1", "--vae-steps", "2", "--vae-batch", "4", "--dataset-size", "32", "--batch", "8",
        "--layers", "1", "--heads", "1", "--head-dim", "8", "--no-exemplars", "--eval-images", "1",
        "--lr", "0.2"]  # in the 200-step warm-up: steps of 1e-3, 2e-3, 3e-3
 
 
-def pretrain(tmp_path, *extra, check=True):
-    command = [sys.executable, SCRIPT, "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), *TOY, *extra]
-    return subprocess.run(command, capture_output=True, text=True, check=check, cwd=REPO)
+def pretrain(tmp_path, capsys, *extra) -> str:
+    """One invocation of the script in this process (as the command line would run it); what it printed."""
+    threads = torch.get_num_threads()  # --threads 1 must not slow the rest of the suite
+    try:
+        pretrain_shapes.main(["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), *TOY, *extra])
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
 
 
-def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
+def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path, capsys):
     from diffusers import StableDiffusion3Pipeline
 
     from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
     from flow_grpo.shapes.render import RESOLUTION
 
-    pretrain(tmp_path, "--train-text-encoders", "--steps", "1", "--eval-every", "1")
+    pretrain(tmp_path, capsys, "--train-text-encoders", "--steps", "1", "--eval-every", "1")
     state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
     assert state["step"] == 1 and set(state["text_encoders"]) == {"text_encoder", "text_encoder_2", "text_encoder_3"}
     # resumes at step 1; checkpoints between evaluations with --save-every
-    resumed = pretrain(tmp_path, "--train-text-encoders", "--steps", "3", "--eval-every", "2", "--save-every", "1")
-    assert [line for line in resumed.stdout.splitlines() if line.startswith("checkpoint")] == \
+    resumed = pretrain(tmp_path, capsys, "--train-text-encoders", "--steps", "3", "--eval-every", "2", "--save-every", "1")
+    assert [line for line in resumed.splitlines() if line.startswith("checkpoint")] == \
         ["checkpoint at step 2", "checkpoint at step 3"]
     state = torch.load(tmp_path / "work" / "transformer_state.pt", weights_only=True)
     assert state["step"] == 3
@@ -65,10 +69,10 @@ def test_text_encoders_train_jointly_resume_and_ship_as_their_ema(tmp_path):
     for key in ("held_out_loss", "held_out_loss_unconditional"):
         rows[-1].pop(key)
     (tmp_path / "work" / "eval_history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    pretrain(tmp_path, "--train-text-encoders", "--steps", "3", "--losses-only")
+    pretrain(tmp_path, capsys, "--train-text-encoders", "--steps", "3", "--losses-only")
     merged = [json.loads(line) for line in open(tmp_path / "work" / "eval_history.jsonl")]
     assert len(merged) == 3 and merged[-1] == pytest.approx(last)
 
-    refused = pretrain(tmp_path, "--steps", "4", check=False)  # the same work folder without the flag
-    assert refused.returncode != 0
-    assert "--train-text-encoders" in refused.stderr and "transformer_state.pt" in refused.stderr
+    with pytest.raises(SystemExit) as refused:  # the same work folder without the flag
+        pretrain(tmp_path, capsys, "--steps", "4")
+    assert "--train-text-encoders" in str(refused.value) and "transformer_state.pt" in str(refused.value)

@@ -120,6 +120,7 @@ def test_jpeg_transport_is_close_but_lossy(server):
     np.testing.assert_allclose(scores, bench.expected_brightness(images), atol=0.02)
 
 
+@pytest.mark.slow
 def test_load_16_clients_every_answer_matches_its_request(server):
     result = bench.run_load(server.url, clients=16, requests_per_client=20, max_images=8, seed=3)
     assert result["answered"] == 320 and result["wrong"] == 0 and result["lost"] == 0
@@ -184,6 +185,7 @@ def start_server(script, port):
     raise RuntimeError(process.stdout.read().decode()[-2000:])
 
 
+@pytest.mark.slow
 def test_server_killed_and_restarted_mid_run_loses_no_reward(tmp_path):
     port = free_port()
     script = tmp_path / "server.py"

@@ -24,6 +24,7 @@ def random_metadata(rng, tag):
     return rng.choice(all_metadata(tag))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tag", TAGS)
 def test_detector_accuracy_on_rendered_ground_truth(tag):
     """Every tag, 150 random scenes: the detector + GenEval rules must call (nearly) all of them correct."""
@@ -152,6 +153,7 @@ def test_shapes_evaluation_on_ground_truth():
     assert evaluate_images(repeated, jobs, test)["layout_spread"] == 0.0
 
 
+@pytest.mark.slow
 def test_hacking_checks_see_colour_drift_smear_and_grown_objects():
     """The checks the detector's accuracy and confidence miss, on scenes built to show each: every object of the
     prompts that name no colour drawn red, scenes blurred, objects drawn 1.6x the world's largest size."""
@@ -198,6 +200,7 @@ def shipped_vae():
     return AutoencoderKL.from_pretrained(os.path.join(REPO, "models", "shapes-sd3", "vae")).eval()
 
 
+@pytest.mark.slow
 def test_the_worlds_ceiling_through_the_shipped_vae_is_at_least_097_on_every_tag(shipped_vae):
     """Scenes that satisfy every held-out prompt, decoded by the shipped VAE and scored like generated images:
     what a perfect model of this world can reach (the demo prints it beside base and trained)."""
@@ -210,6 +213,7 @@ def test_the_worlds_ceiling_through_the_shipped_vae_is_at_least_097_on_every_tag
     assert ceiling["detector_confidence"] > 0.98 and ceiling["noise_share"] < 0.01
 
 
+@pytest.mark.slow
 def test_shipped_decoded_exemplars_are_the_generators_output(shipped_vae):
     from flow_grpo.shapes.detector import DECODED_EXEMPLARS
     from flow_grpo.shapes.exemplars import decoded_exemplars

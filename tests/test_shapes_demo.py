@@ -12,6 +12,8 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import shapes_demo  # noqa: E402
 
+pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
+
 SMALL = [
     "--eval-images", "1", "--config.sample.eval_num_steps=2", "--config.sample.num_steps=3",
     "--config.sample.train_batch_size=16", "--config.sample.num_image_per_prompt=4", "--config.sample.num_batches_per_epoch=1",

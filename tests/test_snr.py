@@ -105,6 +105,7 @@ def test_breakdown_finds_the_step_and_the_group_that_carry_the_signal():
     assert result["groups"]["a.*.w"]["parameters"] == 6000
 
 
+@pytest.mark.slow
 def test_script_writes_json_and_gradients_are_seeded_by_epoch(tmp_path):
     """The run writes its JSON with cosines in range; the same epoch gives the same gradient, another epoch
     a different one."""

@@ -35,6 +35,7 @@ def run(tmp_path, name, *overrides):
     return run_dir, summary, rows
 
 
+@pytest.mark.slow
 def test_line_shapes_raises_held_out_reward(tmp_path):
     run_dir, summary, rows = run(
         tmp_path, "line_shapes", "--config.pretrain.num_steps=600", "--config.sample.eval_samples_per_prompt=128"
@@ -56,6 +57,7 @@ def test_line_shapes_raises_held_out_reward(tmp_path):
     assert saved["before"].shape == saved["after"].shape == (6 * 128, 1)
 
 
+@pytest.mark.slow
 def test_moons_unlearn_drops_lower_moon(tmp_path):
     _, summary, rows = run(
         tmp_path, "moons_unlearn", "--config.pretrain.num_steps=800", "--config.model.hidden_dim=128",
@@ -68,6 +70,7 @@ def test_moons_unlearn_drops_lower_moon(tmp_path):
     assert all(r["kl_loss"] >= 0 for r in rows if r["epoch"] > 0)
 
 
+@pytest.mark.slow
 def test_moons_fidelity_ddpo_variant_runs_and_sharpens(tmp_path):
     _, summary, _ = run(
         tmp_path, "moons_fidelity_ddpo", "--config.pretrain.num_steps=800", "--config.model.hidden_dim=128",

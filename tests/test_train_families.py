@@ -18,6 +18,8 @@ from conftest import REPO, load_script, read_video_frames
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
 from flow_grpo.objectives import OBJECTIVES
 
+pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
+
 train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
 FAMILIES = ("tiny_flux", "tiny_qwenimage", "tiny_wan", "tiny_kontext")
@@ -50,53 +52,89 @@ def metrics(run_dir):
         return [json.loads(line) for line in handle]
 
 
+# The covering design (issue 37): not every objective on every family, but every pair that can break apart.
+# - every objective on SD3: tests/test_named_configs.py runs each config/tiny.py variant, tests/test_objectives.py
+#   resumes each objective with state of its own;
+# - every family with one score-function and one forward-process objective (grpo on SDE rollouts, nft on ODE
+#   rollouts): test_exact_resume below, whose straight run is also the two-epoch check;
+# - the pairs with code of their own: FlowRL's log Z head reads the family's pooled embedding (CLIP's for FLUX
+#   and Kontext, the mean token state for Qwen-Image and Wan), so flowrl runs on every family;
+# - every other objective on one family besides SD3, chosen for what it exercises there: the rows an objective
+#   selects (DPO's pairs, DGPO's whole groups) with Kontext's stored reference latents; video latents [N, C, F, H, W]
+#   through AWM's per-sample surrogate, MixGRPO's DPM-Solver steps and GARDO's diversity features on Wan; FLUX's
+#   packed tokens through GRPO-Guard's per-step ratio and SFT's best-of-group rows; Qwen-Image's true CFG through
+#   GARDO's gated KL and its NFT variant.
+# No objective has a family-specific branch (grep flow_grpo/objectives for "family": none), so the pairs above
+# are every place where an objective meets what a family provides.
+PAIRS = [(name, "flowrl") for name in FAMILIES] + [
+    ("tiny_kontext", "dpo"), ("tiny_kontext", "dgpo"),
+    ("tiny_wan", "awm"), ("tiny_wan", "mixgrpo"), ("tiny_wan", "grpo_gardo"),
+    ("tiny_flux", "grpo_guard"), ("tiny_flux", "sft"),
+    ("tiny_qwenimage", "nft_gardo"),
+]
+RESUMED = ("grpo", "nft")  # on every family, by test_exact_resume
+
+
 def test_every_objective_is_covered():
     assert set(OBJECTIVE_OVERRIDES) == set(OBJECTIVES)
+    on_families = {objective for _, objective in PAIRS} | set(RESUMED)
+    assert on_families == set(OBJECTIVES)  # each objective on at least one family besides SD3
+    assert {name for name, _ in PAIRS} == set(FAMILIES)
 
 
-@pytest.mark.parametrize("objective", list(OBJECTIVE_OVERRIDES))
-@pytest.mark.parametrize("name", FAMILIES)
-def test_every_objective_trains_two_epochs(tmp_path, name, objective, capsys):
-    assert run(tmp_path, name, "--config.num_epochs=2", "--config.eval_freq=100", f"--config.train.objective={objective}",
-               f"--config.run_name={name}_{objective}", *OBJECTIVE_OVERRIDES[objective]) == 0
-    out = capsys.readouterr().out
+def check_trained(run_dir, out, name, objective, epochs):
     assert f"| {FAMILY[name]} (" in out and f"objective {objective}" in out
-    rows = [r for r in metrics(tmp_path / f"{name}_{objective}") if "reward_mean" in r]
-    assert len(rows) == 2 and rows[-1]["global_step"] > 0
+    rows = [r for r in metrics(run_dir) if "reward_mean" in r]
+    assert len(rows) == epochs and rows[-1]["global_step"] > 0
     assert all(np.isfinite(r["policy_loss"]) for r in rows)
 
 
-@pytest.mark.parametrize("objective", ["grpo", "nft"])
+@pytest.mark.parametrize("name,objective", PAIRS)
+def test_objective_trains_two_epochs_on_the_family(tmp_path, name, objective, capsys):
+    assert run(tmp_path, name, "--config.num_epochs=2", "--config.eval_freq=100", f"--config.train.objective={objective}",
+               f"--config.run_name={name}_{objective}", *OBJECTIVE_OVERRIDES[objective]) == 0
+    check_trained(tmp_path / f"{name}_{objective}", capsys.readouterr().out, name, objective, epochs=2)
+
+
+def straight_run(trained_runs, name, objective):
+    """Two epochs, never stopped: what the resumed run must end as (shared with the LoRA test)."""
+    return trained_runs.get(f"{TINY}:{name}", "--config.num_epochs=2", "--config.eval_freq=100", "--config.save_freq=100",
+                            f"--config.train.objective={objective}", *OBJECTIVE_OVERRIDES[objective])
+
+
+@pytest.mark.parametrize("objective", RESUMED)
 @pytest.mark.parametrize("name", FAMILIES)
-def test_exact_resume(tmp_path, name, objective):
+def test_exact_resume(tmp_path, trained_runs, name, objective):
+    """Two epochs straight and one + one resumed end bit-identical: weights, EMA, optimizer, metrics."""
     common = ["--config.eval_freq=100", "--config.save_freq=100", f"--config.train.objective={objective}",
               *OBJECTIVE_OVERRIDES[objective]]
-    assert run(tmp_path / "straight", name, "--config.num_epochs=4", *common) == 0
-    assert run(tmp_path / "split", name, "--config.num_epochs=2", *common) == 0
-    assert run(tmp_path / "split", name, "--config.num_epochs=4", "--config.resume_from=latest", *common) == 0
-    straight = resolve_resume("latest", str(tmp_path / "straight" / name / "checkpoints"))
+    straight_dir = straight_run(trained_runs, name, objective)
+    check_trained(straight_dir, trained_runs.printed[straight_dir], name, objective, epochs=2)
+    assert run(tmp_path / "split", name, "--config.num_epochs=1", *common) == 0
+    assert run(tmp_path / "split", name, "--config.num_epochs=2", "--config.resume_from=latest", *common) == 0
+    straight = resolve_resume("latest", os.path.join(straight_dir, "checkpoints"))
     resumed = resolve_resume("latest", str(tmp_path / "split" / name / "checkpoints"))
-    assert os.path.basename(straight) == os.path.basename(resumed) == "checkpoint-8"
+    assert os.path.basename(straight) == os.path.basename(resumed) == "checkpoint-4"
     for file in ("lora/pytorch_lora_weights.safetensors", "state/trainable.safetensors", "state/ema.safetensors",
                  "state/optimizer.safetensors"):
         a, b = load_file(os.path.join(straight, file)), load_file(os.path.join(resumed, file))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (file, key)
-    a = [r for r in metrics(tmp_path / "straight" / name) if "reward_mean" in r]
+    a = [r for r in metrics(straight_dir) if "reward_mean" in r]
     b = [r for r in metrics(tmp_path / "split" / name) if "reward_mean" in r]
-    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in b] == [1, 2]
     assert [(r["reward_mean"], r["policy_loss"]) for r in a] == [(r["reward_mean"], r["policy_loss"]) for r in b]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
+def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, trained_runs, name):
     """``pipe.load_lora_weights(checkpoint/lora)`` on the family's own pipeline gives the EMA weights the
     trainer exported, and changes the model's output."""
     from flow_grpo.backbones import BUILTIN, load_backbone
 
-    assert run(tmp_path, name, "--config.num_epochs=2", "--config.eval_freq=100") == 0
-    final = resolve_resume("latest", str(tmp_path / name / "checkpoints"))
+    run_dir = straight_run(trained_runs, name, "grpo")
+    final = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
     backbone = load_backbone(f"builtin:{name}")
     assert type(backbone.pipeline).__name__ == PIPELINE[name] and BUILTIN[f"builtin:{name}"][0] == backbone.family
     height, width, frames = SIZE.get(name, (64, 64, 1))
@@ -129,9 +167,10 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     assert (out / "grid.png").is_file()
     if backbone.modality == "video":
         # the run folder's samples: the eval and training clips in a grid, as MP4 that FFmpeg decodes, and frame strips
-        samples = tmp_path / name / "samples"
+        samples = os.path.join(run_dir, "samples")
         for stem in ("eval_epoch_00002", "train_epoch_00002"):
-            assert read_video_frames(str(samples / f"{stem}.mp4")).shape[0] == frames and (samples / f"{stem}.png").is_file()
+            assert read_video_frames(os.path.join(samples, f"{stem}.mp4")).shape[0] == frames
+            assert os.path.isfile(os.path.join(samples, f"{stem}.png"))
         base, lora = (read_video_frames(str(out / kind / "000_0.mp4")).astype(float) for kind in ("base", "lora"))
         assert base.shape == (frames, height, width, 3) and read_video_frames(str(out / "grid.mp4")).shape[0] == frames
         assert np.abs(base - lora).max() > 0
@@ -150,19 +189,13 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, name):
     assert sorted(os.listdir(tmp_path / "geneval" / "00000" / "samples")) == ["0000.png", "0001.png"]
 
 
-@pytest.mark.parametrize("name,port", [("tiny_flux", 29541), ("tiny_qwenimage", 29542), ("tiny_wan", 29543), ("tiny_kontext", 29544)])
-def test_two_processes(tmp_path, name, port):
-    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        os.path.join(REPO, "scripts", "train.py"), "--config", f"{TINY}:{name}", f"--config.logdir={tmp_path}",
-        "--config.progress=false", "--config.num_epochs=3", "--config.eval_freq=100",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"processes\s+2\n", result.stdout)
-    rows = [r for r in metrics(tmp_path / name) if "reward_mean" in r]
+@pytest.mark.parametrize("name", FAMILIES)
+def test_two_processes(two_process_runs, name):
+    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages (one launch
+    for every family and SD3: conftest.two_process_runs)."""
+    run_dir, out = two_process_runs[name]
+    assert re.search(r"processes\s+2\n", out) and f"| {FAMILY[name]} (" in out
+    rows = [r for r in metrics(run_dir) if "reward_mean" in r]
     assert len(rows) == 3 and all(r["advantage_checksum_spread"] == 0 for r in rows)
     assert np.mean([r["group_process_span"] for r in rows]) > 1.5
-    assert [s for s, _ in list_checkpoints(str(tmp_path / name / "checkpoints"))][-1] == rows[-1]["global_step"]
+    assert [s for s, _ in list_checkpoints(str(run_dir / "checkpoints"))][-1] == rows[-1]["global_step"]

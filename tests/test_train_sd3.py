@@ -18,6 +18,8 @@ from conftest import REPO, load_script
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
 from flow_grpo.rewards import register
 
+pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
+
 train_sd3 = load_script("scripts/train_sd3.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
 
@@ -95,12 +97,13 @@ def test_checkpoint_lora_loads_with_diffusers_and_equals_the_ema(tiny_run, tiny_
     assert not torch.equal(lora[lora_b[0]], current[names[0]])
 
 
-def test_exact_resume(tmp_path):
+def test_exact_resume(tmp_path, trained_runs):
+    """Four epochs straight (the run tests/test_faults.py resumes to, shared) and 2 + 2 resumed end bit-identical."""
     common = ["--config.eval_freq=100", "--config.save_freq=100"]
-    assert run(tmp_path / "straight", "--config.num_epochs=4", *common) == 0
+    straight_dir = trained_runs.get(f"{TINY}:tiny", "--config.num_epochs=4", *common)
     assert run(tmp_path / "split", "--config.num_epochs=2", *common) == 0
     assert run(tmp_path / "split", "--config.num_epochs=4", "--config.resume_from=latest", *common) == 0
-    straight = resolve_resume("latest", str(tmp_path / "straight" / "tiny" / "checkpoints"))
+    straight = resolve_resume("latest", os.path.join(straight_dir, "checkpoints"))
     resumed = resolve_resume("latest", str(tmp_path / "split" / "tiny" / "checkpoints"))
     assert os.path.basename(straight) == os.path.basename(resumed) == "checkpoint-8"
     for file in ("lora/pytorch_lora_weights.safetensors", "state/trainable.safetensors", "state/ema.safetensors", "state/optimizer.safetensors"):
@@ -242,26 +245,20 @@ def test_nan_rewards_error_by_default_and_can_be_dropped(tmp_path, capsys):
     assert all(np.isfinite(r["reward_mean"]) and np.isfinite(r["policy_loss"]) for r in rows)
 
 
-def test_two_processes_share_groups_and_advantages(tmp_path):
-    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages, learning."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-        os.path.join(REPO, "scripts", "train_sd3.py"), "--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}",
-        "--config.progress=false", "--config.num_epochs=24",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"processes\s+2\n", result.stdout)  # the derived sizes printed at the start
-    assert re.search(r"images per epoch\s+32 \(8 groups of 4; 2 batches of 8 per process\)", result.stdout)
-    rows = [r for r in metrics(tmp_path / "tiny") if "reward_mean" in r]
+def test_two_processes_share_groups_and_advantages(two_process_runs):
+    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages, learning
+    (one launch with the families' runs: conftest.two_process_runs; 24 epochs, as the one-process run, to learn)."""
+    run_dir, out = two_process_runs["tiny"]
+    assert re.search(r"processes\s+2\n", out)  # the derived sizes printed at the start
+    assert re.search(r"images per epoch\s+32 \(8 groups of 4; 2 batches of 8 per process\)", out)
+    rows = [r for r in metrics(run_dir) if "reward_mean" in r]
     assert len(rows) == 24
     assert all(r["advantage_checksum_spread"] == 0 for r in rows)  # both processes computed the same advantages
     assert np.mean([r["group_process_span"] for r in rows]) > 1.5  # a prompt's k images sit on both processes
     first = np.mean([r["reward_mean"] for r in rows[:4]])
     last = np.mean([r["reward_mean"] for r in rows[-4:]])
     assert last - first > np.mean([r["reward_std"] for r in rows[:4]]), (first, last)
-    assert [s for s, _ in list_checkpoints(str(tmp_path / "tiny" / "checkpoints"))][-1] == 48
+    assert [s for s, _ in list_checkpoints(str(run_dir / "checkpoints"))][-1] == 48
 
 
 @pytest.mark.parametrize(
