@@ -191,8 +191,9 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, trained_runs,
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_two_processes(two_process_runs, name):
-    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages (one launch
-    for every family and SD3: conftest.two_process_runs)."""
+    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages. Slow (~35 s,
+    paid by the first test that asks): one launch of five runs, SD3's 24 epochs and each family's 3, in two
+    processes (conftest.two_process_runs), instead of a launch per family."""
     run_dir, out = two_process_runs[name]
     assert re.search(r"processes\s+2\n", out) and f"| {FAMILY[name]} (" in out
     rows = [r for r in metrics(run_dir) if "reward_mean" in r]

@@ -246,8 +246,9 @@ def test_nan_rewards_error_by_default_and_can_be_dropped(tmp_path, capsys):
 
 
 def test_two_processes_share_groups_and_advantages(two_process_runs):
-    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages, learning
-    (one launch with the families' runs: conftest.two_process_runs; 24 epochs, as the one-process run, to learn)."""
+    """accelerate launch with 2 CPU processes (gloo): groups spread over both, identical advantages, learning.
+    Slow where it runs first (~35 s): one launch with the families' runs (conftest.two_process_runs); 24 epochs,
+    as the one-process run, to learn."""
     run_dir, out = two_process_runs["tiny"]
     assert re.search(r"processes\s+2\n", out)  # the derived sizes printed at the start
     assert re.search(r"images per epoch\s+32 \(8 groups of 4; 2 batches of 8 per process\)", out)
