@@ -40,6 +40,12 @@ def test_image_rewards_score_every_kth_frame_and_average():
     np.testing.assert_allclose(every, [4 / 20, 5 / 20], rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="at least 1"):
         score_frames(brightness, clips, ["a", "b"], [{}, {}], frame_interval=0)
+    # a reward's per-image info is averaged per video the same way
+    jpeg = build_reward("jpeg_compressibility")
+    _, info = score_frames(jpeg, clips, ["a", "b"], [{}, {}], frame_interval=4)
+    frames = clips[:, ::4]  # [2 videos, 3 frames, C, H, W]
+    _, per_frame = jpeg(frames.reshape(6, *frames.shape[2:]), ["a"] * 6, [{}] * 6)
+    np.testing.assert_allclose(info["size_kb"], per_frame["size_kb"].reshape(2, 3).mean(axis=1))
 
 
 def test_frame_rewards_see_each_videos_prompt():
