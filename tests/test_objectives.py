@@ -157,13 +157,14 @@ def test_train_sd3_flowrl_trains_log_z_and_resumes_it_exactly(tmp_path):
     assert all(np.isfinite(r["tb_loss"]) and "log_z" in r for r in rows)
 
 
-# each objective's snapshot events moved inside the two epochs of the resume test (its own config waits longer):
-# DPO's reference and SFT's sampler refresh after optimizer step 3 (between the resume at step 2 and the end at 4),
-# DGPO's old policy samples from step 2 on (epoch 2's rollouts, the first of the resumed run), GARDO resets its
-# reference after every epoch
-EVENTS_IN_TWO_EPOCHS = {"tiny_dpo": ["--config.train.dpo.ref_update_step=3"], "tiny_sft": ["--config.train.sft.ref_update_step=3"],
-                        "tiny_dgpo": ["--config.train.dgpo.old_samples_after=2"], "tiny_nft_gardo": ["--config.train.gardo.reset_every=1"],
-                        "tiny_grpo_gardo": ["--config.train.gardo.reset_every=1"]}
+# each objective's snapshot events moved inside the two epochs of the resume test (its own config waits longer), as
+# the 4-epoch version had them after its resume point: DPO's reference and SFT's sampler refresh at epoch 2's
+# rollouts (global step 2, the resumed run's first), DGPO's old policy samples from then on (global step > 1, the
+# snapshot blended after epoch 1 and restored), and GARDO resets its reference after epoch 2 (its epoch counter,
+# 1 at the checkpoint, restored)
+EVENTS_IN_TWO_EPOCHS = {"tiny_dpo": ["--config.train.dpo.ref_update_step=2"], "tiny_sft": ["--config.train.sft.ref_update_step=2"],
+                        "tiny_dgpo": ["--config.train.dgpo.old_samples_after=1"], "tiny_nft_gardo": ["--config.train.gardo.reset_every=2"],
+                        "tiny_grpo_gardo": ["--config.train.gardo.reset_every=2"]}
 
 
 @pytest.mark.slow

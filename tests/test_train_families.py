@@ -62,8 +62,8 @@ def metrics(run_dir):
 # - every other objective on one family besides SD3, chosen for what it exercises there: the rows an objective
 #   selects (DPO's pairs, DGPO's whole groups) with Kontext's stored reference latents; video latents [N, C, F, H, W]
 #   through AWM's per-sample surrogate, MixGRPO's DPM-Solver steps and GARDO's diversity features on Wan; FLUX's
-#   packed tokens through GRPO-Guard's per-step ratio and SFT's best-of-group rows; Qwen-Image's true CFG through
-#   GARDO's gated KL and its NFT variant.
+#   packed tokens through GRPO-Guard's per-step ratio and SFT's best-of-group rows; Qwen-Image's rescaled true CFG
+#   through NFT-with-GARDO's diversity weights and gated velocity penalty.
 # No objective has a family-specific branch (grep flow_grpo/objectives for "family": none), so the pairs above
 # are every place where an objective meets what a family provides.
 PAIRS = [(name, "flowrl") for name in FAMILIES] + [
