@@ -95,8 +95,9 @@ class Objective:
     made in :meth:`attach` and saved by :meth:`state_dict`.
 
     An objective's own settings are declared in its class as ``SETTINGS`` (key -> default): config/base.py
-    gives every objective its section ``config.train.<name>`` from them, so adding an objective stays one file
-    and a named config states only what differs (``config.train.nft.beta = 0.1``). ``self.settings`` is that
+    gives every objective its section ``config.train.<name>`` from them, so an objective's settings live in its
+    file (it is also registered in ``flow_grpo.objectives.OBJECTIVES`` and named in the docs) and a named
+    config states only what differs (``config.train.nft.beta = 0.1``). ``self.settings`` is that
     section; the shared keys (``beta``, ``clip_range``, ``adv_clip_max``, the timesteps) stay in ``config.train``.
 
     Args:
