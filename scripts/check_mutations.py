@@ -129,7 +129,8 @@ def check(mutation: Mutation, timeout_s: float) -> dict:
         with open(path, "w") as handle:
             handle.write(original)
     failed = [line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return {**row, "caught": not passed, "mutated_s": round(seconds, 1), "note": failed[0] if failed else out.splitlines()[-1:]}
+    last_line = out.strip().splitlines()[-1] if out.strip() else ""
+    return {**row, "caught": not passed, "mutated_s": round(seconds, 1), "note": failed[0] if failed else last_line}
 
 
 def main(argv=None) -> int:

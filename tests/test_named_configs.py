@@ -100,11 +100,16 @@ def cheap_rewards(reward_fn: dict, options: dict, family: str = "sd3") -> tuple[
     return rewards, kept_options
 
 
+def is_hub_model(config) -> bool:
+    """Whether the config names a hub model (its run here takes its family's tiny model instead)."""
+    return not config.pretrained.model.startswith(("builtin:", os.path.join(REPO, "models")))
+
+
 def tiny_model(config) -> str:
     """The model a config's run uses here: its own when it is built in or shipped, else its family's tiny one."""
-    if config.pretrained.model.startswith(("builtin:", os.path.join(REPO, "models"))):
-        return os.path.relpath(config.pretrained.model, REPO) if os.path.isabs(config.pretrained.model) else config.pretrained.model
-    return TINY_MODELS[config.pretrained.family or "sd3"]
+    if is_hub_model(config):
+        return TINY_MODELS[family_of(config)]
+    return os.path.relpath(config.pretrained.model, REPO) if os.path.isabs(config.pretrained.model) else config.pretrained.model
 
 
 def run_path(config) -> tuple:
@@ -129,9 +134,10 @@ def check_batch_arithmetic(config, processes: int) -> None:
 
 
 IMAGE_CASES = [c for c in CASES if c[0] != "toy.py"]
+CONFIGS = {case: load(*case) for case in IMAGE_CASES}  # loaded once at collection; the tests load their own copy
 PATHS = collections.defaultdict(list)  # run_path -> the configs on it, in file order
-for _case in IMAGE_CASES:
-    PATHS[run_path(load(*_case))].append(_case)
+for _case, _config in CONFIGS.items():
+    PATHS[run_path(_config)].append(_case)
 RUN_CASES = [cases[0] for cases in PATHS.values()]
 
 
@@ -147,7 +153,7 @@ def test_the_named_configs_use_every_objective_and_family():
     from flow_grpo.objectives import OBJECTIVES
 
     assert {path[1] for path in PATHS} == set(OBJECTIVES)
-    assert {family_of(load(*case)) for case in IMAGE_CASES} == set(BACKBONES)
+    assert {family_of(config) for config in CONFIGS.values()} == set(BACKBONES)
 
 
 @pytest.mark.parametrize("file,name", IMAGE_CASES)
@@ -156,7 +162,7 @@ def test_config_builds_and_validates(file, name):
     train_module.check_config(config)
     PromptDataset(config.dataset, "test")
     check_batch_arithmetic(config, sized_for(file, name))
-    rewards, _ = cheap_rewards(config.reward_fn.to_dict(), config.reward_options.to_dict())
+    rewards, _ = cheap_rewards(config.reward_fn.to_dict(), config.reward_options.to_dict(), family_of(config))
     assert rewards and sum(rewards.values()) > 0
     assert config.train.objective == run_path(config)[1] and config.sample.eval_num_steps > 0
 
@@ -181,12 +187,12 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         f"--config.reward_fn={rewards}", f"--config.reward_options={options}", f"--config.dataset={config.dataset}",
         f"--config.train.gardo.aux_rewards={judges}",
     ]
-    if not config.pretrained.model.startswith(("builtin:", os.path.join(REPO, "models"))):  # a hub model: its family's tiny one
-        family = config.pretrained.family or "sd3"
+    if is_hub_model(config):
+        family = family_of(config)
         # its family's tiny model at a tiny size: 64 px, Kontext at the edits' 32 px, Wan 9 frames of 32 x 48
         size = {"wan": ["--config.height=32", "--config.width=48", "--config.num_frames=9"],
                 "flux_kontext": ["--config.resolution=32"]}.get(family, ["--config.resolution=64"])
-        overrides += [f"--config.pretrained.model={TINY_MODELS[family]}", "--config.max_sequence_length=32", *size]
+        overrides += [f"--config.pretrained.model={tiny_model(config)}", "--config.max_sequence_length=32", *size]
     assert train_sd3.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out
     stored = run_sizes(config, sized_for(file, name)).stored_steps  # the Fast window, or the schedule for ODE rollouts
