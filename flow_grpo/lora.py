@@ -55,15 +55,12 @@ def _adapter_metadata(transformer, adapter_name: str) -> dict:
     }
 
 
-def save_lora(transformer, path: str, pipeline_class=None, adapter_name: str = "default", state_dict: dict | None = None) -> None:
-    """Write ``path/pytorch_lora_weights.safetensors`` in the LoRA format of ``pipeline_class`` (a diffusers
-    pipeline class with ``save_lora_weights``; default ``StableDiffusion3Pipeline``).
+def save_lora(transformer, path: str, pipeline_class, adapter_name: str = "default", state_dict: dict | None = None) -> None:
+    """Write ``path/pytorch_lora_weights.safetensors`` in the LoRA format of ``pipeline_class`` (the family's
+    diffusers pipeline class, which has ``save_lora_weights``).
 
     ``state_dict`` replaces the adapter's current weights (e.g. the EMA copy) while keeping its config.
     """
-    if pipeline_class is None:
-        from diffusers import StableDiffusion3Pipeline as pipeline_class
-
     state = state_dict if state_dict is not None else lora_state_dict(transformer, adapter_name)
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     pipeline_class.save_lora_weights(

@@ -68,177 +68,16 @@ LEVERS = {
 }
 
 
-def sd35m_components(reduced: bool):
-    """Configs of SD3.5 Medium's parts (published sizes), or a CPU-sized analogue with the same structure."""
-    if reduced:
-        return dict(
-            transformer=dict(num_layers=2, attention_head_dim=64, num_attention_heads=4, caption_projection_dim=256,
-                             joint_attention_dim=256, pooled_projection_dim=128, dual_attention_layers=(0,)),
-            vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16),
-            clip_l=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, projection_dim=64),
-            clip_g=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, projection_dim=64),
-            t5=dict(d_model=256, d_kv=64, d_ff=512, num_layers=2, num_heads=4),
-            resolution=128,
-        )
-    return dict(
-        transformer=dict(num_layers=24, attention_head_dim=64, num_attention_heads=24, caption_projection_dim=1536,
-                         joint_attention_dim=4096, pooled_projection_dim=2048, dual_attention_layers=tuple(range(13))),
-        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
-        clip_l=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, projection_dim=768),
-        clip_g=dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=20, intermediate_size=5120, projection_dim=1280),
-        t5=dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
-        resolution=512,
-    )
+def preset_models() -> dict:
+    """Each family's full-size presets (``Backbone.presets``): model name -> its Backbone."""
+    from flow_grpo.backbones import BACKBONES
 
-
-def build_sd35m(reduced: bool, device, dtype):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
-
-    from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, make_tokenizer, vocabulary_size
-
-    parts = sd35m_components(reduced)
-    vocab = vocabulary_size()
-    with torch.device(device):  # allocate on the target device: no 8 B-parameter CPU initialisation
-        transformer = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
-                                            pos_embed_max_size=384, qk_norm="rms_norm", **parts["transformer"])
-        blocks = len(parts["vae"]["block_out_channels"])
-        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                            latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
-                            use_post_quant_conv=False, **parts["vae"])
-        clips = [CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=vocab, max_position_embeddings=77, pad_token_id=PAD_ID,
-                                                            bos_token_id=BOS_ID, eos_token_id=EOS_ID, **parts[k]))
-                 for k in ("clip_l", "clip_g")]
-        t5 = T5EncoderModel(T5Config(vocab_size=vocab, feed_forward_proj="gated-gelu", pad_token_id=PAD_ID, eos_token_id=EOS_ID, **parts["t5"]))
-    pipeline = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
-        text_encoder=clips[0], tokenizer=make_tokenizer("clip", 77), text_encoder_2=clips[1], tokenizer_2=make_tokenizer("clip", 77),
-        text_encoder_3=t5, tokenizer_3=make_tokenizer("t5", 512),
-    )
-    for module in (transformer, clips[0], clips[1], t5):
-        module.to(dtype)
-    return pipeline, parts["resolution"]
-
-
-def flux_dev_components(reduced: bool):
-    """FLUX.1-dev's parts (black-forest-labs/FLUX.1-dev's configs: 19 double and 38 single blocks of width 3072,
-    CLIP-L, T5-XXL, a 16-channel VAE), or a CPU-sized analogue with the same structure."""
-    if reduced:
-        return dict(
-            transformer=dict(num_layers=2, num_single_layers=2, attention_head_dim=64, num_attention_heads=4,
-                             joint_attention_dim=256, pooled_projection_dim=64, axes_dims_rope=(8, 28, 28)),
-            vae=dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=16),
-            clip_l=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256),
-            t5=dict(d_model=256, d_kv=64, d_ff=512, num_layers=2, num_heads=4),
-            resolution=128,
-        )
-    return dict(
-        transformer=dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
-                         joint_attention_dim=4096, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56)),
-        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
-        clip_l=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-        t5=dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
-        resolution=512,
-    )
-
-
-def qwenimage_components(reduced: bool):
-    """Qwen-Image's parts (Qwen/Qwen-Image's configs: 60 dual-stream blocks of width 3072, the Qwen2.5-VL-7B
-    text encoder, the causal 3-D VAE), or a CPU-sized analogue with the same structure."""
-    if reduced:
-        return dict(
-            transformer=dict(num_layers=2, attention_head_dim=64, num_attention_heads=4, joint_attention_dim=256,
-                             axes_dims_rope=(8, 28, 28)),
-            vae=dict(base_dim=16, num_res_blocks=1),
-            text=dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      mrope_section=[8, 12, 12]),
-            vision=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[0]),
-            resolution=128,
-        )
-    return dict(
-        transformer=dict(num_layers=60, attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
-                         axes_dims_rope=(16, 56, 56)),
-        vae=dict(base_dim=96, num_res_blocks=2),
-        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                  mrope_section=[16, 24, 24]),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
-        resolution=512,
-    )
-
-
-@contextlib.contextmanager
-def default_dtype(dtype):
-    """Build modules in ``dtype`` (a 20 B-parameter model initialised in float32 first would need 80 GB)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def build_flux_dev(reduced: bool, device, dtype):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from flow_grpo.backbones.tiny_text import BOS_ID, EOS_ID, PAD_ID, make_tokenizer, vocabulary_size
-
-    parts = flux_dev_components(reduced)
-    vocab = vocabulary_size()
-    with torch.device(device), default_dtype(dtype):
-        transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, guidance_embeds=True, **parts["transformer"])
-        blocks = len(parts["vae"]["block_out_channels"])
-        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                            latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
-                            use_post_quant_conv=False, **parts["vae"])
-        clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, max_position_embeddings=77, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
-                                            eos_token_id=EOS_ID, **parts["clip_l"]))
-        t5 = T5EncoderModel(T5Config(vocab_size=vocab, feed_forward_proj="gated-gelu", pad_token_id=PAD_ID, eos_token_id=EOS_ID, **parts["t5"]))
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
-    pipeline = FluxPipeline(scheduler=scheduler, vae=vae.float(), text_encoder=clip, tokenizer=make_tokenizer("clip", 77),
-                            text_encoder_2=t5, tokenizer_2=make_tokenizer("t5", 512), transformer=transformer)
-    return pipeline, parts["resolution"]
-
-
-def build_qwenimage(reduced: bool, device, dtype):
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    from flow_grpo.backbones.tiny_text import PAD_ID, make_tokenizer
-
-    parts = qwenimage_components(reduced)
-    tokenizer = make_tokenizer("qwen", 1024)
-    text = dict(parts["text"])
-    section = text.pop("mrope_section")
-    config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=152064, max_position_embeddings=32768, pad_token_id=PAD_ID, bos_token_id=None,
-                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}, **text),
-        vision_config=dict(out_hidden_size=text["hidden_size"], **parts["vision"]),
-        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
-    )
-    with torch.device(device), default_dtype(dtype):
-        transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, guidance_embeds=False,
-                                                  **parts["transformer"])
-        vae = AutoencoderKLQwenImage(z_dim=16, dim_mult=[1, 2, 4, 4], attn_scales=[], temperal_downsample=[False, True, True],
-                                     **parts["vae"])
-        text_encoder = Qwen2_5_VLForConditionalGeneration(config)
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=1.0, use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=8192, base_shift=0.5, max_shift=0.9,
-        shift_terminal=0.02, time_shift_type="exponential",
-    )
-    pipeline = QwenImagePipeline(scheduler=scheduler, vae=vae.float(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                                 transformer=transformer)
-    return pipeline, parts["resolution"]
-
-
-BUILDERS = {"sd35m": build_sd35m, "flux-dev": build_flux_dev, "qwenimage": build_qwenimage}
+    return {name: cls for cls in BACKBONES.values() for name in cls.presets}
 
 
 def count_parameters(model: str) -> dict[str, int]:
     """Parameters of each part of a full-size preset model, built on the meta device (no memory, no weights)."""
-    pipeline, _ = BUILDERS[model](False, "meta", torch.bfloat16)
+    pipeline, _ = preset_models()[model].build_preset(model, False, "meta", torch.bfloat16)
     counts = {}
     for name, module in pipeline.components.items():
         if isinstance(module, torch.nn.Module):
@@ -349,7 +188,6 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
     from accelerate.state import AcceleratorState
 
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-    from flow_grpo.flops import image_tokens, transformer_flops
     from flow_grpo.training.advantages import compute_advantages
     from flow_grpo.training.assembly import assemble_run
     from flow_grpo.training.rollout import RolloutCollector
@@ -400,13 +238,13 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
     if isinstance(executor, ThreadPoolExecutor):
         executor.shutdown()
 
-    tokens = image_tokens(transformer.config, config.resolution, backbone.vae_scale_factor, backbone.family)
+    tokens = type(backbone).image_tokens(transformer.config, config.resolution, backbone.vae_scale_factor)
     text_tokens = rollout.conditioning.prompt_embeds.shape[1]
     cfg_factor = 2 if config.sample.guidance_scale > 1 and backbone.guidance_kind == "cfg" else 1
     images = sizes.images_per_epoch
 
     def forward(batch):
-        return transformer_flops(backbone.family, transformer.config, batch, tokens, text_tokens)["total"]
+        return backbone.transformer_flops(transformer.config, batch, tokens, text_tokens)["total"]
 
     train_forwards = 2 + (1 if config.train.beta > 0 else 0)  # policy forward + backward (~1 forward) + reference
     return {"times": timer.times, "total_s": total, "images": images, "optimizer_steps": steps_taken,
@@ -448,7 +286,7 @@ def main(argv=None) -> int:
                         help="print each full-size preset model's parameters (meta device, no memory) and stop")
     args = parser.parse_args(argv)
     if args.count_parameters:
-        counts = {model: count_parameters(model) for model in BUILDERS}
+        counts = {model: count_parameters(model) for model in preset_models()}
         for model, parts in counts.items():
             print(f"{model:10s} " + ", ".join(f"{name} {count / 1e9:.3f} B" for name, count in parts.items()))
         if args.json:
@@ -456,8 +294,7 @@ def main(argv=None) -> int:
                 json.dump(counts, handle, indent=2)
         return 0
 
-    from flow_grpo.backbones import backbone_for_pipeline
-    from flow_grpo.backbones.sd3.tiny import build_tiny_sd3_pipeline
+    from flow_grpo.backbones import BUILTIN, backbone_for_pipeline
     from flow_grpo.rewards import multi_score
     from flow_grpo.training.assembly import prepare_model
 
@@ -466,11 +303,11 @@ def main(argv=None) -> int:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     preset = dict(PRESETS[args.preset])
     if preset["model"] == "tiny":
-        pipeline, resolution = build_tiny_sd3_pipeline(), preset["resolution"]
+        pipeline, resolution = BUILTIN["builtin:tiny"].tiny_pipeline(seed=0), preset["resolution"]
     else:
         if device.type == "cpu" and not args.reduced:
             print(f"note: the full-size {args.preset} preset needs a GPU; add --reduced for the CPU analogue", file=sys.stderr)
-        pipeline, resolution = BUILDERS[preset["model"]](args.reduced, device, dtype)
+        pipeline, resolution = preset_models()[preset["model"]].build_preset(preset["model"], args.reduced, device, dtype)
         if args.reduced:
             preset.update(prompts=min(preset["prompts"], 2), max_sequence_length=32)
             preset.update(images_per_prompt=min(preset["images_per_prompt"], 8), train_batch=4)

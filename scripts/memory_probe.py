@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     from peft import LoraConfig
 
-    from benchmark import build_sd35m
+    from flow_grpo.backbones.sd3.presets import build_sd35m
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.reduced else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

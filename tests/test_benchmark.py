@@ -8,7 +8,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import load_script
-from flow_grpo.flops import sd3_transformer_flops
+from flow_grpo.backbones.sd3.flops import sd3_transformer_flops
+from flow_grpo.backbones.sd3.presets import sd35m_components
 
 benchmark = load_script("scripts/benchmark.py")
 
@@ -39,7 +40,7 @@ def test_sd35m_sizes():
     (its 4.2 GB fp16 file) plus 13 dual-attention blocks of about 16 M each."""
     from diffusers import SD3Transformer2DModel
 
-    t = benchmark.sd35m_components(reduced=False)["transformer"]
+    t = sd35m_components(reduced=False)["transformer"]
     with torch.device("meta"):
         model = SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, out_channels=16,
                                       pos_embed_max_size=384, qk_norm="rms_norm", **t)

@@ -40,7 +40,7 @@ def random_lora(pipeline, rank=4, alpha=8):
 def lora_dir(tmp_path_factory):
     pipeline = random_lora(build_tiny_sd3_pipeline())
     path = str(tmp_path_factory.mktemp("lora"))
-    save_lora(pipeline.transformer, path)
+    save_lora(pipeline.transformer, path, type(pipeline))
     return path, ode_images(pipeline)
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import REPO, load_script, read_video_frames
+from flow_grpo.backbones import BUILTIN
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
 from flow_grpo.objectives import OBJECTIVES
 
@@ -22,11 +23,18 @@ pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs 
 
 train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
-FAMILIES = ("tiny_flux", "tiny_qwenimage", "tiny_wan", "tiny_kontext")
-FAMILY = {"tiny_flux": "flux", "tiny_qwenimage": "qwenimage", "tiny_wan": "wan", "tiny_kontext": "flux_kontext"}
-PIPELINE = {"tiny_flux": "FluxPipeline", "tiny_qwenimage": "QwenImagePipeline", "tiny_wan": "WanPipeline",
-            "tiny_kontext": "FluxKontextPipeline"}
-SIZE = {"tiny_wan": (32, 48, 9), "tiny_kontext": (32, 32, 1)}  # (height, width, frames) of config/tiny.py; others 64 x 64
+# every registered family but SD3 (trained in tests/test_train_sd3.py), by its built-in tiny model, which is also
+# its config in config/tiny.py: "tiny_flux" -> FluxBackbone
+FAMILIES = {name.removeprefix("builtin:"): cls for name, cls in BUILTIN.items() if cls.family != "sd3"}
+
+
+def frame_size(name) -> tuple[int, int, int]:
+    """(height, width, frames) of the family's config/tiny.py run: videos 32 x 48 x 9, editing 32 px, else 64 px."""
+    if FAMILIES[name].modality == "video":
+        return 32, 48, 9
+    return (32, 32, 1) if FAMILIES[name].takes_input_image else (64, 64, 1)
+
+
 # what each objective needs beyond the tiny config (config/tiny.py's SD3 variants give the same)
 OBJECTIVE_OVERRIDES = {
     "grpo": [], "grpo_guard": [], "flowrl": [],
@@ -83,7 +91,7 @@ def test_every_objective_is_covered():
 
 
 def check_trained(run_dir, out, name, objective, epochs):
-    assert f"| {FAMILY[name]} (" in out and f"objective {objective}" in out
+    assert f"| {FAMILIES[name].family} (" in out and f"objective {objective}" in out
     rows = [r for r in metrics(run_dir) if "reward_mean" in r]
     assert len(rows) == epochs and rows[-1]["global_step"] > 0
     assert all(np.isfinite(r["policy_loss"]) for r in rows)
@@ -131,13 +139,13 @@ def test_exact_resume(tmp_path, trained_runs, name, objective):
 def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, trained_runs, name):
     """``pipe.load_lora_weights(checkpoint/lora)`` on the family's own pipeline gives the EMA weights the
     trainer exported, and changes the model's output."""
-    from flow_grpo.backbones import BUILTIN, load_backbone
+    from flow_grpo.backbones import load_backbone
 
     run_dir = straight_run(trained_runs, name, "grpo")
     final = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
     backbone = load_backbone(f"builtin:{name}")
-    assert type(backbone.pipeline).__name__ == PIPELINE[name] and BUILTIN[f"builtin:{name}"][0] == backbone.family
-    height, width, frames = SIZE.get(name, (64, 64, 1))
+    assert type(backbone.pipeline).__name__ == FAMILIES[name].pipeline_classes[0] and FAMILIES[name].family == backbone.family
+    height, width, frames = frame_size(name)
     latents = torch.randn(1, *backbone.latent_shape(height, width, frames), generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor(0.7)
     inputs = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1)) if backbone.takes_input_image else None
@@ -195,7 +203,7 @@ def test_two_processes(two_process_runs, name):
     paid by the first test that asks): one launch of five runs, SD3's 24 epochs and each family's 3, in two
     processes (conftest.two_process_runs), instead of a launch per family."""
     run_dir, out = two_process_runs[name]
-    assert re.search(r"processes\s+2\n", out) and f"| {FAMILY[name]} (" in out
+    assert re.search(r"processes\s+2\n", out) and f"| {FAMILIES[name].family} (" in out
     rows = [r for r in metrics(run_dir) if "reward_mean" in r]
     assert len(rows) == 3 and all(r["advantage_checksum_spread"] == 0 for r in rows)
     assert np.mean([r["group_process_span"] for r in rows]) > 1.5

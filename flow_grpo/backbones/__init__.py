@@ -5,31 +5,32 @@
     backbone = load_backbone("/models/qwen-image", family="qwenimage")
     backbone = load_backbone("builtin:tiny_flux")                     # a tiny one built from config
 
-To add a family: a folder here with its ``Backbone`` subclass and a ``tiny.py``, one entry in
-``BACKBONES`` and one in ``BUILTIN``, and the tests of tests/test_backbones.py run on it.
+To add a family: a folder here with its ``backbone.py`` (a ``Backbone`` subclass under ``@register_backbone``,
+which declares the family's name, pipeline classes, tiny model, FLOPs and presets), its ``tiny.py`` and
+``flops.py``. Every folder is imported here; the built-in models, the benchmark and the tests read the registry
+(docs/backbones.md, "Adding a family").
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 
-from flow_grpo.backbones.base import Backbone, Guidance, ModelLoadError
-from flow_grpo.backbones.flux.backbone import FluxBackbone
-from flow_grpo.backbones.flux_kontext.backbone import FluxKontextBackbone
-from flow_grpo.backbones.qwenimage.backbone import QwenImageBackbone
-from flow_grpo.backbones.sd3.backbone import SD3Backbone
-from flow_grpo.backbones.wan.backbone import WanBackbone
+from flow_grpo.backbones.base import BACKBONES, Backbone, Guidance, ModelLoadError, register_backbone
 
-BACKBONES: dict[str, type[Backbone]] = {cls.family: cls for cls in (SD3Backbone, FluxBackbone, QwenImageBackbone, WanBackbone, FluxKontextBackbone)}
-# built-in tiny models: name -> (family, the module:function that builds its pipeline from a seed)
-BUILTIN = {
-    "builtin:tiny": ("sd3", "flow_grpo.backbones.sd3.tiny:build_tiny_sd3_pipeline"),
-    "builtin:tiny_flux": ("flux", "flow_grpo.backbones.flux.tiny:build_tiny_flux_pipeline"),
-    "builtin:tiny_qwenimage": ("qwenimage", "flow_grpo.backbones.qwenimage.tiny:build_tiny_qwenimage_pipeline"),
-    "builtin:tiny_wan": ("wan", "flow_grpo.backbones.wan.tiny:build_tiny_wan_pipeline"),
-    "builtin:tiny_kontext": ("flux_kontext", "flow_grpo.backbones.flux_kontext.tiny:build_tiny_kontext_pipeline"),
-}
+
+def _import_every_family() -> None:
+    """Import each folder's ``backbone.py``: its ``@register_backbone`` adds the family to ``BACKBONES``."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}.backbone")
+
+
+_import_every_family()
+# the built-in tiny models: "builtin:tiny..." -> its family's Backbone
+BUILTIN: dict[str, type[Backbone]] = {cls.tiny_model: cls for cls in BACKBONES.values()}
 
 
 def backbone_class(family: str) -> type[Backbone]:
@@ -58,7 +59,7 @@ def _looks_local(model: str) -> bool:
 def detect_family(model: str, revision: str = "") -> str:
     """The family of a local diffusers folder or a hub id, read from its ``model_index.json``."""
     if model in BUILTIN:
-        return BUILTIN[model][0]
+        return BUILTIN[model].family
     if _looks_local(model):
         index = os.path.join(model, "model_index.json")
         if not os.path.isdir(model):
@@ -90,13 +91,10 @@ def load_pipeline(model: str, family: str = "", revision: str = "", torch_dtype=
     if model.startswith("builtin:"):
         if model not in BUILTIN:
             raise ModelLoadError(f"unknown built-in model {model!r}; valid: {', '.join(BUILTIN)}")
-        built_family, target = BUILTIN[model]
-        if family and family != built_family:
-            raise ModelLoadError(f"{model!r} is a {built_family} model, but config.pretrained.family is {family!r}")
-        import importlib
-
-        module, function = target.split(":")
-        return getattr(importlib.import_module(module), function)(seed=0), built_family
+        built = BUILTIN[model]
+        if family and family != built.family:
+            raise ModelLoadError(f"{model!r} is a {built.family} model, but config.pretrained.family is {family!r}")
+        return built.tiny_pipeline(seed=0), built.family
     if family and _looks_local(model):
         found = detect_family(model)
         if found != family:
@@ -131,5 +129,5 @@ def backbone_for_pipeline(pipeline) -> Backbone:
     return backbone_class(family_of_pipeline(type(pipeline).__name__, type(pipeline).__name__))(pipeline)
 
 
-__all__ = ["BACKBONES", "BUILTIN", "Backbone", "Guidance", "ModelLoadError", "backbone_for_pipeline", "detect_family",
-           "load_backbone", "load_pipeline"]
+__all__ = ["BACKBONES", "BUILTIN", "Backbone", "Guidance", "ModelLoadError", "backbone_class", "backbone_for_pipeline",
+           "detect_family", "load_backbone", "load_pipeline", "register_backbone"]

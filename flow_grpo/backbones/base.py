@@ -25,8 +25,9 @@ float32.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -61,6 +62,30 @@ class Backbone:
     lora_target_modules: ClassVar[tuple[str, ...]]  # the LoRA targets Flow-GRPO trains on this family
     modality: ClassVar[str] = "image"  # "image": decode gives [N, 3, H, W]; "video": [N, F, 3, H, W]
     takes_input_image: ClassVar[bool] = False  # an editing family: every prompt comes with an input image
+    tiny_model: ClassVar[str]  # its built-in tiny model, "builtin:tiny..." (config.pretrained.model)
+    # the analytic forward FLOPs of its transformer: (transformer config, batch, image tokens, text tokens) ->
+    # {"linear", "attention", "total"} (<family>/flops.py)
+    transformer_flops: ClassVar[Callable[..., dict[str, float]]]
+    presets: ClassVar[dict[str, str]] = {}  # the benchmark's full-size presets: name -> "module:function" (<family>/presets.py)
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        """The built-in tiny pipeline, initialised from ``seed`` (<family>/tiny.py)."""
+        raise NotImplementedError
+
+    @classmethod
+    def image_tokens(cls, transformer_config, resolution: int, vae_scale_factor: int) -> int:
+        """The transformer's image tokens at ``resolution`` x ``resolution``: latents patchified by ``patch_size``
+        (a family that packs 2x2 latent patches into tokens with ``patch_size`` 1 says so)."""
+        return (resolution // vae_scale_factor // transformer_config.patch_size) ** 2
+
+    @classmethod
+    def build_preset(cls, name: str, reduced: bool, device, dtype):
+        """(pipeline, resolution) of the full-size preset ``name`` (or its CPU-sized analogue, ``reduced``)."""
+        import importlib
+
+        module, function = cls.presets[name].split(":")
+        return getattr(importlib.import_module(module), function)(reduced, device, dtype)
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
@@ -245,3 +270,33 @@ def decode_scaled(vae, latents: torch.Tensor, batch_size: int | None = None) -> 
     """An ``AutoencoderKL``'s decode of latents stored as ``(z - shift_factor) * scaling_factor`` (SD3, FLUX)."""
     shift = vae.config.shift_factor or 0.0
     return decode_in_chunks(vae, latents, batch_size, lambda chunk: chunk / vae.config.scaling_factor + shift)
+
+
+# ---- the registry: one registration per family ----
+
+BACKBONES: dict[str, type[Backbone]] = {}  # config.pretrained.family -> its Backbone, filled as each folder is imported
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """A family's one registration, on its ``Backbone`` subclass in ``flow_grpo/backbones/<folder>/backbone.py``
+    (flow_grpo.backbones imports every folder): the class declares its name, pipeline classes, tiny model,
+    FLOPs and presets; loading, the built-in models, the benchmark and the tests read them from here."""
+    for attribute in ("family", "pipeline_classes", "guidance_kind", "default_guidance_scale", "lora_target_modules",
+                      "tiny_model", "transformer_flops"):
+        if not hasattr(cls, attribute):
+            raise TypeError(f"{cls.__name__} does not declare {attribute}, which every family declares (docs/backbones.md)")
+    if cls.family in BACKBONES:
+        raise TypeError(f"two backbones register the family {cls.family!r}: {BACKBONES[cls.family].__name__} and {cls.__name__}")
+    BACKBONES[cls.family] = cls
+    return cls
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """Build modules in ``dtype`` (a 20 B-parameter model initialised in float32 first would need 80 GB)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

@@ -43,8 +43,8 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     ema: EMA | None
     sampler: DistributedKRepeatSampler
-    objective: object = None  # flow_grpo.objectives.Objective: its state_dict() is saved, when not empty
-    pipeline_class: type | None = None  # the family's diffusers pipeline class: writes lora/ in its format (default SD3's)
+    objective: object  # flow_grpo.objectives.Objective: its state_dict() is saved, when not empty
+    pipeline_class: type  # the family's diffusers pipeline class: writes lora/ in its format
 
 
 def sharded_state(accelerator) -> bool:

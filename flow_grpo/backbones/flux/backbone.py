@@ -21,8 +21,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from flow_grpo.backbones.base import Backbone, Guidance, cast_latents, decode_scaled, flow_match_sigmas, timestep_batch
+from flow_grpo.backbones.base import (
+    Backbone, Guidance, cast_latents, decode_scaled, flow_match_sigmas, register_backbone, timestep_batch,
+)
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
+from flow_grpo.backbones.flux.flops import flux_transformer_flops
 from flow_grpo.rollout import Conditioning
 
 # Flow-GRPO's FLUX targets (the original flow_grpo's train_flux.py): every attention projection of the double
@@ -62,13 +65,28 @@ def patch_sigmas(num_steps: int) -> np.ndarray:
     return np.linspace(1.0, 1 / num_steps, num_steps)
 
 
+@register_backbone
 class FluxBackbone(Backbone):
     family = "flux"
     pipeline_classes = ("FluxPipeline",)
     guidance_kind = "embedded"
     default_guidance_scale = 3.5
+    tiny_model = "builtin:tiny_flux"
+    transformer_flops = staticmethod(flux_transformer_flops)
+    presets = {"flux-dev": "flow_grpo.backbones.flux.presets:build_flux_dev"}
     negative_prompt = None
     lora_target_modules = FLUX_LORA_TARGET_MODULES
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        from flow_grpo.backbones.flux.tiny import build_tiny_flux_pipeline
+
+        return build_tiny_flux_pipeline(seed=seed)
+
+    @classmethod
+    def image_tokens(cls, transformer_config, resolution: int, vae_scale_factor: int) -> int:
+        """Latents packed 2x2 into tokens (``patch_size`` 1 works on the packed tokens)."""
+        return (resolution // vae_scale_factor // (2 * transformer_config.patch_size)) ** 2
 
     @property
     def text_encoders(self):

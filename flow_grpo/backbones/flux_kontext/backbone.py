@@ -18,7 +18,9 @@ import dataclasses
 
 import torch
 
+from flow_grpo.backbones.base import register_backbone
 from flow_grpo.backbones.flux.backbone import FLUX_LORA_TARGET_MODULES, FluxBackbone, FluxConditioning, pack_latents
+from flow_grpo.backbones.flux_kontext.flops import kontext_transformer_flops
 
 # Flow-GRPO's Kontext targets (the original flow_grpo's train_flux_kontext.py, LoRA r64 / alpha 128): FLUX's
 # plus the single blocks' MLP input projection
@@ -32,12 +34,22 @@ class KontextConditioning(FluxConditioning):
     image_latents: torch.Tensor  # [N, C, h, w] float32: the input image as the VAE encodes it, scaled
 
 
+@register_backbone
 class FluxKontextBackbone(FluxBackbone):
     family = "flux_kontext"
     pipeline_classes = ("FluxKontextPipeline",)
     takes_input_image = True
     default_guidance_scale = 2.5  # Flow-GRPO's Kontext runs (diffusers' pipeline default: 3.5)
+    tiny_model = "builtin:tiny_kontext"
+    transformer_flops = staticmethod(kontext_transformer_flops)
+    presets = {}  # FLUX.1-dev's preset is FLUX's
     lora_target_modules = KONTEXT_LORA_TARGET_MODULES
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        from flow_grpo.backbones.flux_kontext.tiny import build_tiny_kontext_pipeline
+
+        return build_tiny_kontext_pipeline(seed=seed)
 
     @torch.no_grad()
     def attach_input_images(self, conditioning: FluxConditioning, input_images: torch.Tensor) -> KontextConditioning:

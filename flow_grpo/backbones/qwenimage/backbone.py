@@ -24,10 +24,11 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, flow_match_sigmas, timestep_batch,
+    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, flow_match_sigmas, register_backbone, timestep_batch,
 )
 from flow_grpo.backbones.flux.backbone import pack_latents, patch_sigmas, unpack_latents
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
+from flow_grpo.backbones.qwenimage.flops import qwenimage_transformer_flops
 from flow_grpo.rollout import Conditioning
 
 # Flow-GRPO's Qwen-Image targets (the original flow_grpo's train_qwenimage.py): the joint attention's
@@ -52,13 +53,23 @@ class QwenImageConditioning(Conditioning):
         return self.prompt_embeds.shape[0]
 
 
+@register_backbone
 class QwenImageBackbone(Backbone):
     family = "qwenimage"
     pipeline_classes = ("QwenImagePipeline",)
     guidance_kind = "cfg"
     default_guidance_scale = 4.0
+    tiny_model = "builtin:tiny_qwenimage"
+    transformer_flops = staticmethod(qwenimage_transformer_flops)
+    presets = {"qwenimage": "flow_grpo.backbones.qwenimage.presets:build_qwenimage"}
     negative_prompt = " "  # Flow-GRPO's negative prompt for Qwen-Image's true CFG
     lora_target_modules = QWENIMAGE_LORA_TARGET_MODULES
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        from flow_grpo.backbones.qwenimage.tiny import build_tiny_qwenimage_pipeline
+
+        return build_tiny_qwenimage_pipeline(seed=seed)
 
     @property
     def text_encoders(self):

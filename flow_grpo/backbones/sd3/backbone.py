@@ -15,9 +15,10 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_scaled, flow_match_sigmas, timestep_batch,
+    Backbone, Guidance, cast_latents, classifier_free, decode_scaled, flow_match_sigmas, register_backbone, timestep_batch,
 )
 from flow_grpo.backbones.sd3.prompt import SD3Conditioning, encode_prompt
+from flow_grpo.backbones.sd3.flops import sd3_transformer_flops
 
 # The attention projections of every joint block (image and text streams), as in Flow-GRPO; FLUX and
 # Qwen-Image add their MLPs to these.
@@ -27,13 +28,23 @@ SD3_LORA_TARGET_MODULES = (
 )
 
 
+@register_backbone
 class SD3Backbone(Backbone):
     family = "sd3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
     guidance_kind = "cfg"
     default_guidance_scale = 4.5
+    tiny_model = "builtin:tiny"
+    transformer_flops = staticmethod(sd3_transformer_flops)
+    presets = {"sd35m": "flow_grpo.backbones.sd3.presets:build_sd35m"}
     negative_prompt = ""
     lora_target_modules = SD3_LORA_TARGET_MODULES
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        from flow_grpo.backbones.sd3.tiny import build_tiny_sd3_pipeline
+
+        return build_tiny_sd3_pipeline(seed=seed)
 
     @property
     def text_encoders(self):

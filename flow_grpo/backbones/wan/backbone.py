@@ -26,9 +26,10 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, timestep_batch,
+    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, register_backbone, timestep_batch,
 )
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
+from flow_grpo.backbones.wan.flops import wan_transformer_flops
 from flow_grpo.errors import InputError
 from flow_grpo.rollout import Conditioning
 
@@ -68,14 +69,29 @@ def scheduler_sigmas(scheduler, num_steps: int, device=None) -> torch.Tensor:
     return fresh.sigmas.float().to(device)
 
 
+@register_backbone
 class WanBackbone(Backbone):
     family = "wan"
     pipeline_classes = ("WanPipeline",)
     modality = "video"
     guidance_kind = "cfg"
     default_guidance_scale = 5.0  # WanPipeline's default; Flow-GRPO samples with 4.5 (config/wan.py)
+    tiny_model = "builtin:tiny_wan"
+    transformer_flops = staticmethod(wan_transformer_flops)
     negative_prompt = ""  # Flow-GRPO's negative prompt for Wan2.1
     lora_target_modules = WAN_LORA_TARGET_MODULES
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        from flow_grpo.backbones.wan.tiny import build_tiny_wan_pipeline
+
+        return build_tiny_wan_pipeline(seed=seed)
+
+    @classmethod
+    def image_tokens(cls, transformer_config, resolution: int, vae_scale_factor: int) -> int:
+        """Video patches of one latent frame (``patch_size`` is (frames, rows, cols))."""
+        _, rows, cols = transformer_config.patch_size
+        return (resolution // vae_scale_factor // rows) * (resolution // vae_scale_factor // cols)
 
     @property
     def text_encoders(self):
