@@ -38,7 +38,7 @@ train_sd3 = load_script("scripts/train_sd3.py")
 train_toy = load_script("scripts/train_toy.py")
 train_module = load_script("scripts/train.py")
 
-TINY_MODELS = {family: name for name, (family, _) in BUILTIN.items()}  # family -> its built-in tiny model
+TINY_MODELS = {cls.family: name for name, cls in BUILTIN.items()}  # family -> its built-in tiny model
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "config", "*.py")) if "def get_config" in open(p).read())
 CASES = [(os.path.basename(path), name) for path in CONFIG_FILES for name in experiment_names(vars(load_module(path)))]
 # editing datasets that are not shipped (their images are on the hub; config/kontext.py says where): their
@@ -85,7 +85,7 @@ SD3_ONLY_REWARDS = ("ocr",)
 
 def family_of(config) -> str:
     model = config.pretrained.model
-    return BUILTIN[model][0] if model in BUILTIN else config.pretrained.family or "sd3"
+    return BUILTIN[model].family if model in BUILTIN else config.pretrained.family or "sd3"
 
 
 def cheap_rewards(reward_fn: dict, options: dict, family: str = "sd3") -> tuple[dict, dict]:
