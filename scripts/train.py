@@ -1,5 +1,6 @@
-"""Flow-GRPO and its relatives for any backbone (SD3, FLUX.1, Qwen-Image, Wan2.1 video, FLUX.1 Kontext editing)
-with LoRA (or full fine-tuning), on one process or many. ``scripts/train_sd3.py`` is this script under its original name.
+"""Flow-GRPO and its relatives for any backbone (flow_grpo.backbones.BACKBONES: SD3, FLUX.1, Qwen-Image, Wan2.1 video,
+FLUX.1 Kontext editing, ...) with LoRA (or full fine-tuning), on one process or many. ``scripts/train_sd3.py`` is
+this script under its original name.
 
     accelerate launch scripts/train.py --config config/grpo.py:geneval_sd3
     accelerate launch scripts/train.py --config config/flux.py:pickscore_flux
@@ -17,9 +18,9 @@ Per epoch (docs/architecture.md, "Data flow"):
      background thread while the next batch is sampled;
   2. advantages: rewards gathered over processes, normalised within each prompt's group; samples whose
      advantage is 0 are dropped;
-  3. update: the objective (``config.train.objective``: grpo, grpo_guard, mixgrpo, flowrl, nft, awm, dpo, dgpo,
-     sft, grpo_gardo or nft_gardo; the registry flow_grpo.objectives.OBJECTIVES) on one micro-step per
-     (minibatch, trained timestep), an optimizer step every accumulation window, then the EMA;
+  3. update: the objective (``config.train.objective``, one of flow_grpo.objectives.OBJECTIVES, listed by
+     ``python -m flow_grpo.objectives``) on one micro-step per (minibatch, trained timestep), an optimizer step
+     every accumulation window, then the EMA;
   4. every eval_freq epochs evaluate with the EMA weights (ODE, eval steps, eval guidance), every
      save_freq epochs write a checkpoint (and both after the last epoch).
 Flow-GRPO-Fast, CPS, the counting variants and the objectives are config flags of this one script.

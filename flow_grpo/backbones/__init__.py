@@ -26,6 +26,9 @@ def _import_every_family() -> None:
     for module in pkgutil.iter_modules(__path__):
         if module.ispkg:
             importlib.import_module(f"{__name__}.{module.name}.backbone")
+    by_name = dict(sorted(BACKBONES.items()))  # whatever order the folders import each other in
+    BACKBONES.clear()
+    BACKBONES.update(by_name)
 
 
 _import_every_family()

@@ -1,42 +1,33 @@
 """Training objectives as plug-ins of the one update loop, selected by ``config.train.objective``.
 
-One file per objective, its formulas in the module docstring:
-
-- ``grpo``: Flow-GRPO's clipped surrogate per denoising step, plus beta times the Gaussian KL;
-- ``grpo_guard``: the same on GRPO-Guard's re-centred, std-scaled ratio, divided by ``-dt``;
-- ``mixgrpo``: MixGRPO, the clipped surrogate on a window that slides from high to low noise over training;
-- ``flowrl``: FlowRL's trajectory balance with a learned log Z head;
-
-and the forward-process objectives, trained on ODE rollouts' clean samples re-noised:
-
-- ``nft``: DiffusionNFT's implicit positive and negative policies around an old-policy snapshot;
-- ``awm``: Advantage Weighted Matching, a PPO ratio on a flow-matching surrogate log-likelihood;
-- ``dpo``: online Diffusion-DPO between each group's best and worst image;
-- ``dgpo``: DGPO's group-level DPO, every sample weighted by its advantage inside one sigmoid per group;
-- ``sft``: flow matching on each group's best images;
-
-and GARDO, a modifier of an objective's KL and advantages: ``grpo_gardo``, ``nft_gardo``.
+An objective is its file here and one registration (``@register_objective`` on its class, which declares
+its name, what it needs from a rollout and its settings, ``SETTINGS``); this package imports every file, and the
+trainers, config/base.py's ``config.train`` sections, the docs checks and the tests read ``OBJECTIVES``. Each
+file's module docstring has its formulas and source; ``python -m flow_grpo.objectives`` lists them (name, file,
+rollouts, summary) and docs/objectives.md compares them.
 """
 
 from __future__ import annotations
 
-from flow_grpo.errors import InputError
-from flow_grpo.objectives.awm import AWM
-from flow_grpo.objectives.base import Minibatch, Objective
-from flow_grpo.objectives.dgpo import DGPO
-from flow_grpo.objectives.dpo import OnlineDPO
-from flow_grpo.objectives.flowrl import FlowRL
-from flow_grpo.objectives.gardo import GRPOWithGARDO, NFTWithGARDO
-from flow_grpo.objectives.grpo import GRPO, KL_FORMS
-from flow_grpo.objectives.grpo_guard import GRPOGuard
-from flow_grpo.objectives.mixgrpo import MixGRPO
-from flow_grpo.objectives.nft import DiffusionNFT
-from flow_grpo.objectives.sft import RewardFilteredSFT
+import importlib
+import pkgutil
 
-OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (GRPO, GRPOGuard, MixGRPO, FlowRL, DiffusionNFT, AWM, OnlineDPO, DGPO, RewardFilteredSFT,
-                              GRPOWithGARDO, NFTWithGARDO)
-}
+from flow_grpo.errors import InputError
+from flow_grpo.objectives.base import OBJECTIVES, Minibatch, Objective, register_objective
+
+
+def _import_every_objective() -> None:
+    """Import each file: its ``@register_objective`` adds the objective to ``OBJECTIVES``."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in ("base", "__main__"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    by_name = dict(sorted(OBJECTIVES.items()))  # whatever order the files import each other in
+    OBJECTIVES.clear()
+    OBJECTIVES.update(by_name)
+
+
+_import_every_objective()
+from flow_grpo.objectives.grpo import KL_FORMS  # noqa: E402 (after the registry is filled)
 
 
 def check_train_config(config) -> None:
@@ -54,4 +45,4 @@ def build_objective(config, pooled_dim: int = 0) -> Objective:
     return OBJECTIVES[config.objective](config, pooled_dim=pooled_dim)
 
 
-__all__ = ["OBJECTIVES", "Minibatch", "Objective", "build_objective", "check_train_config"]
+__all__ = ["OBJECTIVES", "Minibatch", "Objective", "build_objective", "check_train_config", "register_objective"]

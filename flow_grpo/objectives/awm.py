@@ -26,7 +26,7 @@ import contextlib
 import torch
 
 from flow_grpo.ema import Snapshot
-from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity
+from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity
 from flow_grpo.objectives.grpo import clipped_policy_loss, ratio_diagnostics
 from flow_grpo.policy import FlowPolicy
 
@@ -39,11 +39,13 @@ def surrogate_log_prob(velocity: torch.Tensor, target: torch.Tensor, t: torch.Te
     return -((mse + HUBER_EPS) ** power - HUBER_EPS**power) / power * t.float()
 
 
+@register_objective
 class AWM(Objective):
     """``config.train.awm``: ``power``, ``ema_beta`` and ``ema_decay`` (the KL-EMA snapshot); shared:
     ``clip_range``, ``adv_clip_max``, ``beta`` (to the reference)."""
 
     name = "awm"
+    summary = "Advantage Weighted Matching: a PPO ratio on a flow-matching surrogate log-likelihood"
     SETTINGS = {
         "power": 0.25,  # the generalised Huber power of the surrogate log-likelihood
         "ema_beta": 1.0,  # weight of the velocity penalty to the KL-EMA snapshot

@@ -96,7 +96,7 @@ class Objective:
 
     An objective's own settings are declared in its class as ``SETTINGS`` (key -> default): config/base.py
     gives every objective its section ``config.train.<name>`` from them, so an objective's settings live in its
-    file (it is also registered in ``flow_grpo.objectives.OBJECTIVES`` and named in the docs) and a named
+    file (its one registration, ``@register_objective``, puts it in ``flow_grpo.objectives.OBJECTIVES``) and a named
     config states only what differs (``config.train.nft.beta = 0.1``). ``self.settings`` is that
     section; the shared keys (``beta``, ``clip_range``, ``adv_clip_max``, the timesteps) stay in ``config.train``.
 
@@ -105,7 +105,8 @@ class Objective:
         pooled_dim: width of ``Conditioning.pooled``, for objectives with a prompt-conditioned head.
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # config.train.objective
+    summary: ClassVar[str]  # one line: what it trains (python -m flow_grpo.objectives, the docs checks)
     sde_rollouts: ClassVar[bool] = True  # SDE rollouts storing every stochastic step; False: ODE, final latents
     needs_step_means: ClassVar[bool] = False  # also each stored step's Gaussian mean
     skips_zero_advantages: ClassVar[bool] = True  # samples whose training advantage is 0 are left out of the update
@@ -215,3 +216,20 @@ class RefreshedSnapshotObjective(Objective):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         super().load_state_dict(state)
         self.refreshes = int(state["refreshes"])
+
+
+# ---- the registry: one registration per objective ----
+
+OBJECTIVES: dict[str, type[Objective]] = {}  # config.train.objective -> its class, filled as each file is imported
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """An objective's one registration, on its class in ``flow_grpo/objectives/<file>.py`` (flow_grpo.objectives
+    imports every file): the trainers, ``config.train``'s sections, the docs checks and the tests read it."""
+    for attribute in ("name", "summary"):
+        if attribute not in vars(cls) or not isinstance(vars(cls)[attribute], str):
+            raise TypeError(f"{cls.__name__} declares no {attribute}, which every objective declares (flow_grpo.objectives.base)")
+    if cls.name in OBJECTIVES:
+        raise TypeError(f"two objectives register the name {cls.name!r}: {OBJECTIVES[cls.name].__name__} and {cls.__name__}")
+    OBJECTIVES[cls.name] = cls
+    return cls

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from flow_grpo.ema import Snapshot
-from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity, snapshot_weights
+from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity, snapshot_weights
 from flow_grpo.objectives.dpo import flow_matching_error
 from flow_grpo.objectives.nft import old_policy_decay
 from flow_grpo.policy import FlowPolicy
@@ -77,6 +77,7 @@ def dgpo_loss(error: torch.Tensor, ref_error: torch.Tensor, advantages: torch.Te
     return loss, {"dgpo_weight": torch.sigmoid(score.detach())[inverse].mean(), "dgpo_group_rows": rows.mean()}
 
 
+@register_objective
 class DGPO(Objective):
     """``config.train.dgpo``: ``beta`` (the preference temperature ``dgpo_beta``), the trust region's
     ``clip_range`` and ``old_policy_decay``, ``old_samples_after``; shared: ``beta`` (velocity penalty to the
@@ -84,6 +85,7 @@ class DGPO(Objective):
     sampling schedule; each group trains at its first row's)."""
 
     name = "dgpo"
+    summary = "DGPO: group-level DPO, every sample weighted by its advantage inside one sigmoid per group"
     SETTINGS = {
         "beta": 100.0,  # dgpo_beta: 100 for GenEval and OCR, 10 for PickScore (the authors' config/dgpo.py)
         "clip_range": 0.01,  # the trust region on exp(e_old - e) (0: none, and no old policy forward)

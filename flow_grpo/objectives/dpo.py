@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, snapshot_velocity
+from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, register_objective, snapshot_velocity
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
 
@@ -60,10 +60,12 @@ def dpo_loss(error_w, error_l, ref_error_w, ref_error_l, beta: float) -> torch.T
     return -F.logsigmoid(-0.5 * beta * ((error_w - ref_error_w) - (error_l - ref_error_l)))
 
 
+@register_objective
 class OnlineDPO(RefreshedSnapshotObjective):
     """``config.train.dpo``: ``beta``, ``ref_update_step``, ``time_shift``."""
 
     name = "dpo"
+    summary = "online Diffusion-DPO between each group's best and worst image"
     SETTINGS = {
         "beta": 100.0,  # the DPO temperature on the flow-matching errors
         "ref_update_step": 0,  # refresh the sampling reference every this many optimizer steps (0: never)

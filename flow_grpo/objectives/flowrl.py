@@ -24,7 +24,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from flow_grpo.objectives.base import Minibatch, Objective, Stats
+from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective
 from flow_grpo.objectives.grpo import ratio_diagnostics
 from flow_grpo.policy import FlowPolicy
 
@@ -83,12 +83,14 @@ class TrajectoryBalanceTerms:
     delta_rest: torch.Tensor  # [n] delta - log Z: what log Z is fitted to
 
 
+@register_objective
 class FlowRL(Objective):
     """``config.train.flowrl``: ``tb_coef``, ``importance_sampling``, ``proj_layer``, ``proj_hidden``,
     ``proj_dropout``; shared: ``clip_range``, only for the logged ``clipfrac``. The reference is the policy's
     (adapters disabled)."""
 
     name = "flowrl"
+    summary = "FlowRL's trajectory balance with a learned log Z head"
     SETTINGS = {
         "tb_coef": 15.0,  # delta = log Z + mean_t log p - tb_coef * A - mean_t log p_ref
         "importance_sampling": True,  # w = min(exp(sum_t log p - log p_old), 10)

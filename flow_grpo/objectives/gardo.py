@@ -49,7 +49,7 @@ from flow_grpo.advantages import clip_advantages
 from flow_grpo.collectives import mean_over_processes
 from flow_grpo.ema import Snapshot
 from flow_grpo.errors import InputError
-from flow_grpo.objectives.base import Minibatch, own_settings, snapshot_velocity, snapshot_weights
+from flow_grpo.objectives.base import Minibatch, own_settings, register_objective, snapshot_velocity, snapshot_weights
 from flow_grpo.objectives.grpo import GRPO
 from flow_grpo.objectives.nft import DiffusionNFT
 from flow_grpo.rollout import Rollout
@@ -232,15 +232,19 @@ class GARDO:
         self.history = [float(v) for v in state["gardo_history"]]
 
 
+@register_objective
 class GRPOWithGARDO(GARDO, GRPO):
     """Flow-GRPO with GARDO's gated KL, moving reference and diversity-aware advantages."""
 
     name = "grpo_gardo"
+    summary = "Flow-GRPO with GARDO's gated KL, moving reference and diversity-aware advantages"
     settings_section = "grpo"
 
 
+@register_objective
 class NFTWithGARDO(GARDO, DiffusionNFT):
     """DiffusionNFT with GARDO's gated velocity penalty, moving reference and diversity-aware advantages."""
 
     name = "nft_gardo"
+    summary = "DiffusionNFT with GARDO's gated velocity penalty, moving reference and diversity-aware advantages"
     settings_section = "nft"

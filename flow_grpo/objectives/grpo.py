@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from flow_grpo.objectives.base import Minibatch, Objective, Stats
+from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective
 from flow_grpo.policy import FlowPolicy, StepScore
 from flow_grpo.rollout import TransitionBatch
 
@@ -80,11 +80,13 @@ def ratio_diagnostics(log_prob: torch.Tensor, old_log_prob: torch.Tensor, ratio:
     }
 
 
+@register_objective
 class GRPO(Objective):
     """The clipped surrogate with beta times the KL to the reference (``config.train``: ``clip_range``, ``beta``,
     ``kl_form``)."""
 
     name = "grpo"
+    summary = "Flow-GRPO's clipped surrogate per denoising step, plus beta times the Gaussian KL to the reference"
 
     def __init__(self, config, pooled_dim: int = 0):
         super().__init__(config)

@@ -19,6 +19,7 @@ import torch
 from flow_grpo.objectives.grpo import GRPO
 from flow_grpo.policy import StepScore
 from flow_grpo.rollout import TransitionBatch
+from flow_grpo.objectives.base import register_objective
 
 
 def grpo_guard_ratio(log_prob, old_log_prob, prev_sample_mean, old_prev_sample_mean, std_dev) -> torch.Tensor:
@@ -40,8 +41,10 @@ def grpo_guard_loss(ratio, advantages, clip_range: float, dt) -> torch.Tensor:
     return torch.mean(torch.maximum(unclipped, clipped) / (-dt))
 
 
+@register_objective
 class GRPOGuard(GRPO):
     name = "grpo_guard"
+    summary = "GRPO-Guard: Flow-GRPO's surrogate on a re-centred, std-scaled ratio, divided by -dt"
     needs_step_means = True
 
     def policy_loss(self, score: StepScore, batch: TransitionBatch, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,9 +29,12 @@ GRPO's is.
 from __future__ import annotations
 
 from flow_grpo.objectives.grpo import GRPO
+from flow_grpo.objectives.base import register_objective
 
 
+@register_objective
 class MixGRPO(GRPO):
     """GRPO's clipped surrogate on MixGRPO's sliding-window rollouts (``config.sample``, module docstring)."""
 
     name = "mixgrpo"
+    summary = "MixGRPO: the clipped surrogate on an SDE window that slides from high to low noise over training"

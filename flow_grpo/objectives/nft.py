@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from flow_grpo.ema import Snapshot
-from flow_grpo.objectives.base import Minibatch, Objective, Stats, snapshot_velocity, snapshot_weights
+from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity, snapshot_weights
 from flow_grpo.policy import FlowPolicy
 
 ADAPTIVE_WEIGHT_FLOOR = 1e-5
@@ -67,12 +67,14 @@ def nft_policy_loss(v: torch.Tensor, v_old: torch.Tensor, x_t: torch.Tensor, x0:
     return loss, {"positive_loss": loss_positive.mean().detach(), "negative_loss": loss_negative.mean().detach()}
 
 
+@register_objective
 class DiffusionNFT(Objective):
     """``config.train.nft``: ``beta`` (the v+- mix strength) and ``old_policy_decay``; shared: ``beta``
     (velocity penalty to the reference), ``adv_clip_max``; the trained flow times come from
     ``timestep_fraction`` / ``timestep_strategy`` over the sampling schedule (the paper: 9 of 10 steps, at random)."""
 
     name = "nft"
+    summary = "DiffusionNFT: implicit positive and negative policies around an old-policy snapshot"
     SETTINGS = {
         "beta": 1.0,  # the v+- mix strength (0.1 for OCR and several rewards in the paper)
         "old_policy_decay": (0.0, 0.001, 0.5),  # (flat, rate, cap) of the old policy's EMA decay

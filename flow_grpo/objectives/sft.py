@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats
+from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, register_objective
 from flow_grpo.objectives.dpo import flow_matching_error, logit_normal_times
 from flow_grpo.policy import FlowPolicy
 from flow_grpo.rollout import Rollout
@@ -36,10 +36,12 @@ def best_of_groups(rollout: Rollout) -> torch.Tensor:
     return best
 
 
+@register_objective
 class RewardFilteredSFT(RefreshedSnapshotObjective):
     """``config.train.sft``: ``ref_update_step``, ``time_shift``; shared: ``beta`` (velocity penalty to the base)."""
 
     name = "sft"
+    summary = "reward-filtered SFT: flow matching on each group's best images"
     SETTINGS = {
         "ref_update_step": 0,  # refresh the sampler every this many optimizer steps (0: never)
         "time_shift": 3.0,  # logit-normal flow times shifted as SD3's schedule (shift 3)
