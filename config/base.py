@@ -1,12 +1,22 @@
-"""Defaults of scripts/train.py (and train_sd3.py), close to the original Flow-GRPO's. Experiments in grpo.py, count.py,
-tiny.py, shapes.py start from ``default()`` and change what they need; toy.py takes ``train_config()``. This
-file holds no experiment of its own (no ``get_config``)."""
+"""Defaults of scripts/train.py (and train_sd3.py), close to the original Flow-GRPO's, and two of a run's axes.
+
+A named config is task x family x objective x scale (docs/running.md, "How a named config is composed"):
+
+- ``default()``: what every image run starts from (toy.py's worlds take ``train_config()``);
+- the task: ``TASKS`` and ``task()``, a prompt folder and its rewards;
+- the scale: ``epoch_sizes()`` and ``optimizer_steps()``, the batches of an epoch on a number of processes;
+- the family: config/families.py; the objective: config/recipes.py.
+
+This file holds no experiment of its own (no ``get_config``)."""
 
 import math
+import os
 
 import ml_collections
 
 from flow_grpo.objectives import OBJECTIVES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default():
@@ -168,65 +178,37 @@ def epoch_sizes(config, gpu_number: int, groups_per_epoch: int, num_image_per_pr
     config.sample.num_image_per_prompt = k
     config.sample.num_batches_per_epoch = images_per_epoch // (gpu_number * sample_batch)
     config.train.batch_size = train_batch
-    minibatches = config.sample.num_batches_per_epoch * sample_batch // train_batch
-    config.train.gradient_accumulation_steps = max(1, minibatches // 2)  # two optimizer steps per epoch
+    optimizer_steps(config, 2)  # two optimizer steps per epoch
     config.train.num_inner_epochs = 1
     return config
 
 
-def mixgrpo_settings(config):
-    """MixGRPO's published sampler and loss (Tencent-Hunyuan/MixGRPO, finetune_flux_grpo_MixGRPO.sh): 25 steps,
-    Flow-GRPO's SDE at noise 0.7 on a window of 4 that starts at step 0 and moves one step toward low noise
-    every 25 epochs within steps 0-23 (then back to 0), Euler elsewhere; every window step trained, clip 1e-4,
-    no KL."""
-    config.train.objective = "mixgrpo"
-    config.sample.num_steps = 25
-    config.sample.sde_type = "sde"
-    config.sample.noise_level = 0.7
-    config.sample.sde_window_size = 4
-    config.sample.sde_window_range = (0, 23)
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 25
-    config.sample.sde_window_stride = 1
-    config.train.timestep_fraction = 1.0
-    config.train.clip_range = 1e-4
-    config.train.beta = 0.0
+def optimizer_steps(config, per_epoch: int):
+    """Accumulate an epoch's minibatches into ``per_epoch`` optimizer steps (at least one minibatch each)."""
+    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
+    config.train.gradient_accumulation_steps = max(1, minibatches // per_epoch)
     return config
 
 
-def nft_settings(config, task: str):
-    """DiffusionNFT's published settings (NVlabs/DiffusionNFT, config/nft.py), on any family: ODE rollouts with
-    99% of the steps trained at random, nft_beta 1 (0.1 for OCR), velocity penalty 1e-4 to the base, advantages
-    clipped at 5, the old policy's decay schedule "1" (flat 0, rate 0.001, cap 0.5; OCR: "2", flat for 75 steps,
-    then 0.0075 per step up to 0.999), the evaluation EMA with warm-up."""
-    config.train.objective = "nft"
-    config.train.timestep_fraction = 0.99
-    config.train.timestep_strategy = "random"
-    config.train.nft.beta = 0.1 if task == "ocr" else 1.0
-    config.train.beta = 1e-4
-    config.train.adv_clip_max = 5.0
-    config.train.nft.old_policy_decay = (75.0, 0.0075, 0.999) if task == "ocr" else (0.0, 0.001, 0.5)
-    config.train.global_std = True
-    config.train.ema = True
-    config.train.ema_warmup = True
-    return config
+# task -> (prompt folder under dataset/, rewards {name: weight}, their options); the shapes and toy worlds and the
+# editing datasets (config/shapes.py, toy.py, kontext.py) set their own
+TASKS = {
+    "geneval": ("geneval", {"geneval": 1.0}, {}),
+    "ocr": ("ocr", {"ocr": 1.0}, {}),
+    "pickscore": ("pickscore", {"pickscore": 1.0}, {}),
+    "clipscore": ("pickscore", {"clipscore": 1.0}, {}),  # PickScore's prompts, scored by CLIP
+    # GenEval-style counting prompts with the partial-credit GenEval reward (config/count.py)
+    "counting_10": ("counting_10", {"geneval": 1.0}, {"geneval": {"strict": False, "binary": False}}),
+    "counting_1_5": ("counting_1_5", {"geneval": 1.0}, {"geneval": {"strict": False, "binary": False}}),
+    "counting_6_10": ("counting_6_10", {"geneval": 1.0}, {"geneval": {"strict": False, "binary": False}}),
+    "tiny": ("tiny", {"brightness": 1.0}, {}),  # the CPU runs of config/tiny.py
+}
 
 
-def awm_settings(config, beta: float, timestep_count: int = 6):
-    """Advantage Weighted Matching's published settings (scxue/advantage_weighted_matching, config/dgx_awm.py),
-    on any family: ``timestep_count`` stratified flow times among the first 90% of the steps, generalised-Huber
-    power 0.25, clip range 1 (the ratio is 1 with one step per epoch), advantages clipped at 1, the KL-EMA
-    snapshot (weight 1, decay up to 0.3; AWM's own defaults, config.train.awm), the evaluation EMA at 0.99 every
-    step."""
-    config.train.objective = "awm"
-    config.train.timestep_strategy = "stratified"
-    config.train.timestep_fraction = 0.9
-    config.train.timestep_count = timestep_count
-    config.train.clip_range = 1.0
-    config.train.adv_clip_max = 1.0
-    config.train.beta = beta
-    config.train.global_std = True
-    config.train.ema_warmup = False
-    config.train.ema_decay = 0.99
-    config.train.ema_update_interval = 1
+def task(config, name: str):
+    """The task's prompts (``config.dataset``) and rewards (``config.reward_fn``, ``config.reward_options``)."""
+    folder, rewards, options = TASKS[name]
+    config.dataset = os.path.join(REPO, "dataset", folder)
+    config.reward_fn = dict(rewards)
+    config.reward_options = {reward: dict(values) for reward, values in options.items()}
     return config

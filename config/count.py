@@ -8,16 +8,15 @@ import os
 
 from flow_grpo.config_cli import config_by_name, load_module
 
-grpo = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpo.py"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+families = load_module(os.path.join(HERE, "families.py"))
 
 
-def _counting(dataset="counting_10"):
-    config = grpo._sd3()
-    config.dataset = os.path.join(REPO, "dataset", dataset)
+def _counting(task="counting_10"):
+    """Flow-GRPO on the paper's SD3.5-M setup (``families.sd3``), GenEval's beta 0.04, a counting task."""
+    config = base.task(families.sd3(), task)
     config.train.beta = 0.04
-    config.reward_fn = {"geneval": 1.0}
-    config.reward_options = {"geneval": {"strict": False, "binary": False}}
     return config
 
 

@@ -24,50 +24,22 @@ from flow_grpo.config_cli import config_by_name, load_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 base = load_module(os.path.join(HERE, "base.py"))
-REPO = os.path.dirname(HERE)
-TASKS = {"geneval": ("geneval", {"geneval": 1.0}), "ocr": ("ocr", {"ocr": 1.0}), "pickscore": ("pickscore", {"pickscore": 1.0})}
+families = load_module(os.path.join(HERE, "families.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
 
 
-def _flux(task: str, gpu_number: int = 32, groups_per_epoch: int = 48):
-    config = base.default()
+def _flux(task: str):
+    """The original's FLUX.1-dev run (``families.flux``) on the task's prompts and reward."""
+    config = base.task(families.flux(), task)
     config.run_name = f"{task}_flux"
-    config.pretrained.model = "black-forest-labs/FLUX.1-dev"
-    config.pretrained.family = "flux"
-    config.resolution = 512
-    config.max_sequence_length = 128
-    config.mixed_precision = "bf16"
-    config.sample.num_steps = 6
-    config.sample.eval_num_steps = 28
-    config.sample.guidance_scale = 3.5  # distilled guidance: an input of the model, not CFG
-    config.sample.eval_guidance_scale = 3.5
-    config.sample.noise_level = 0.9
-    base.epoch_sizes(config, gpu_number, groups_per_epoch, num_image_per_prompt=24, max_batch=3)
-    config.sample.test_batch_size = 16
-    config.train.timestep_fraction = 0.99  # int(6 x 0.99) = 5 of the 6 steps
-    config.train.learning_rate = 3e-4
-    config.train.clip_range = 1e-4
-    config.train.beta = 0.0
-    config.train.global_std = True
-    config.train.ema = True
-    config.lora.rank, config.lora.alpha = 64, 128
-    config.save_freq = 60
-    config.eval_freq = 60
-    dataset, reward = TASKS[task]
-    config.dataset = os.path.join(REPO, "dataset", dataset)
-    config.reward_fn = reward
     return config
 
 
 def _fast(config):
-    """The original's train_flux_fast.py settings: CPS at noise 0.8 in a window of 3 steps starting in the first
-    half (6 // 2 = 3 positions, so always steps 0-2), every window step trained, clip 1e-5."""
-    config.sample.sde_type = "cps"
-    config.sample.noise_level = 0.8
-    config.sample.sde_window_size = 3
-    config.sample.sde_window_range = (0, config.sample.num_steps // 2)
-    config.train.timestep_fraction = 1.0
-    config.train.clip_range = 1e-5
-    return config
+    """The original's train_flux_fast.py settings (``recipes.fast``): CPS at noise 0.8 in a window of 3 steps
+    starting in the first half (6 // 2 = 3 positions, so always steps 0-2), every window step trained, clip
+    1e-5."""
+    return recipes.fast(config)
 
 
 def pickscore_flux():
@@ -76,7 +48,7 @@ def pickscore_flux():
 
 def pickscore_flux_8gpu():
     """The original's 8-GPU variant: the same 48 groups per epoch in 48 batches per GPU."""
-    return _flux("pickscore", gpu_number=8)
+    return families.on_gpus(pickscore_flux(), 8)
 
 
 def pickscore_flux_fast():
@@ -93,9 +65,7 @@ def geneval_flux():
 
 
 def geneval_flux_8gpu():
-    config = _fast(_flux("geneval", gpu_number=8))
-    config.sample.test_batch_size = 14
-    return config
+    return families.on_gpus(geneval_flux(), 8)
 
 
 def general_ocr_flux():
@@ -104,7 +74,7 @@ def general_ocr_flux():
 
 
 def general_ocr_flux_8gpu():
-    return _flux("ocr", gpu_number=8)
+    return families.on_gpus(general_ocr_flux(), 8)
 
 
 # ---- the forward-process objectives (derived: their papers' SD3.5-M settings, config/forward.py) ----
@@ -114,10 +84,9 @@ def _nft(task: str):
     """DiffusionNFT on FLUX: ODE rollouts with FLUX's own guidance (it has no negative pass to drop), 48 groups
     of 24 per epoch on 8 GPUs, one optimizer step per epoch, 5 of the 6 steps trained at random, the old
     policy's decay schedule, the evaluation EMA with warm-up; NFT's strength 0.1 for OCR as in its paper."""
-    config = _flux(task, gpu_number=8)
+    config = base.optimizer_steps(families.on_gpus(_flux(task), 8), 1)
     config.run_name = f"{task}_flux_nft"
-    config.train.gradient_accumulation_steps *= 2  # one optimizer step per epoch
-    return base.nft_settings(config, task)
+    return recipes.nft_published(config, task)
 
 
 def geneval_flux_nft():
@@ -135,10 +104,9 @@ def pickscore_flux_nft():
 def geneval_flux_awm():
     """Advantage Weighted Matching on FLUX: stratified times in the first 90% of the steps (AWM draws 6 of its
     14 steps; with FLUX's 6 steps, 4 strata), power 0.25, clip 1, the KL-EMA snapshot, beta 0.001."""
-    config = _flux("geneval", gpu_number=8)
+    config = base.optimizer_steps(families.on_gpus(_flux("geneval"), 8), 1)
     config.run_name = "geneval_flux_awm"
-    config.train.gradient_accumulation_steps *= 2
-    return base.awm_settings(config, beta=0.001, timestep_count=4)
+    return recipes.awm_published(config, beta=0.001, timestep_count=4)
 
 
 def pickscore_flux_mixgrpo():
@@ -148,24 +116,19 @@ def pickscore_flux_mixgrpo():
     1e-4, no KL. Their reward is HPS-v2.1 + ImageReward + PickScore, each normalised per group before the sum;
     here PickScore + ImageReward are summed before the normalisation. Kept from this file: LoRA r64 at lr 3e-4
     (the authors fine-tune every weight at 1e-5)."""
-    config = _flux("pickscore")
+    config = recipes.mixgrpo_published(_flux("pickscore"))
     config.run_name = "pickscore_flux_mixgrpo"
     config.resolution = 720
-    base.mixgrpo_settings(config)
-    base.epoch_sizes(config, 32, 32, num_image_per_prompt=12, max_batch=3)
-    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
-    config.train.gradient_accumulation_steps = max(1, minibatches // 4)
+    families.on_gpus(config, 32, groups_per_epoch=32, num_image_per_prompt=12)
+    base.optimizer_steps(config, 4)
     config.reward_fn = {"pickscore": 1.0, "imagereward": 1.0}
     return config
 
 
 def pickscore_flux_mixgrpo_flash():
-    """MixGRPO-Flash: DPM-Solver++(2M) after the window and the window moved every 20 epochs (the authors also
-    shorten the schedule after the window, compress ratio 0.4, which this sampler does not)."""
-    config = pickscore_flux_mixgrpo()
+    """MixGRPO-Flash (``recipes.mixgrpo_flash``) on the run above."""
+    config = recipes.mixgrpo_flash(pickscore_flux_mixgrpo())
     config.run_name = "pickscore_flux_mixgrpo_flash"
-    config.sample.ode_solver = "dpm2"
-    config.sample.sde_window_shift_every = 20
     return config
 
 

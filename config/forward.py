@@ -15,21 +15,18 @@ import os
 
 from flow_grpo.config_cli import config_by_name, load_module
 
-base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
-grpo = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpo.py"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS = {"geneval": ("geneval", {"geneval": 1.0}), "ocr": ("ocr", {"ocr": 1.0}), "pickscore": ("pickscore", {"pickscore": 1.0})}
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+families = load_module(os.path.join(HERE, "families.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
 
 
 def _sized(task: str, gpu_number: int, groups_per_epoch: int, optimizer_steps_per_epoch: int):
-    """``groups_per_epoch`` groups of 24 images on ``gpu_number`` processes (config/grpo.py's batch rules),
+    """``groups_per_epoch`` groups of 24 images on ``gpu_number`` processes (``families.on_gpus``),
     ``optimizer_steps_per_epoch`` optimizer steps per epoch, the task's prompts and reward."""
-    config = grpo._sd3(gpu_number, groups_per_epoch=groups_per_epoch, num_image_per_prompt=24)
-    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
-    config.train.gradient_accumulation_steps = max(1, minibatches // optimizer_steps_per_epoch)
-    dataset, reward = TASKS[task]
-    config.dataset = os.path.join(REPO, "dataset", dataset)
-    config.reward_fn = reward
+    config = families.on_gpus(families.sd3(), gpu_number, groups_per_epoch, num_image_per_prompt=24)
+    base.optimizer_steps(config, optimizer_steps_per_epoch)
+    base.task(config, task)
     config.train.learning_rate = 3e-4
     config.lora.rank, config.lora.alpha = 32, 64
     config.train.kl_form = "exact"  # not used: the forward objectives' penalties are velocity distances
@@ -37,13 +34,10 @@ def _sized(task: str, gpu_number: int, groups_per_epoch: int, optimizer_steps_pe
 
 
 def _cfg_free(config, num_steps: int):
-    """The papers' CFG-free policy: rollouts and evaluation at guidance 1, the conditional velocity trained."""
+    """The papers' CFG-free policy (``recipes.cfg_free``) on ``num_steps`` rollout steps, 40 evaluation steps."""
     config.sample.num_steps = num_steps
     config.sample.eval_num_steps = 40
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
-    return config
+    return recipes.cfg_free(config)
 
 
 # ---- DiffusionNFT (NVlabs/DiffusionNFT, config/nft.py and config/base.py) ----------------------------------------
@@ -51,10 +45,10 @@ def _cfg_free(config, num_steps: int):
 
 def _nft(task: str, optimizer_steps_per_epoch: int = 1):
     """48 groups of 24 per epoch on 8 GPUs, 10 ODE steps without CFG, 9 of them trained per image at random,
-    and the rest of DiffusionNFT's settings (``base.nft_settings``)."""
+    and the rest of DiffusionNFT's settings (``recipes.nft_published``)."""
     config = _cfg_free(_sized(task, 8, 48, optimizer_steps_per_epoch), num_steps=10)
     config.run_name = f"{task}_sd3_nft"
-    return base.nft_settings(config, task)
+    return recipes.nft_published(config, task)
 
 
 def geneval_sd3_nft():
@@ -76,10 +70,10 @@ def pickscore_sd3_nft():
 
 def _awm(task: str, groups_per_epoch: int, beta: float):
     """``groups_per_epoch`` groups of 24 on 8 GPUs, one optimizer step per epoch, 14 ODE steps without CFG,
-    and the rest of AWM's settings (``base.awm_settings``: 6 stratified flow times, power 0.25, clip 1, ...)."""
+    and the rest of AWM's settings (``recipes.awm_published``: 6 stratified flow times, power 0.25, clip 1, ...)."""
     config = _cfg_free(_sized(task, 8, groups_per_epoch, 1), num_steps=14)
     config.run_name = f"{task}_sd3_awm"
-    return base.awm_settings(config, beta)
+    return recipes.awm_published(config, beta)
 
 
 def geneval_sd3_awm():
@@ -99,38 +93,31 @@ def pickscore_sd3_awm():
 
 def _reward_pairs(task: str, objective: str):
     """One GPU, one group of 24 images per epoch and one optimizer step, 40 ODE steps at CFG 4.5 (as the
-    sources sample), the sampling reference replaced by the policy every 40 steps ("change ref_update_step to
-    a small number, e.g. 40, to switch to online" DPO / SFT)."""
+    sources sample); the objective's recipe replaces the sampling reference by the policy every 40 steps
+    ("change ref_update_step to a small number, e.g. 40, to switch to online" DPO / SFT)."""
     config = _sized(task, 1, 1, 1)
     config.run_name = f"{task}_sd3_{objective}"
-    config.train.objective = objective
     config.sample.num_steps = 40
     config.train.timestep_fraction = 0.99
-    config.train[objective].ref_update_step = 40
-    config.train[objective].time_shift = 3.0
     config.train.global_std = True
     config.train.beta = 0.0
     return config
 
 
 def geneval_sd3_dpo():
-    config = _reward_pairs("geneval", "dpo")
-    config.train.dpo.beta = 100.0
-    return config
+    return recipes.dpo(_reward_pairs("geneval", "dpo"), ref_update_step=40)
 
 
 def pickscore_sd3_dpo():
-    config = _reward_pairs("pickscore", "dpo")
-    config.train.dpo.beta = 100.0
-    return config
+    return recipes.dpo(_reward_pairs("pickscore", "dpo"), ref_update_step=40)
 
 
 def geneval_sd3_sft():
-    return _reward_pairs("geneval", "sft")
+    return recipes.sft(_reward_pairs("geneval", "sft"), ref_update_step=40, beta=0.0)
 
 
 def pickscore_sd3_sft():
-    return _reward_pairs("pickscore", "sft")
+    return recipes.sft(_reward_pairs("pickscore", "sft"), ref_update_step=40, beta=0.0)
 
 
 # ---- DGPO (Luo-Yihong/DGPO, config/dgpo.py and scripts/train_sd3_dgpo.py) -------------------------------------
@@ -142,20 +129,13 @@ def _dgpo(task: str, num_image_per_prompt: int, max_batch: int):
     here the first 4), dgpo_beta 100, the trust region 1e-2 around an old policy that samples after 500 steps,
     a 0.02 velocity penalty to the base, lr 3e-4, LoRA r64 / alpha 128. Their evaluation samples 14 DPM steps;
     ours samples 40 Euler steps."""
-    config = grpo._sd3(4, groups_per_epoch=8, num_image_per_prompt=num_image_per_prompt, max_batch=max_batch)
+    config = base.epoch_sizes(families.sd3(), 4, 8, num_image_per_prompt, max_batch)
     config.run_name = f"{task}_sd3_dgpo"
-    config.train.gradient_accumulation_steps = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
-    dataset, reward = TASKS[task]
-    config.dataset = os.path.join(REPO, "dataset", dataset)
-    config.reward_fn = reward
-    config.train.objective = "dgpo"
-    config.sample.ode_solver = "dpm2"
-    config.train.timestep_fraction = 0.4
-    config.train.timestep_strategy = "first"
+    base.optimizer_steps(config, 1)
+    recipes.dgpo(base.task(config, task), timestep_fraction=0.4, beta=0.02)
     config.train.learning_rate = 3e-4
     config.lora.rank, config.lora.alpha = 64, 128
     config.train.kl_form = "exact"  # not used: DGPO's penalty is a velocity distance
-    config.train.beta = 0.02
     config.train.global_std = task != "geneval"
     return config
 
@@ -188,14 +168,10 @@ def geneval_sd3_nft_gardo():
     """GARDO's NFT run: DiffusionNFT's GenEval setup with DPM-Solver++(2M) rollouts, every step trained, a 0.04
     velocity penalty gated against the aesthetic and ImageReward judges, to a reference reset when the KL
     passes 0.15 (the authors' NFT threshold) or every 15 epochs."""
-    config = geneval_sd3_nft()
+    config = recipes.gardo(geneval_sd3_nft(), "nft_gardo", beta=0.04, judges=recipes.GARDO_JUDGES)
     config.run_name = "geneval_sd3_nft_gardo"
-    config.train.objective = "nft_gardo"
     config.sample.ode_solver = "dpm2"
     config.train.timestep_fraction = 1.0
-    config.train.beta = 0.04
-    config.reward_fn = {"geneval": 1.0, "aesthetic": 0.0, "imagereward": 0.0}
-    config.train.gardo.aux_rewards = ("aesthetic", "imagereward")
     config.train.gardo.reset_kl = 0.15
     return config
 

@@ -24,38 +24,14 @@ import os
 from flow_grpo.config_cli import config_by_name, load_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-base = load_module(os.path.join(HERE, "base.py"))
+families = load_module(os.path.join(HERE, "families.py"))
 REPO = os.path.dirname(HERE)
 
 
 def _kontext(dataset: str):
-    config = base.default()
-    config.pretrained.model = "black-forest-labs/FLUX.1-Kontext-dev"
-    config.pretrained.family = "flux_kontext"
+    """The original's Kontext run (``families.flux_kontext``) on an editing dataset."""
+    config = families.flux_kontext()
     config.dataset = dataset
-    config.resolution = 512
-    config.max_sequence_length = 512
-    config.mixed_precision = "bf16"
-    config.sample.num_steps = 6
-    config.sample.eval_num_steps = 28
-    config.sample.guidance_scale = 2.5  # distilled guidance: an input of the model, not CFG
-    config.sample.eval_guidance_scale = 2.5
-    config.sample.noise_level = 0.9
-    config.sample.train_batch_size = 3
-    config.sample.num_image_per_prompt = 21
-    config.sample.num_batches_per_epoch = 12  # int(48 / (28 x 3 / 21))
-    config.sample.test_batch_size = 2
-    config.train.batch_size = 3
-    config.train.gradient_accumulation_steps = 6  # two optimizer steps per epoch
-    config.train.timestep_fraction = 0.99
-    config.train.learning_rate = 3e-4
-    config.train.clip_range = 1e-4
-    config.train.beta = 0.0
-    config.train.global_std = True
-    config.train.ema = True
-    config.lora.rank, config.lora.alpha = 64, 128
-    config.save_freq = 60
-    config.eval_freq = 60
     return config
 
 

@@ -23,40 +23,14 @@ from flow_grpo.config_cli import config_by_name, load_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 base = load_module(os.path.join(HERE, "base.py"))
-REPO = os.path.dirname(HERE)
-TASKS = {"geneval": ("geneval", {"geneval": 1.0}), "ocr": ("ocr", {"ocr": 1.0}), "pickscore": ("pickscore", {"pickscore": 1.0})}
+families = load_module(os.path.join(HERE, "families.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
 
 
-def _qwenimage(task: str, gpu_number: int = 32, groups_per_epoch: int = 32):
-    config = base.default()
+def _qwenimage(task: str):
+    """The original's Qwen-Image run (``families.qwenimage``) on the task's prompts and reward."""
+    config = base.task(families.qwenimage(), task)
     config.run_name = f"{task}_qwenimage"
-    config.pretrained.model = "Qwen/Qwen-Image"
-    config.pretrained.family = "qwenimage"
-    config.resolution = 512
-    config.max_sequence_length = 512
-    config.mixed_precision = "bf16"
-    config.sample.num_steps = 10
-    config.sample.eval_num_steps = 50
-    config.sample.guidance_scale = 4.0  # true CFG, negative prompt " " (QwenImageBackbone.negative_prompt)
-    config.sample.eval_guidance_scale = 4.0
-    config.sample.noise_level = 1.2
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, config.sample.num_steps // 2)
-    base.epoch_sizes(config, gpu_number, groups_per_epoch, num_image_per_prompt=16, max_batch=4)
-    config.sample.test_batch_size = 16
-    config.train.timestep_fraction = 1.0  # both window steps
-    config.train.learning_rate = 3e-4
-    config.train.clip_range = 1e-4
-    config.train.beta = 0.0
-    config.train.global_std = True
-    config.train.ema = False
-    config.train.gradient_checkpointing = True
-    config.lora.rank, config.lora.alpha = 64, 128
-    config.save_freq = 60
-    config.eval_freq = 60
-    dataset, reward = TASKS[task]
-    config.dataset = os.path.join(REPO, "dataset", dataset)
-    config.reward_fn = reward
     return config
 
 
@@ -66,7 +40,7 @@ def pickscore_qwenimage():
 
 def pickscore_qwenimage_8gpu():
     """The original's 8-GPU variant: the same 32 groups per epoch in 16 batches per GPU."""
-    return _qwenimage("pickscore", gpu_number=8)
+    return families.on_gpus(pickscore_qwenimage(), 8)
 
 
 def geneval_qwenimage():
@@ -75,7 +49,7 @@ def geneval_qwenimage():
 
 
 def geneval_qwenimage_8gpu():
-    return _qwenimage("geneval", gpu_number=8)
+    return families.on_gpus(geneval_qwenimage(), 8)
 
 
 def general_ocr_qwenimage():
@@ -84,7 +58,7 @@ def general_ocr_qwenimage():
 
 
 def general_ocr_qwenimage_8gpu():
-    return _qwenimage("ocr", gpu_number=8)
+    return families.on_gpus(general_ocr_qwenimage(), 8)
 
 
 # ---- the forward-process objectives (derived: their papers' SD3.5-M settings, config/forward.py) ----
@@ -93,14 +67,10 @@ def general_ocr_qwenimage_8gpu():
 def _nft(task: str):
     """DiffusionNFT on Qwen-Image: CFG-free ODE rollouts of the 10 steps (the paper's policy), 9 trained at
     random, one optimizer step per epoch on 8 GPUs, the old policy's decay schedule and the warm-up EMA."""
-    config = _qwenimage(task, gpu_number=8)
+    config = base.optimizer_steps(families.on_gpus(_qwenimage(task), 8), 1)
     config.run_name = f"{task}_qwenimage_nft"
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
     config.sample.sde_window_size = 0
-    config.train.gradient_accumulation_steps *= 2  # one optimizer step per epoch
-    return base.nft_settings(config, task)
+    return recipes.nft_published(recipes.cfg_free(config), task)
 
 
 def geneval_qwenimage_nft():
@@ -120,7 +90,7 @@ def geneval_qwenimage_awm():
     of the 10 steps, power 0.25, clip 1, the KL-EMA snapshot, beta 0.001."""
     config = _nft("geneval")
     config.run_name = "geneval_qwenimage_awm"
-    return base.awm_settings(config, beta=0.001)
+    return recipes.awm_published(config, beta=0.001)
 
 
 def get_config(name):

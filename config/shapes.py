@@ -14,8 +14,10 @@ import os
 
 from flow_grpo.config_cli import config_by_name, load_module
 
-base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
+REPO = os.path.dirname(HERE)
 
 
 def _shapes():
@@ -75,11 +77,8 @@ def shapes_grpo_cfg1():
     the forward objectives are (config/grpo.py's ``*_fast_nocfg`` is the paper's CFG-free setting): one
     transformer pass per step instead of two, so about twice the images per minute, and the base's room is
     theirs (base v2: 0.374 at CFG 1 against 0.540 at 4.5)."""
-    config = shapes_grpo()
+    config = recipes.cfg_free(shapes_grpo())
     config.run_name = "shapes_grpo_cfg1"
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
     return config
 
 
@@ -94,14 +93,8 @@ def shapes_grpo_lr1e3():
 def shapes_fast():
     """Flow-GRPO-Fast: CPS (noise 0.8) on a window of 2 steps among the first 4, ODE elsewhere; only the
     window is stored and trained."""
-    config = _shapes()
+    config = recipes.fast(_shapes(), window_size=2, window_range=(0, 4), clip_range=1e-4)
     config.run_name = "shapes_fast"
-    config.sample.sde_type = "cps"
-    config.sample.noise_level = 0.8
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 4)
-    config.train.timestep_fraction = 1.0
-    config.train.clip_range = 1e-4
     return config
 
 
@@ -109,15 +102,8 @@ def shapes_mixgrpo():
     """MixGRPO: Flow-GRPO's SDE (noise 0.7) on a window of 2 steps that starts at the first step and moves one
     step toward low noise every 10 epochs within the first 4 (Fast's range), DPM-Solver++(2M) after it; the
     authors' clip range 1e-4 and no KL."""
-    config = _shapes()
+    config = recipes.mixgrpo(_shapes(), window_size=2, window_range=(0, 4), shift_every=10, ode_solver="dpm2")
     config.run_name = "shapes_mixgrpo"
-    config.train.objective = "mixgrpo"
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 4)
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 10
-    config.sample.ode_solver = "dpm2"
-    config.train.timestep_fraction = 1.0
     config.train.clip_range = 1e-4
     return config
 
@@ -127,12 +113,8 @@ def shapes_grpo_gardo():
     in the paper's form, lr 3e-4, clip 1e-4): the KL only where the GenEval reward rates an image above JPEG
     compressibility (computed with weight 0: a judge of clean, flat images), a reference reset on KL 3e-4 or
     every 15 epochs, diversity-weighted advantages on the final latents."""
-    config = shapes_grpo()
+    config = recipes.gardo(shapes_grpo(), "grpo_gardo", beta=0.07, judges=("jpeg_compressibility",))
     config.run_name = "shapes_grpo_gardo"
-    config.train.objective = "grpo_gardo"
-    config.train.beta = 0.07
-    config.reward_fn = {"geneval": 1.0, "jpeg_compressibility": 0.0}
-    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
     return config
 
 
@@ -144,13 +126,9 @@ def _forward(objective):
     images. Measured on v1 and one core (docs/shapes_world.md): 4 s per epoch; these sizes beat 9 or 4 trained
     steps, batches of 16 or 64, and CFG-4.5 rollouts (with or without the guided velocity in the loss), which
     plateau near 0.37."""
-    config = _shapes()
+    config = recipes.cfg_free(_shapes())
     config.run_name = f"shapes_{objective}"
     config.use_lora = False
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
-    config.train.objective = objective
     config.train.learning_rate = 1e-4
     config.train.batch_size = 32
     config.train.timestep_fraction = 0.2
@@ -160,59 +138,40 @@ def _forward(objective):
 
 
 def shapes_nft():
-    return _forward("nft")
+    return recipes.nft(_forward("nft"), timestep_fraction=0.2)
 
 
 def shapes_awm():
     """AWM's clip range 1 on the log-ratio, advantages clipped to [-1, 1], a 1e-3 velocity penalty to the
     reference (the paper's GenEval settings); 2 steps per image, one from each half of 90% of the schedule
     (the paper stratifies 6 over 90%), the same cost as NFT's."""
-    config = _forward("awm")
-    config.train.timestep_strategy = "stratified"
-    config.train.timestep_fraction = 0.9
-    config.train.timestep_count = 2
-    config.train.clip_range = 1.0
+    config = recipes.awm(_forward("awm"), beta=0.001, timestep_count=2)
     config.train.adv_clip_max = 1.0
-    config.train.beta = 0.001
     return config
 
 
 def shapes_dpo():
     """Best against worst image of each group; the reference moves to the policy every 10 optimizer steps."""
-    config = _forward("dpo")
-    config.train.dpo.ref_update_step = 10
-    return config
+    return recipes.dpo(_forward("dpo"), ref_update_step=10)
 
 
 def shapes_dgpo():
     """DGPO: one sigmoid per group of 8 (minibatches of 32 hold 4 whole groups) on the 4 highest-noise of the 10
     steps (the authors: 4 of the first 5), dgpo_beta 100, trust region 0.01, a 0.02 velocity penalty to the
     base, DPM-Solver++(2M) rollouts (the authors' GenEval settings)."""
-    config = _forward("dgpo")
-    config.train.timestep_fraction = 0.4
-    config.train.timestep_strategy = "first"
-    config.train.beta = 0.02
-    config.sample.ode_solver = "dpm2"
-    return config
+    return recipes.dgpo(_forward("dgpo"), timestep_fraction=0.4, beta=0.02, ode_solver="dpm2")
 
 
 def shapes_nft_gardo():
     """NFT with GARDO: a 0.04 velocity penalty (GARDO's NFT config) gated to the images the GenEval reward rates
     above JPEG compressibility, against a reference reset on KL 3e-4 or every 15 epochs, and diversity-weighted
     advantages."""
-    config = _forward("nft_gardo")
-    config.train.beta = 0.04
-    config.reward_fn = {"geneval": 1.0, "jpeg_compressibility": 0.0}
-    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
-    return config
+    return recipes.gardo(_forward("nft_gardo"), "nft_gardo", beta=0.04, judges=("jpeg_compressibility",))
 
 
 def shapes_sft():
     """Flow matching on each group's best image, a 0.01 velocity penalty to a reference moved every 10 optimizer steps."""
-    config = _forward("sft")
-    config.train.sft.ref_update_step = 10
-    config.train.beta = 0.01
-    return config
+    return recipes.sft(_forward("sft"), ref_update_step=10, beta=0.01)
 
 
 def get_config(name):

@@ -12,8 +12,11 @@ import os
 
 from flow_grpo.config_cli import config_by_name, load_module
 
-base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+families = load_module(os.path.join(HERE, "families.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
+REPO = os.path.dirname(HERE)
 
 
 def tiny():
@@ -29,7 +32,7 @@ def tiny():
     config.max_sequence_length = 32
     config.mixed_precision = "no"
     config.log_with = ""
-    config.dataset = os.path.join(REPO, "dataset", "tiny")
+    base.task(config, "tiny")  # brightness
     config.lora.rank = 4
     config.lora.alpha = 8
     config.num_epochs = 24
@@ -49,7 +52,6 @@ def tiny():
     config.train.timestep_fraction = 0.5
     config.train.beta = 0.004
     config.train.ema_update_interval = 1
-    config.reward_fn = {"brightness": 1.0}
     return config
 
 
@@ -57,17 +59,7 @@ def tiny_fast():
     """Flow-GRPO-Fast flags on the tiny pipeline: CPS window of 2 among the first 3 steps, no CFG."""
     config = tiny()
     config.run_name = "tiny_fast"
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
-    config.sample.sde_type = "cps"
-    config.sample.noise_level = 0.8
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 3)
-    config.train.timestep_fraction = 1.0
-    config.train.clip_range = 1e-3
-    config.train.beta = 0.0
-    return config
+    return recipes.fast(recipes.cfg_free(config), window_size=2, window_range=(0, 3), clip_range=1e-3)
 
 
 def tiny_full_finetune():
@@ -81,67 +73,48 @@ def tiny_full_finetune():
 def tiny_grpo_guard():
     config = tiny()
     config.run_name = "tiny_grpo_guard"
-    config.train.objective = "grpo_guard"
-    return config
+    return recipes.grpo_guard(config, clip_range=config.train.clip_range)  # the tiny run's clip range
 
 
 def tiny_flowrl():
     config = tiny()
     config.run_name = "tiny_flowrl"
-    config.train.objective = "flowrl"
-    return config
+    return recipes.flowrl(config)
 
 
 def _tiny_forward(objective):
-    """The forward-process objectives on the tiny pipeline: ODE rollouts without CFG (as their papers sample)."""
-    config = tiny()
+    """The forward-process objectives on the tiny pipeline (the run folder ``tiny_<objective>``): ODE rollouts
+    without CFG (as their papers sample), no penalty unless the objective's recipe sets one."""
+    config = recipes.cfg_free(tiny())
     config.run_name = f"tiny_{objective}"
-    config.train.objective = objective
-    config.sample.guidance_scale = 1.0
-    config.sample.eval_guidance_scale = 1.0
-    config.train.cfg = False
     config.train.beta = 0.0
     return config
 
 
 def tiny_nft():
-    config = _tiny_forward("nft")
-    config.train.timestep_fraction = 0.9  # 5 of the 6 schedule steps, at random (the paper: 9 of 10)
-    config.train.timestep_strategy = "random"
+    config = recipes.nft(_tiny_forward("nft"), timestep_fraction=0.9)  # 5 of the 6 steps (the paper: 9 of 10)
     config.train.nft.old_policy_decay = (0.0, 0.05, 0.5)  # the paper's schedule, faster: a run here is 48 steps
     return config
 
 
 def tiny_awm():
-    config = _tiny_forward("awm")
-    config.train.timestep_strategy = "stratified"
-    config.train.timestep_fraction = 0.9
-    config.train.timestep_count = 2
-    config.train.clip_range = 1.0
-    config.train.beta = 0.001
-    return config
+    return recipes.awm(_tiny_forward("awm"), beta=0.001, timestep_count=2)
 
 
 def tiny_dpo():
-    config = _tiny_forward("dpo")
-    config.train.dpo.ref_update_step = 4  # online: the reference (and sampler) follows the policy every 4 steps
-    return config
+    # online: the reference (and sampler) follows the policy every 4 steps
+    return recipes.dpo(_tiny_forward("dpo"), ref_update_step=4)
 
 
 def tiny_sft():
-    config = _tiny_forward("sft")
-    config.train.sft.ref_update_step = 4
-    config.train.beta = 0.01
-    return config
+    return recipes.sft(_tiny_forward("sft"), ref_update_step=4, beta=0.01)
 
 
 def tiny_dgpo():
     """DGPO's group sigmoid on the tiny pipeline: groups of 4 in minibatches of 8 (two whole groups each), the
     high-noise half of the schedule, the trust region's old policy sampling after 4 optimizer steps."""
-    config = _tiny_forward("dgpo")
-    config.train.timestep_fraction = 0.5
+    config = recipes.dgpo(_tiny_forward("dgpo"), timestep_fraction=0.5, beta=0.01, ode_solver="euler")
     config.train.dgpo.old_samples_after = 4
-    config.train.beta = 0.01
     return config
 
 
@@ -150,14 +123,7 @@ def tiny_mixgrpo():
     the first 4 of the 6 steps, DPM-Solver++(2M) after it (MixGRPO-Flash)."""
     config = tiny()
     config.run_name = "tiny_mixgrpo"
-    config.train.objective = "mixgrpo"
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 4)
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 1
-    config.sample.ode_solver = "dpm2"
-    config.train.timestep_fraction = 1.0
-    return config
+    return recipes.mixgrpo(config, window_size=2, window_range=(0, 4), shift_every=1, ode_solver="dpm2")
 
 
 def tiny_grpo_gardo():
@@ -165,9 +131,7 @@ def tiny_grpo_gardo():
     compressibility judge, a reference reset every 3 epochs, diversity-weighted advantages."""
     config = tiny()
     config.run_name = "tiny_grpo_gardo"
-    config.train.objective = "grpo_gardo"
-    config.reward_fn = {"brightness": 1.0, "jpeg_compressibility": 0.0}
-    config.train.gardo.aux_rewards = ("jpeg_compressibility",)
+    recipes.gardo(config, "grpo_gardo", beta=config.train.beta, judges=("jpeg_compressibility",))  # the tiny run's KL
     config.train.gardo.kl_share = 0.2
     config.train.gardo.reset_every = 3
     return config
@@ -176,10 +140,8 @@ def tiny_grpo_gardo():
 def tiny_nft_gardo():
     """DiffusionNFT with GARDO (no judge: every sample's velocity penalty counts, against a reference reset
     every 3 epochs), diversity-weighted advantages."""
-    config = tiny_nft()
+    config = recipes.gardo(tiny_nft(), "nft_gardo", beta=0.01)
     config.run_name = "tiny_nft_gardo"
-    config.train.objective = "nft_gardo"
-    config.train.beta = 0.01
     config.train.gardo.reset_every = 3
     return config
 
@@ -190,10 +152,7 @@ def tiny_flux():
     config = tiny()
     config.run_name = "tiny_flux"
     config.pretrained.model = "builtin:tiny_flux"
-    config.sample.guidance_scale = 3.5
-    config.sample.eval_guidance_scale = 3.5
-    config.sample.noise_level = 0.9
-    return config
+    return families.flux_sampler(config)
 
 
 def tiny_qwenimage():
@@ -203,13 +162,7 @@ def tiny_qwenimage():
     config = tiny()
     config.run_name = "tiny_qwenimage"
     config.pretrained.model = "builtin:tiny_qwenimage"
-    config.sample.guidance_scale = 4.0
-    config.sample.eval_guidance_scale = 4.0
-    config.sample.noise_level = 1.2
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 3)
-    config.train.timestep_fraction = 1.0
-    return config
+    return families.qwenimage_sampler(config)
 
 
 def tiny_wan():
@@ -221,8 +174,7 @@ def tiny_wan():
     config.run_name = "tiny_wan"
     config.pretrained.model = "builtin:tiny_wan"
     config.height, config.width, config.num_frames = 32, 48, 9
-    config.sample.guidance_scale = 4.5
-    config.sample.eval_guidance_scale = 4.5
+    families.wan_sampler(config)
     config.reward_fn = {"brightness": 1.0, "temporal_consistency": 0.5}
     return config
 
@@ -238,9 +190,7 @@ def tiny_kontext():
     config.pretrained.model = "builtin:tiny_kontext"
     config.resolution = 32
     config.dataset = os.path.join(REPO, "dataset", "shapes_edit")
-    config.sample.guidance_scale = 2.5
-    config.sample.eval_guidance_scale = 2.5
-    config.sample.noise_level = 0.9
+    families.kontext_sampler(config)
     config.sample.eval_max_prompts = 8
     config.reward_fn = {"shapes_edit": 1.0, "shapes_edit_pixels": 0.5}
     return config

@@ -10,8 +10,10 @@ import ml_collections
 
 from flow_grpo.config_cli import config_by_name, load_module
 
-base = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "base.py"))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+base = load_module(os.path.join(HERE, "base.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
+REPO = os.path.dirname(HERE)
 
 
 def _base():
@@ -122,7 +124,7 @@ def moons_fidelity_ddpo():
     return config
 
 
-def _four_modes(objective):
+def _four_modes():
     config = _base()
     config.world.name = "four_modes"
     config.world.base_std = 1.5
@@ -132,7 +134,6 @@ def _four_modes(objective):
     config.pretrain.num_steps = 1500
     config.sample.same_latent = False  # one prompt: the group is the whole batch
     config.sample.eval_samples_per_prompt = 4096
-    config.train.objective = objective
     config.train.learning_rate = 1e-3  # at 1e-4 neither objective moves this base in 60 epochs
     config.num_epochs = 60
     return config
@@ -140,32 +141,29 @@ def _four_modes(objective):
 
 def four_modes_grpo():
     """Four equally good reward modes; GRPO (reward maximisation)."""
-    config = _four_modes("grpo")
+    config = _four_modes()
     config.run_name = "four_modes_grpo"
     return config
 
 
 def four_modes_flowrl():
     """The same world and budget with FlowRL's trajectory balance (reward-distribution matching)."""
-    config = _four_modes("flowrl")
+    config = recipes.flowrl(_four_modes())
     config.run_name = "four_modes_flowrl"
     return config
 
 
 def four_modes_grpo_guard():
-    config = _four_modes("grpo_guard")
+    config = _four_modes()
     config.run_name = "four_modes_grpo_guard"
-    return config
+    return recipes.grpo_guard(config, clip_range=config.train.clip_range)  # the toy worlds' clip range
 
 
 def four_modes_fast():
     """Flow-GRPO-Fast: an SDE window of 2 steps drawn at random among the first 6 per batch, the ODE elsewhere;
     only the window is stored and trained."""
-    config = _four_modes("grpo")
+    config = recipes.sde_window(_four_modes(), 2, (0, 6))
     config.run_name = "four_modes_fast"
-    config.sample.sde_window_size = 2
-    config.sample.sde_window_range = (0, 6)
-    config.train.timestep_fraction = 1.0
     return config
 
 
@@ -173,12 +171,8 @@ def four_modes_mixgrpo():
     """MixGRPO: the same window of 2 among the first 6 steps, sliding one step toward low noise every 12 epochs
     (5 positions over the 60 epochs, as MixGRPO's window covers about half its 25 steps in a run), Euler
     elsewhere (``--config.sample.ode_solver=dpm2`` after the window: MixGRPO-Flash)."""
-    config = four_modes_fast()
+    config = recipes.mixgrpo(_four_modes(), window_size=2, window_range=(0, 6), shift_every=12)
     config.run_name = "four_modes_mixgrpo"
-    config.train.objective = "mixgrpo"
-    config.sample.sde_window_schedule = "progressive"
-    config.sample.sde_window_shift_every = 12
-    config.sample.sde_window_stride = 1
     return config
 
 
@@ -187,16 +181,15 @@ def four_modes_grpo_gardo():
     KL exceeds 3e-4), diversity-weighted advantages on the 2-D samples. The world has one reward and no judge,
     so every sample is gated: compare with ``four_modes_grpo --config.train.beta=0.005`` (at 0.05 neither
     moves this base)."""
-    config = _four_modes("grpo_gardo")
+    config = recipes.gardo(_four_modes(), "grpo_gardo", beta=0.005)
     config.run_name = "four_modes_grpo_gardo"
-    config.train.beta = 0.005
     return config
 
 
 def _four_modes_forward(objective):
     """The forward-process objectives on four modes: ODE rollouts, groups of 16 (DPO takes one pair and SFT
     the best of each group: with the whole batch as the group they would train on 1 sample an epoch)."""
-    config = _four_modes(objective)
+    config = _four_modes()
     config.run_name = f"four_modes_{objective}"
     config.sample.groups_of_k = True
     config.train.beta = 0.0
@@ -204,62 +197,46 @@ def _four_modes_forward(objective):
 
 
 def four_modes_nft():
-    config = _four_modes_forward("nft")
-    config.train.timestep_fraction = 0.9  # 9 of the 10 steps at random, as the paper
-    config.train.timestep_strategy = "random"
-    return config
+    return recipes.nft(_four_modes_forward("nft"), timestep_fraction=0.9)  # 9 of the 10 steps at random, as the paper
 
 
 def four_modes_dgpo():
     """DGPO: one sigmoid per group of 16 over the advantage-weighted error gains against the base, trained on the
     4 highest-noise of the 10 steps (the authors: 4 of the first 5 for GenEval), dgpo_beta 100, the trust
     region 0.01 around the old policy."""
-    config = _four_modes_forward("dgpo")
-    config.train.timestep_fraction = 0.4
-    return config
+    return recipes.dgpo(_four_modes_forward("dgpo"), timestep_fraction=0.4, beta=0.0, ode_solver="euler")
 
 
 def four_modes_nft_gardo():
     """NFT with GARDO's diversity-weighted advantages, at the NFT rows' penalty 0 (so the gate and the moving
     reference are idle: GARDO's NFT config's 0.04 stops plain NFT here too, 0.091 after 60 epochs)."""
-    config = four_modes_nft()
+    config = recipes.gardo(four_modes_nft(), "nft_gardo", beta=0.0)
     config.run_name = "four_modes_nft_gardo"
-    config.train.objective = "nft_gardo"
     return config
 
 
 def four_modes_awm():
-    config = _four_modes_forward("awm")
-    config.train.timestep_strategy = "stratified"
-    config.train.timestep_count = 5
-    config.train.clip_range = 1.0
-    return config
+    return recipes.awm(_four_modes_forward("awm"), beta=0.0, timestep_count=5, timestep_fraction=1.0)
 
 
 def four_modes_dpo():
-    config = _four_modes_forward("dpo")
-    config.train.dpo.ref_update_step = 4
-    return config
+    return recipes.dpo(_four_modes_forward("dpo"), ref_update_step=4)
 
 
 def four_modes_sft():
-    config = _four_modes_forward("sft")
-    config.train.sft.ref_update_step = 4
-    return config
+    return recipes.sft(_four_modes_forward("sft"), ref_update_step=4, beta=0.0)
 
 
 def moons_fidelity_grpo_guard():
     config = moons_fidelity()
     config.run_name = "moons_fidelity_grpo_guard"
-    config.train.objective = "grpo_guard"
-    return config
+    return recipes.grpo_guard(config, clip_range=config.train.clip_range)
 
 
 def moons_fidelity_flowrl():
     config = moons_fidelity()
     config.run_name = "moons_fidelity_flowrl"
-    config.train.objective = "flowrl"
-    return config
+    return recipes.flowrl(config)
 
 
 def get_config(name):

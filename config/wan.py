@@ -23,50 +23,22 @@ from flow_grpo.config_cli import config_by_name, load_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 base = load_module(os.path.join(HERE, "base.py"))
-REPO = os.path.dirname(HERE)
+families = load_module(os.path.join(HERE, "families.py"))
+recipes = load_module(os.path.join(HERE, "recipes.py"))
 
 
 def general_ocr_wan2_1():
-    config = base.default()
+    config = base.task(families.wan(), "ocr")
     config.run_name = "ocr_wan2_1"
-    config.pretrained.model = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-    config.pretrained.family = "wan"
-    config.dataset = os.path.join(REPO, "dataset", "ocr")
-    config.reward_fn = {"ocr": 1.0}
-    config.reward_frame_interval = 4
-    config.height, config.width, config.num_frames = 240, 416, 33
-    config.max_sequence_length = 512
-    config.mixed_precision = "bf16"
-    config.sample.num_steps = 20
-    config.sample.eval_num_steps = 50
-    config.sample.guidance_scale = 4.5
-    config.sample.eval_guidance_scale = 4.5
-    config.sample.noise_level = 0.7
-    config.sample.train_batch_size = 8
-    config.sample.num_image_per_prompt = 4
-    config.sample.num_batches_per_epoch = 2
-    config.sample.test_batch_size = 2
-    config.train.batch_size = 8
-    config.train.gradient_accumulation_steps = 1  # two optimizer steps per epoch
-    config.train.timestep_fraction = 0.99  # 19 of the 20 steps
-    config.train.learning_rate = 1e-4
-    config.train.clip_range = 1e-3
-    config.train.beta = 0.004
-    config.train.global_std = False
-    config.train.ema = True
-    config.lora.rank, config.lora.alpha = 32, 64
-    config.save_freq = 60
-    config.eval_freq = 30
     return config
 
 
 def general_ocr_wan2_1_nft():
-    """Derived, not published for Wan: DiffusionNFT's settings (config/base.py ``nft_settings``, its OCR strength
-    0.1) on the Wan run above: ODE rollouts with Wan's CFG, one optimizer step per epoch."""
-    config = general_ocr_wan2_1()
+    """Derived, not published for Wan: DiffusionNFT's settings (config/recipes.py ``nft_published``, its OCR
+    strength 0.1) on the Wan run above: ODE rollouts with Wan's CFG, one optimizer step per epoch."""
+    config = base.optimizer_steps(general_ocr_wan2_1(), 1)
     config.run_name = "ocr_wan2_1_nft"
-    config.train.gradient_accumulation_steps = 2
-    return base.nft_settings(config, "ocr")
+    return recipes.nft_published(config, "ocr")
 
 
 def get_config(name):
