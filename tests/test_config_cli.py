@@ -65,3 +65,65 @@ def test_missing_file_and_stray_argument():
         parse_args(["--config", "config/nope.py:x"])
     with pytest.raises(ConfigError, match="unrecognised argument '--lr'"):
         parse_args(["--config", f"{TOY}:line_shapes", "--lr", "3"])
+
+
+# ---- the composition of the named configs (docs/running.md, "How a named config is composed") ----
+
+SIZE_KEYS = {"sample.train_batch_size", "sample.num_batches_per_epoch", "train.batch_size",
+             "train.gradient_accumulation_steps"}
+
+
+def leaves(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+        if hasattr(value, "items") and value:
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_a_gpu_count_variant_is_its_run_resized():
+    """Every ``NAME_<n>gpu`` is ``families.on_gpus(NAME(), n)`` key by key: it differs from NAME in the batch
+    sizes alone, and samples the same groups per epoch on n processes as NAME on its family's published count."""
+    import re
+
+    from flow_grpo.config_cli import experiment_names, load_module
+
+    families = load_module(os.path.join(REPO, "config", "families.py"))
+    variants = 0
+    for file in ("grpo.py", "flux.py", "qwenimage.py"):
+        module = load_module(os.path.join(REPO, "config", file))
+        for name in experiment_names(vars(module)):
+            match = re.fullmatch(r"(\w+)_(\d+)gpu", name)
+            if not match:
+                continue
+            variants += 1
+            run, gpus = getattr(module, match[1])(), int(match[2])
+            variant = leaves(getattr(module, name)())
+            assert variant == leaves(families.on_gpus(getattr(module, match[1])(), gpus)), name
+            assert {key for key, value in leaves(run).items() if variant[key] != value} <= SIZE_KEYS, name
+            published = families.PUBLISHED_SIZES[run.pretrained.family][0]
+
+            def groups(c, processes):
+                return processes * c["sample.train_batch_size"] * c["sample.num_batches_per_epoch"] // c["sample.num_image_per_prompt"]
+
+            assert groups(variant, gpus) == groups(leaves(run), published), name
+    assert variants == 12
+
+
+def test_only_the_recipes_name_an_objective():
+    """``config.train.objective`` is assigned in config/recipes.py (one function per objective) and nowhere else
+    in config/ but base.py's default: a named config takes its objective from a recipe."""
+    import glob
+    import re
+
+    assigned = {}
+    for path in glob.glob(os.path.join(REPO, "config", "*.py")):
+        found = re.findall(r"^\s+[\w.]+\.objective = (.+)$", open(path).read(), flags=re.M)  # code, not the docstrings' --config
+        if found:
+            assigned[os.path.basename(path)] = found
+    assert assigned.pop("base.py") == ['"grpo"']
+    recipes = assigned.pop("recipes.py")
+    assert assigned == {}
+    assert {'"nft"', '"awm"', '"dpo"', '"sft"', '"dgpo"', '"mixgrpo"', '"grpo_guard"', '"flowrl"'} <= set(recipes)
