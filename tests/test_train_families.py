@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from conftest import REPO, load_script, read_video_frames
 from flow_grpo.backbones import BUILTIN
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
+from flow_grpo.config_cli import load_module
 from flow_grpo.objectives import OBJECTIVES
 
 pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
@@ -35,12 +37,20 @@ def frame_size(name) -> tuple[int, int, int]:
     return (32, 32, 1) if FAMILIES[name].takes_input_image else (64, 64, 1)
 
 
+recipes = load_module(os.path.join(REPO, "config", "recipes.py"))
+
+
+def recipe_overrides(recipe, **arguments):
+    """The ``--config.train.KEY=VALUE`` overrides of a config/recipes.py function (the objective aside)."""
+    train = recipe(ml_collections.ConfigDict({"train": {}}), **arguments).train
+    return [f"--config.train.{key}={value}" for key, value in train.items() if key != "objective"]
+
+
 # what each objective needs beyond the tiny config (config/tiny.py's SD3 variants give the same)
 OBJECTIVE_OVERRIDES = {
     "grpo": [], "grpo_guard": [], "flowrl": [],
     "nft": ["--config.train.timestep_strategy=random", "--config.train.timestep_fraction=0.9"],
-    "awm": ["--config.train.timestep_strategy=stratified", "--config.train.timestep_fraction=0.9",
-            "--config.train.timestep_count=2", "--config.train.clip_range=1.0"],
+    "awm": recipe_overrides(recipes.awm, beta=0.001, timestep_count=2),  # config/tiny.py's tiny_awm
     "dpo": ["--config.train.dpo.ref_update_step=4"], "sft": ["--config.train.sft.ref_update_step=4", "--config.train.beta=0.01"],
     "mixgrpo": ["--config.sample.sde_window_schedule=progressive", "--config.sample.sde_window_size=2",
                 "--config.sample.sde_window_range=(0, 3)", "--config.sample.sde_window_shift_every=1",
