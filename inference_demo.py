@@ -18,7 +18,7 @@ differs from them gets a warning naming both. Any family
 (SD3, FLUX.1, Qwen-Image, Wan2.1, FLUX.1 Kontext; ``--family`` or the model's ``model_index.json``). An editing
 family needs an input image per instruction: ``--input_image`` with ``--custom_prompt``, or a ``--test_file``
 jsonl whose lines have an ``image`` field (relative to the file's folder, as dataset/shapes_edit). Sampling is
-the deterministic ODE of ``flow_grpo.backbones.sampling`` (the same as the family's diffusers pipeline),
+the deterministic ODE of ``flow_grpo.backbones.generation`` (the same as the family's diffusers pipeline),
 sample k of prompt i seeded by (seed, i, k).
 """
 
@@ -88,7 +88,7 @@ def load_model(args, device: str, dtype: torch.dtype):
 def generate(backbone, prompts, inputs, args) -> torch.Tensor:
     """Every prompt's ``--num_images`` ODE samples, from flow_grpo's one generation function and seeding scheme;
     ``inputs``: the input images ``[P, 3, H, W]`` of an edit, or None."""
-    from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_images
+    from flow_grpo.backbones.generation import GenerationOptions, ImageJob, SamplingSpec, generate_images
 
     spec = SamplingSpec(num_steps=args.num_steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
                         num_frames=args.num_frames)

@@ -1,4 +1,4 @@
-"""Defaults of scripts/train.py (and train_sd3.py), close to the original Flow-GRPO's, and two of a run's axes.
+"""Defaults of scripts/train.py, close to the original Flow-GRPO's, and two of a run's axes.
 
 A named config is task x family x objective x scale (docs/running.md, "How a named config is composed"):
 
@@ -104,7 +104,7 @@ def rollout_steps_config(sample) -> None:
     sample.sde_window_range = (0, 10)
     # where the window sits: "random" (Flow-GRPO-Fast: drawn per batch inside the range) or "progressive"
     # (MixGRPO: from the range's start, sde_window_stride steps toward low noise every sde_window_shift_every
-    # epochs, rolling back at the end; flow_grpo.sampling.progressive_window_start)
+    # epochs, rolling back at the end; flow_grpo.sampling_loop.progressive_window_start)
     sample.sde_window_schedule = "random"
     sample.sde_window_shift_every = 25
     sample.sde_window_stride = 1
@@ -114,11 +114,9 @@ def rollout_steps_config(sample) -> None:
 
 
 def train_config():
-    """``config.train``: the update, the same keys for scripts/train_sd3.py and scripts/train_toy.py."""
+    """``config.train``: the update, the same keys for scripts/train.py and scripts/train_toy.py."""
     train = ml_collections.ConfigDict()
-    # flow_grpo.objectives: "grpo", "grpo_guard" (regulated ratio), "mixgrpo" (grpo on a sliding window),
-    # "flowrl" (trajectory balance) on SDE rollouts; "nft", "awm", "dpo", "dgpo", "sft" (the forward-process
-    # objectives) on ODE rollouts; "grpo_gardo", "nft_gardo" (GARDO's gated KL and diversity-aware advantages)
+    # one of flow_grpo.objectives.OBJECTIVES (python -m flow_grpo.objectives lists them, with their rollouts)
     train.objective = "grpo"
     train.batch_size = 1  # samples per micro-step per process
     train.learning_rate = 3e-4

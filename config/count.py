@@ -1,6 +1,6 @@
 """Counting experiments (GenEval-style counting prompts, SD3.5 Medium).
 
-    accelerate launch --num_processes 8 scripts/train_sd3.py \
+    accelerate launch --num_processes 8 scripts/train.py \
         --config config/count.py:geneval_sd3_counting_10_step20_reward_strict_first_50
 """
 

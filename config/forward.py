@@ -2,8 +2,8 @@
 Advantage Weighted Matching, the original flow_grpo's online DPO and reward-filtered SFT, DGPO, and GARDO on NFT.
 
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml --num_processes 8 \
-        scripts/train_sd3.py --config config/forward.py:geneval_sd3_nft
-    accelerate launch --num_processes 1 scripts/train_sd3.py --config config/forward.py:geneval_sd3_dpo
+        scripts/train.py --config config/forward.py:geneval_sd3_nft
+    accelerate launch --num_processes 1 scripts/train.py --config config/forward.py:geneval_sd3_dpo
 
 Sized as their sources ran them: NFT and AWM on one node of 8 GPUs, DGPO on 4, DPO and SFT on 1 GPU. Every one samples
 with the ODE (no log-probs stored) and trains LoRA r32 / alpha 64 at lr 3e-4 (all four sources). What differs

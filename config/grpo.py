@@ -1,7 +1,7 @@
 """Flow-GRPO experiments on Stable Diffusion 3.5 Medium (the paper's settings).
 
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml --num_processes 8 \
-        scripts/train_sd3.py --config config/grpo.py:geneval_sd3
+        scripts/train.py --config config/grpo.py:geneval_sd3
 
 FLUX.1-dev and Qwen-Image have their own files (config/flux.py, config/qwenimage.py) on the same sizes.
 

@@ -2,7 +2,7 @@
 (NFT, AWM, DPO, DGPO, SFT) and GARDO's GRPO and NFT on the shipped base model.
 
     python scripts/shapes_demo.py                                            # shapes_nft + before/after
-    python scripts/train_sd3.py --config config/shapes.py:shapes_grpo       # a training run alone
+    python scripts/train.py --config config/shapes.py:shapes_grpo       # a training run alone
     python scripts/compare_shapes.py                                         # every objective, same minutes
 
 The base (models/shapes-sd3, made by scripts/pretrain_shapes.py) is a 32 px SD3; the reward is the GenEval

@@ -49,7 +49,7 @@ def _base():
     config.sample.eval_samples_per_prompt = 512
     base.rollout_steps_config(config.sample)
 
-    # the same update keys as scripts/train_sd3.py (config/base.py), with the toy worlds' values
+    # the same update keys as scripts/train.py (config/base.py), with the toy worlds' values
     config.train = base.train_config()
     config.train.learning_rate = 1e-4
     config.train.adam_weight_decay = 0.0

@@ -19,10 +19,3 @@ def joint_block_flops(d: int, n_img: int, n_txt: int) -> tuple[float, float]:
     linear = 2 * 3 * d * d * (n_img + n_txt) + 2 * d * d * (n_img + n_txt) + 2 * 2 * 4 * d * d * (n_img + n_txt)
     return linear, 2 * 2 * (n_img + n_txt) ** 2 * d
 
-
-def transformer_flops(family: str, config, batch: int, image_tokens: int, text_tokens: int) -> dict[str, float]:
-    """The forward FLOPs of ``family``'s transformer with ``config`` on ``batch`` samples, as the family counts them
-    (``{"linear", "attention", "total"}``)."""
-    from flow_grpo.backbones import backbone_class
-
-    return backbone_class(family).transformer_flops(config, batch, image_tokens, text_tokens)

@@ -57,7 +57,7 @@ ODE_SOLVERS = ("euler", "dpm2")
 class SDEParams:
     """How a sampler steps: its stochastic steps' ``noise_level`` (``a`` above; 0 is the ODE) and ``sde_type``,
     and ``ode_solver``, how the deterministic steps after an SDE window (every step of an ODE rollout) are
-    integrated: ``"euler"``, or ``"dpm2"`` (DPM-Solver++(2M), ``flow_grpo.sampling``). Re-scoring a stored
+    integrated: ``"euler"``, or ``"dpm2"`` (DPM-Solver++(2M), ``flow_grpo.sampling_loop``). Re-scoring a stored
     step uses only the first two."""
 
     noise_level: float = 0.7

@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
 
     from flow_grpo.backbones import load_backbone
-    from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_latents, sample
+    from flow_grpo.backbones.generation import SampleNoise, SamplingSpec, initial_latents, sample
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,7 +63,7 @@ def main():
     }
     print(f"{args.batch} images x {args.steps} steps at {resolution} px, CFG {args.guidance_scale}, {torch.get_num_threads()} threads")
     print(f"diffusers {type(backbone.pipeline).__name__}.__call__: {diffusers_s * 1000:.1f} ms (median of {args.repeats})")
-    print(f"flow_grpo.backbones.sampling.sample (SDE, log-probs stored): {ours_s * 1000:.1f} ms")
+    print(f"flow_grpo.backbones.generation.sample (SDE, log-probs stored): {ours_s * 1000:.1f} ms")
     print(f"ratio ours / diffusers: {result['ratio']:.3f}")
     if args.json:
         with open(args.json, "w") as handle:

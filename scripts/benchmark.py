@@ -190,7 +190,7 @@ def run_step(setup: dict, levers: set, seed: int = 0) -> dict:
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
     from flow_grpo.training.advantages import compute_advantages
     from flow_grpo.training.assembly import assemble_run
-    from flow_grpo.training.rollout import RolloutCollector
+    from flow_grpo.training.collector import RolloutCollector
     from flow_grpo.training.sizes import run_sizes
     from flow_grpo.training.update import update
 

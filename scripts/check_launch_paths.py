@@ -1,4 +1,4 @@
-"""Run train_sd3.py under an accelerate config (DeepSpeed ZeRO-2, FSDP, ...) for a few epochs, straight and
+"""Run train.py under an accelerate config (DeepSpeed ZeRO-2, FSDP, ...) for a few epochs, straight and
 split by a checkpoint + resume, and compare the final weights: the launch path, its checkpoint and its resume.
 
     python scripts/check_launch_paths.py --launch deepspeed_zero2 --launch fsdp --json results.json   # on a GPU
@@ -25,7 +25,7 @@ sys.path.insert(0, REPO)
 def launch(accelerate_config: str, experiment: str, logdir: str, *overrides: str) -> tuple[int, float]:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                os.path.join(REPO, "scripts", "accelerate_configs", f"{accelerate_config}.yaml"), "--num_processes", "1",
-               "--mixed_precision", "bf16", os.path.join(REPO, "scripts", "train_sd3.py"),
+               "--mixed_precision", "bf16", os.path.join(REPO, "scripts", "train.py"),
                "--config", os.path.join(REPO, "config", "tiny.py") + f":{experiment}", f"--config.logdir={logdir}",
                "--config.mixed_precision=bf16", "--config.eval_freq=100", "--config.save_freq=100", "--config.progress=false",
                *overrides]

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from flow_grpo.config_cli import parse_args
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
     from flow_grpo.training.assembly import assemble_run, prepare_model
-    from flow_grpo.training.rollout import RolloutCollector
+    from flow_grpo.training.collector import RolloutCollector
 
     config = parse_args(["--config", args.config, "--config.mixed_precision=no", "--config.progress=false",
                          f"--config.sample.train_batch_size={args.batch}", "--config.sample.num_image_per_prompt=1",

@@ -39,7 +39,7 @@ MUTATIONS = (
                "advantages[in_group] = (group.mean() - group) / (std + eps)"),),
              ("tests/test_grpo.py::test_group_advantages_global_and_per_group_std",)),
     Mutation("sigma_index", "the stored steps re-scored at the next step's sigma (an off-by-one)",
-             "flow_grpo/sampling.py",
+             "flow_grpo/sampling_loop.py",
              (("sigmas=sigmas[start:end],", "sigmas=sigmas[start + 1 : end + 1],"),),
              ("tests/test_backbones.py::test_rescoring_stored_steps_reproduces_log_probs_exactly",)),
     Mutation("ema_decay", "the EMA ignores its decay (the shadow copies the weights)",

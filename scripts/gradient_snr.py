@@ -89,7 +89,7 @@ def build_parts(backbone, dataset, reward_fn, config, accelerator, executor):
     """The trainer's rollout collector, policy and objective (``flow_grpo.training.assembly``), with every
     transformer weight trained in float32."""
     from flow_grpo.training.assembly import assemble_run, prepare_model
-    from flow_grpo.training.rollout import RolloutCollector
+    from flow_grpo.training.collector import RolloutCollector
 
     config.use_lora, config.mixed_precision = False, "no"  # every weight, float32: the gradient of the full model
     run = assemble_run(backbone, prepare_model(backbone, config, accelerator.device), config, accelerator)

@@ -183,7 +183,7 @@ def text_parameters(text_pipeline) -> list:
 @torch.no_grad()
 def held_out_accuracy(pipeline, transformer, test, args, steps=20):
     """GenEval-shapes accuracy by tag on the test prompts (ODE, CFG), from flow_grpo's one generation function."""
-    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
+    from flow_grpo.backbones.generation import GenerationOptions, SamplingSpec, generate_images, image_jobs
     from flow_grpo.backbones.sd3 import SD3Backbone
     from flow_grpo.geneval.scorer import GenEvalScorer
     from flow_grpo.images import to_pil

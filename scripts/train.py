@@ -1,5 +1,5 @@
 """Flow-GRPO and its relatives for any backbone (flow_grpo.backbones.BACKBONES: SD3, FLUX.1, Qwen-Image, Wan2.1 video,
-FLUX.1 Kontext editing, ...) with LoRA (or full fine-tuning), on one process or many. ``scripts/train_sd3.py`` is
+FLUX.1 Kontext editing, ...) with LoRA (or full fine-tuning), on one process or many. ``scripts/train.py`` is
 this script under its original name.
 
     accelerate launch scripts/train.py --config config/grpo.py:geneval_sd3
@@ -61,7 +61,7 @@ from flow_grpo.seeding import generator_for
 from flow_grpo.training.advantages import compute_advantages, gather_rewards, select_training_samples
 from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
 from flow_grpo.training.evaluate import evaluate_rewards
-from flow_grpo.training.rollout import RewardThread, RolloutCollector
+from flow_grpo.training.collector import RewardThread, RolloutCollector
 from flow_grpo.training.sizes import RunSizes, run_sizes
 from flow_grpo.training.stopping import Supervisor, parse_signals
 from flow_grpo.training.update import update

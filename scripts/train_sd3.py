@@ -1,17 +1,8 @@
-"""scripts/train.py under the name the original Flow-GRPO and this project's docs use for SD3 runs; it trains
-any family the same way.
-
-    accelerate launch scripts/train_sd3.py --config config/grpo.py:geneval_sd3
-    python scripts/train_sd3.py --config config/tiny.py:tiny
-"""
-
-from __future__ import annotations
-
+"""scripts/train.py under the original Flow-GRPO's name: an alias for its users (it trains every family the same way)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from train import main  # noqa: E402
 
 if __name__ == "__main__":

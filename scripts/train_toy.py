@@ -4,7 +4,7 @@
     python scripts/train_toy.py --config config/toy.py:moons_unlearn --config.train.beta=0.1
     python scripts/train_toy.py --config config/toy.py:four_modes_flowrl
 
-The same parts as scripts/train_sd3.py on a 1D or 2D world (docs/architecture.md): rollouts with the shared
+The same parts as scripts/train.py on a 1D or 2D world (docs/architecture.md): rollouts with the shared
 sampling loop, group advantages, and the one update loop with the objective ``config.train.objective``; only
 the model (an MLP behind ``flow_grpo.toy.policy.ToyPolicy``) and the world are the toy's. Writes the run
 folder (config.json, metrics.jsonl, summary.json, plots/, samples/, checkpoints/model.safetensors).
@@ -29,7 +29,7 @@ from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, build_objective, check_train_config
 from flow_grpo.plots import plot_histogram, plot_training_curves
 from flow_grpo.runlog import RunLogger, unique_run_dir
-from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.sampling_loop import sample_with_logprob
 from flow_grpo.sde import SDEParams
 from flow_grpo.seeding import generator_for
 from flow_grpo.toy.four_modes import FourModesWorld
@@ -37,8 +37,8 @@ from flow_grpo.toy.line_shapes import LineShapesWorld
 from flow_grpo.toy.model import ToyVelocityNet, pretrain_flow_matching
 from flow_grpo.toy.moons import MoonsWorld
 from flow_grpo.toy.policy import ToyPolicy
-from flow_grpo.toy.rollout import collect_toy_rollout
-from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
+from flow_grpo.toy.collector import collect_toy_rollout
+from flow_grpo.toy.schedule import sigma_schedule, toy_velocity
 from flow_grpo.training.advantages import compute_advantages, select_training_samples
 from flow_grpo.training.sizes import run_sizes
 from flow_grpo.training.assembly import head_parameters, make_learner, make_optimizer

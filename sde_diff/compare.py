@@ -40,7 +40,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from flow_grpo.backbones import ModelLoadError, load_backbone
-    from flow_grpo.backbones.sampling import GenerationOptions, SamplingSpec, generate_images, image_jobs
+    from flow_grpo.backbones.generation import GenerationOptions, SamplingSpec, generate_images, image_jobs
     from flow_grpo.images import save_images
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -74,7 +74,7 @@ def _flux_inputs(batch, image_tokens, text_tokens):
 def test_analytic_flops_of_flux_and_qwenimage_equal_pytorchs_count(family):
     from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
 
-    from flow_grpo.flops import transformer_flops
+    from flow_grpo.backbones import BACKBONES
 
     batch, image_tokens, text_tokens = 3, 16, 7
     if family == "flux":
@@ -91,7 +91,7 @@ def test_analytic_flops_of_flux_and_qwenimage_equal_pytorchs_count(family):
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(**inputs)
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
-    analytic = transformer_flops(family, model.config, batch=batch, image_tokens=image_tokens, text_tokens=text_tokens)
+    analytic = BACKBONES[family].transformer_flops(model.config, batch=batch, image_tokens=image_tokens, text_tokens=text_tokens)
     assert analytic["attention"] == counts["aten.bmm"]
     assert analytic["linear"] == counts["aten.addmm"] + counts.get("aten.mm", 0)
     assert analytic["total"] == sum(counts.values())
@@ -102,7 +102,7 @@ def test_analytic_flops_of_wan_equal_pytorchs_count():
     attention products are PyTorch's bmm, the weights' products its addmm plus the patch convolution."""
     from diffusers import WanTransformer3DModel
 
-    from flow_grpo.flops import transformer_flops
+    from flow_grpo.backbones import BACKBONES
 
     model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
                                   text_dim=24, freq_dim=32, ffn_dim=80, num_layers=2, rope_max_seq_len=64)
@@ -111,7 +111,7 @@ def test_analytic_flops_of_wan_equal_pytorchs_count():
         model(hidden_states=torch.randn(batch, 16, 3, 8, 12), timestep=torch.rand(batch) * 1000,
               encoder_hidden_states=torch.randn(batch, text_tokens, 24))
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
-    analytic = transformer_flops("wan", model.config, batch=batch, image_tokens=3 * 4 * 6, text_tokens=text_tokens)
+    analytic = BACKBONES["wan"].transformer_flops(model.config, batch=batch, image_tokens=3 * 4 * 6, text_tokens=text_tokens)
     assert analytic["attention"] == counts["aten.bmm"]
     assert analytic["linear"] == counts["aten.addmm"] + counts["aten.convolution"]
     assert analytic["total"] == sum(counts.values())
@@ -132,3 +132,16 @@ def test_family_presets_run_reduced(tmp_path, preset):
     assert benchmark.main(["--preset", preset, "--reduced", "--repeats", "1", "--reward", "brightness", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())["baseline"]
     assert figures["phases_s"]["train_forward_backward"] > 0 and 0 < figures["train_mfu"] < 1
+
+
+def test_every_family_counts_its_image_tokens_its_own_way():
+    """512 px at VAE factor 8: SD3 and Qwen-Image patchify by 2, FLUX packs 2x2 with patch 1, and Kontext is FLUX's
+    (the noisy tokens; its FLOPs add as many for the input image)."""
+    import types
+
+    from flow_grpo.backbones import BACKBONES
+
+    tokens = {family: cls.image_tokens(types.SimpleNamespace(patch_size=1 if family.startswith("flux") else 2), 512, 8)
+              for family, cls in BACKBONES.items() if family != "wan"}
+    assert tokens == {"flux": 1024, "flux_kontext": 1024, "qwenimage": 1024, "sd3": 1024}
+    assert BACKBONES["wan"].image_tokens(types.SimpleNamespace(patch_size=(1, 2, 2)), 480, 8) == 30 * 30

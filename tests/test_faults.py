@@ -26,8 +26,7 @@ from flow_grpo.training.stopping import EXIT_PREEMPTED, parse_signals
 
 pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
 
-train_sd3 = load_script("scripts/train_sd3.py")
-train_module = sys.modules["train"]  # scripts/train.py, which train_sd3.py runs
+train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
 COMMON = ["--config.eval_freq=100", "--config.save_freq=100"]
 STATE_FILES = ("lora/pytorch_lora_weights.safetensors", "state/trainable.safetensors", "state/ema.safetensors",
@@ -35,7 +34,7 @@ STATE_FILES = ("lora/pytorch_lora_weights.safetensors", "state/trainable.safeten
 
 
 def run(logdir, *overrides):
-    return train_sd3.main(["--config", f"{TINY}:tiny", f"--config.logdir={logdir}", "--config.progress=false", *overrides])
+    return train.main(["--config", f"{TINY}:tiny", f"--config.logdir={logdir}", "--config.progress=false", *overrides])
 
 
 def rows(run_dir):
@@ -114,7 +113,7 @@ def test_sigterm_during_rollouts_abandons_the_epoch_checkpoints_and_resumes_exac
 
 
 def test_sigterm_during_the_update_completes_the_epoch_checkpoints_and_resumes_exactly(tmp_path, straight, capsys, monkeypatch):
-    real_update = train_module.update
+    real_update = train.update
 
     def update_then_signal(learner, rollout, advantages, keep, config, generator, global_step):
         result = real_update(learner, rollout, advantages, keep, config, generator, global_step)
@@ -122,12 +121,12 @@ def test_sigterm_during_the_update_completes_the_epoch_checkpoints_and_resumes_e
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(train_module, "update", update_then_signal)
+    monkeypatch.setattr(train, "update", update_then_signal)
     assert run(tmp_path, "--config.num_epochs=4", *COMMON) == EXIT_PREEMPTED
     assert "after epoch 2 (completed)" in capsys.readouterr().err
     checkpoints = tmp_path / "tiny" / "checkpoints"
     assert [s for s, _ in list_checkpoints(str(checkpoints))] == [4]
-    monkeypatch.setattr(train_module, "update", real_update)
+    monkeypatch.setattr(train, "update", real_update)
     assert run(tmp_path, "--config.num_epochs=4", "--config.resume_from=latest", *COMMON) == 0
     assert [r["epoch"] for r in rows(tmp_path / "tiny")] == [1, 2, 3, 4]
     assert_same_checkpoint(straight, checkpoints)
@@ -189,7 +188,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one_and_the_run_
     checkpoints = tmp_path / "tiny" / "checkpoints"
     before = {f: load_file(os.path.join(checkpoints, "checkpoint-4", f)) for f in STATE_FILES}
     # files over 10 kB cannot be written (the LoRA is 11.7 kB): the next checkpoint fails as on a full disk
-    command = [sys.executable, os.path.join(REPO, "scripts", "train_sd3.py"), "--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}",
+    command = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}",
                "--config.progress=false", "--config.num_epochs=4", "--config.save_freq=1", "--config.eval_freq=100",
                "--config.resume_from=latest"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(10_000))
@@ -232,7 +231,7 @@ def test_a_hung_process_ends_a_two_process_run_within_the_timeout_naming_the_ran
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541",
-        os.path.join(REPO, "scripts", "train_sd3.py"), "--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}",
+        os.path.join(REPO, "scripts", "train.py"), "--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}",
         "--config.progress=false", "--config.num_epochs=50", "--config.save_freq=1", "--config.eval_freq=100",
         f"--config.dist_timeout_s={timeout_s}",
     ]

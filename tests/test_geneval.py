@@ -211,7 +211,7 @@ def test_summary_numbers(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_detector(tmp_path_factory):
-    from flow_grpo.tiny_models import save_tiny_clip, save_tiny_mask2former
+    from flow_grpo.tiny_reward_models import save_tiny_clip, save_tiny_mask2former
 
     root = tmp_path_factory.mktemp("detector")
     # min_score 0: a random detector spreads its confidence thin over 81 classes

@@ -101,3 +101,15 @@ def test_slurm_script_resumes_when_there_is_a_checkpoint_and_requeues_when_preem
     assert "--config.resume_from=latest" in (tmp_path / "srun.txt").read_text().splitlines()[-1]
     assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "123"]
     assert "requeueing job 123" in result.stdout
+
+
+def test_train_sd3_is_an_alias_of_train(capsys):
+    """The original's name runs scripts/train.py's main, nothing of its own."""
+    import sys
+
+    from conftest import load_script
+
+    alias = load_script("scripts/train_sd3.py")
+    assert alias.main is sys.modules["train"].main
+    assert os.path.samefile(sys.modules["train"].__file__, os.path.join(REPO, "scripts", "train.py"))
+    assert alias.main(["--help"]) == 2 and "usage: --config" in capsys.readouterr().err

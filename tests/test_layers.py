@@ -8,12 +8,12 @@ from conftest import REPO
 
 LAYERS = [
     # 0: pure math, data and utilities
-    ["sde", "advantages", "rollout", "seeding", "data", "config_cli", "images", "flops", "snr", "ema", "plots",
+    ["sde", "advantages", "rollout_types", "seeding", "data", "config_cli", "images", "flops", "snr", "ema", "plots",
      "runlog", "checkpoint", "checkpoint.atomic", "checkpoint.folders", "videos", "errors", "collectives"],
     # 1: the sampling loop and the model boundary
-    ["sampling", "policy"],
+    ["sampling_loop", "flow_policy"],
     # 2: models and what scores them
-    ["backbones", "toy", "tiny_models", "lora", "rewards", "reward_server", "geneval", "shapes"],
+    ["backbones", "toy", "tiny_reward_models", "lora", "rewards", "reward_server", "geneval", "shapes"],
     # 3: objectives
     ["objectives"],
     # 4: training parts

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import REPO, load_script
 from flow_grpo.backbones import backbone_for_pipeline
-from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, sample
+from flow_grpo.backbones.generation import SampleNoise, SamplingSpec, sample
 from flow_grpo.backbones.sd3 import SD3_LORA_TARGET_MODULES
 from flow_grpo.backbones.sd3.tiny import TinySD3Config, build_tiny_sd3_pipeline
 from flow_grpo.lora import LoraLoadError, add_lora, load_lora, save_lora

@@ -34,7 +34,6 @@ from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.rewards import RewardError, build_reward
 from flow_grpo.training.sizes import run_sizes
 
-train_sd3 = load_script("scripts/train_sd3.py")
 train_toy = load_script("scripts/train_toy.py")
 train_module = load_script("scripts/train.py")
 
@@ -193,7 +192,7 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         size = {"wan": ["--config.height=32", "--config.width=48", "--config.num_frames=9"],
                 "flux_kontext": ["--config.resolution=32"]}.get(family, ["--config.resolution=64"])
         overrides += [f"--config.pretrained.model={tiny_model(config)}", "--config.max_sequence_length=32", *size]
-    assert train_sd3.main(["--config", spec, *overrides]) == 0
+    assert train_module.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out
     stored = run_sizes(config, sized_for(file, name)).stored_steps  # the Fast window, or the schedule for ODE rollouts
     trained = run_sizes(config, sized_for(file, name)).trained_steps  # int(stored * fraction), or the stratified count

@@ -123,12 +123,12 @@ def test_toy_trainer_flowrl_moves_policy_and_log_z(tmp_path):
     assert rows[-1]["approx_kl"] > 0  # the policy moved between sampling and the later micro-steps
 
 
-train_sd3 = load_script("scripts/train_sd3.py")
+train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
 
 
 def run_sd3(tmp_path, *overrides):
-    return train_sd3.main(["--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}", "--config.progress=false",
+    return train.main(["--config", f"{TINY}:tiny", f"--config.logdir={tmp_path}", "--config.progress=false",
                            "--config.eval_freq=100", *overrides])
 
 
@@ -176,7 +176,7 @@ def test_forward_process_objectives_run_and_resume_exactly(tmp_path, name):
     def run(folder, *overrides):
         argv = ["--config", f"{TINY}:{name}", f"--config.logdir={folder}", "--config.progress=false", "--config.eval_freq=100",
                 "--config.save_freq=100", *EVENTS_IN_TWO_EPOCHS.get(name, []), *overrides]
-        assert train_sd3.main(argv) == 0
+        assert train.main(argv) == 0
 
     run(tmp_path / "straight", "--config.num_epochs=2")
     run(tmp_path / "split", "--config.num_epochs=1")
@@ -200,7 +200,7 @@ def test_forward_process_objectives_run_and_resume_exactly(tmp_path, name):
 def test_mixgrpo_window_slides_from_high_to_low_noise(tmp_path):
     """tiny_mixgrpo: a window of 2 over the first 4 of 6 steps, one step further every epoch, rolling back after
     the third position; DPM-Solver++ after it. The stored steps' highest flow time follows the window."""
-    assert train_sd3.main(["--config", f"{TINY}:tiny_mixgrpo", f"--config.logdir={tmp_path}", "--config.progress=false",
+    assert train.main(["--config", f"{TINY}:tiny_mixgrpo", f"--config.logdir={tmp_path}", "--config.progress=false",
                            "--config.eval_freq=100", "--config.num_epochs=4"]) == 0
     rows = [json.loads(l) for l in open(tmp_path / "tiny_mixgrpo" / "metrics.jsonl") if "reward_mean" in l]
     sigma_max = [r["stored_sigma_max"] for r in rows]

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from flow_grpo.images import to_tensor
 from flow_grpo.rewards import RewardError, build_reward, multi_score
 from flow_grpo.rewards.ocr import levenshtein, normalise, ocr_reward, target_text
-from flow_grpo.tiny_models import save_tiny_clip
+from flow_grpo.tiny_reward_models import save_tiny_clip
 
 
 def render(text: str, size: int = 512, font_size: int = 48) -> torch.Tensor:

@@ -194,7 +194,7 @@ def test_coarse_sde_is_close_but_fine_steps_are_closer():
     assert fine < coarse
 
 
-# ---- the rollout's other steps: DPM-Solver++(2M) and MixGRPO's sliding window (flow_grpo.sampling) ----
+# ---- the rollout's other steps: DPM-Solver++(2M) and MixGRPO's sliding window (flow_grpo.sampling_loop) ----
 
 def _gaussian_flow(data_std: float):
     """The exact velocity of the flow from N(0, I) to N(0, data_std^2 I), and its exact ODE solution: the
@@ -207,7 +207,7 @@ def _gaussian_flow(data_std: float):
 
 
 def test_dpm_solver_first_order_step_is_the_euler_step():
-    from flow_grpo.sampling import dpm_solver_step
+    from flow_grpo.sampling_loop import dpm_solver_step
 
     x, v = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     for sigma, sigma_next in ((1.0, 0.9), (0.8, 0.55), (0.3, 0.0)):
@@ -217,7 +217,7 @@ def test_dpm_solver_first_order_step_is_the_euler_step():
 
 def test_dpm_solver_is_second_order_where_euler_is_first():
     """On a flow with a closed-form solution, halving the step halves Euler's error and quarters the solver's."""
-    from flow_grpo.sampling import sample_with_logprob
+    from flow_grpo.sampling_loop import sample_with_logprob
 
     velocity, std_at = _gaussian_flow(data_std=0.3)
     x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
@@ -239,7 +239,7 @@ def test_dpm_solver_is_second_order_where_euler_is_first():
 
 def test_dpm_solver_only_after_the_window():
     """The steps before and inside the SDE window are those of the Euler run; the solver changes the rest."""
-    from flow_grpo.sampling import sample_with_logprob
+    from flow_grpo.sampling_loop import sample_with_logprob
 
     velocity, _ = _gaussian_flow(data_std=0.3)
     x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
@@ -257,7 +257,7 @@ def test_dpm_solver_only_after_the_window():
 def test_progressive_window_slides_toward_low_noise_and_rolls_back():
     import ml_collections
 
-    from flow_grpo.sampling import progressive_window_start, scheduled_window_start
+    from flow_grpo.sampling_loop import progressive_window_start, scheduled_window_start
 
     starts = [progressive_window_start(i, window_size=2, window_range=(1, 6), shift_every=3, stride=1) for i in range(15)]
     assert starts == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 1, 1, 1]  # 4 positions hold a whole window: 1..4

@@ -15,8 +15,8 @@ from flow_grpo.toy.moons import MoonsWorld, arc_distances
 from flow_grpo.data import DistributedKRepeatSampler
 from flow_grpo.sde import SDEParams
 from flow_grpo.toy.policy import ToyPolicy
-from flow_grpo.toy.rollout import collect_toy_rollout
-from flow_grpo.toy.sampling import sigma_schedule
+from flow_grpo.toy.collector import collect_toy_rollout
+from flow_grpo.toy.schedule import sigma_schedule
 
 TOY = os.path.join(REPO, "config", "toy.py")
 train_toy = load_script("scripts/train_toy.py")

@@ -1,4 +1,4 @@
-"""scripts/train_sd3.py on the tiny pipeline: learning, on-policy sanity, exact resume, crash safety, bad input."""
+"""scripts/train.py on the tiny pipeline: learning, on-policy sanity, exact resume, crash safety, bad input."""
 
 import json
 import os
@@ -20,13 +20,13 @@ from flow_grpo.rewards import register
 
 pytestmark = pytest.mark.slow  # training runs and subprocesses: make test runs this file, make test-fast does not
 
-train_sd3 = load_script("scripts/train_sd3.py")
+train = load_script("scripts/train.py")
 TINY = os.path.join(REPO, "config", "tiny.py")
 
 
 def run(tmp_path, *overrides, name="tiny"):
     argv = ["--config", f"{TINY}:{name}", f"--config.logdir={tmp_path}", "--config.progress=false", *overrides]
-    return train_sd3.main(argv)
+    return train.main(argv)
 
 
 def metrics(run_dir):
@@ -129,7 +129,7 @@ CRASH_SCRIPT = textwrap.dedent(
         time.sleep(60)
 
     checkpointing.save_lora = slow_save_lora
-    sys.argv = ["train_sd3.py", "--config", {config!r}, "--config.logdir={logdir}", "--config.progress=false",
+    sys.argv = ["train.py", "--config", {config!r}, "--config.logdir={logdir}", "--config.progress=false",
                 "--config.num_epochs=4", "--config.save_freq=2", "--config.eval_freq=100", "--config.resume_from=latest"]
     exec(open({script!r}).read(), {{"__name__": "__main__", "__file__": {script!r}}})
     """
@@ -145,7 +145,7 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_checkpoint(tmp_path)
     marker = tmp_path / "half_written"
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT.format(repo=REPO, marker=str(marker), config=f"{TINY}:tiny", logdir=logdir,
-                                          script=os.path.join(REPO, "scripts", "train_sd3.py")))
+                                          script=os.path.join(REPO, "scripts", "train.py")))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not marker.exists():
@@ -162,7 +162,7 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_checkpoint(tmp_path)
 
 
 def test_unknown_config_and_reward_and_missing_model(tmp_path, capsys):
-    assert train_sd3.main(["--config", f"{TINY}:tinyy"]) == 2
+    assert train.main(["--config", f"{TINY}:tinyy"]) == 2
     err = capsys.readouterr().err
     assert "unknown config 'tinyy'" in err and "tiny_fast" in err
     assert run(tmp_path, "--config.reward_fn={'brigthness': 1.0}") == 2
@@ -181,15 +181,15 @@ def test_the_papers_tasks_get_past_their_prompts(tmp_path, monkeypatch, capsys):
     """OCR, PickScore and GenEval read their prompt sets from the repository and stop only at what cannot be
     here: the SD3.5-M weights or the reward model, named in the message."""
     cpu = "--config.mixed_precision=no"  # (the tests' accelerate state is float32 already)
-    assert train_sd3.main(["--config", f"{GRPO}:general_ocr_sd3_1gpu", f"--config.logdir={tmp_path}", cpu]) == 2
+    assert train.main(["--config", f"{GRPO}:general_ocr_sd3_1gpu", f"--config.logdir={tmp_path}", cpu]) == 2
     err = capsys.readouterr().err  # the OCR model ships in the rapidocr wheel: it stops at the SD3.5-M weights
     assert "cannot load config.pretrained.model 'stabilityai/stable-diffusion-3.5-medium'" in err, err
     for name, reward in (("pickscore_sd3_1gpu", "pickscore"), ("geneval_sd3_1gpu", "geneval")):
-        assert train_sd3.main(["--config", f"{GRPO}:{name}", f"--config.logdir={tmp_path}", cpu]) == 2
+        assert train.main(["--config", f"{GRPO}:{name}", f"--config.logdir={tmp_path}", cpu]) == 2
         err = capsys.readouterr().err
         assert f"cannot build reward {reward!r}" in err and "config.reward_options" in err, err
     # the plain names are sized for 32 processes: on one, the group arithmetic says so before any model loads
-    assert train_sd3.main(["--config", f"{GRPO}:general_ocr_sd3", f"--config.logdir={tmp_path}", cpu]) == 2
+    assert train.main(["--config", f"{GRPO}:general_ocr_sd3", f"--config.logdir={tmp_path}", cpu]) == 2
     err = capsys.readouterr().err
     assert "do not hold whole groups of sample.num_image_per_prompt = 24" in err and "_1gpu" in err, err
     assert not os.listdir(tmp_path)  # nothing written for runs that never started

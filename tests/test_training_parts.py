@@ -14,11 +14,11 @@ from conftest import REPO, load_script
 from flow_grpo.config_cli import ConfigError, load_module, parse_args
 from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, Minibatch, build_objective
-from flow_grpo.rollout import Rollout, concatenate
-from flow_grpo.sampling import sample_with_logprob
+from flow_grpo.rollout_types import Rollout, concatenate
+from flow_grpo.sampling_loop import sample_with_logprob
 from flow_grpo.sde import SDEParams
 from flow_grpo.toy.policy import ToyConditioning, ToyPolicy
-from flow_grpo.toy.sampling import sigma_schedule
+from flow_grpo.toy.schedule import sigma_schedule
 from flow_grpo.training.advantages import compute_advantages, select_training_samples
 from flow_grpo.training.sizes import run_sizes
 from flow_grpo.training.update import Learner, make_minibatches, update
@@ -144,7 +144,7 @@ def test_run_sizes_and_their_checks():
 def test_rollout_collector(accelerator):
     from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
     from flow_grpo.backbones import load_backbone
-    from flow_grpo.training.rollout import RolloutCollector
+    from flow_grpo.training.collector import RolloutCollector
 
     config = parse_args(["--config", os.path.join(REPO, "config", "tiny.py") + ":tiny", "--config.progress=false",
                          "--config.sample.same_latent=true"])

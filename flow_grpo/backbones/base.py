@@ -3,7 +3,7 @@ flow-matching family, and nothing else.
 
 A :class:`Backbone` wraps one diffusers pipeline (SD3, FLUX.1, Qwen-Image, ...) and gives
 
-- ``encode(prompts, max_sequence_length, device)``: the family's typed :class:`~flow_grpo.rollout.Conditioning`;
+- ``encode(prompts, max_sequence_length, device)``: the family's typed :class:`~flow_grpo.rollout_types.Conditioning`;
   ``condition(prompts, max_sequence_length, device, input_images)`` adds the input images of an editing
   family (``takes_input_image``: FLUX.1 Kontext), which the conditioning then carries as latents;
 - ``negative_conditioning(...)``: the negative prompt's, for families that run a negative pass (else None);
@@ -32,7 +32,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from flow_grpo.errors import InputError
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 
 
 class ModelLoadError(InputError):

@@ -1,4 +1,4 @@
-"""Any backbone behind the model boundary (``flow_grpo.policy.FlowPolicy``): the trained transformer's
+"""Any backbone behind the model boundary (``flow_grpo.flow_policy.FlowPolicy``): the trained transformer's
 velocity with the training guidance, and the reference's (the same transformer with its LoRA adapters
 disabled, or a frozen copy for full fine-tuning)."""
 
@@ -10,8 +10,8 @@ import dataclasses
 import torch
 
 from flow_grpo.backbones.base import Backbone, Guidance
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Conditioning
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Conditioning
 from flow_grpo.sde import SDEParams
 
 

@@ -28,7 +28,7 @@ import torch
 from flow_grpo.ema import Snapshot
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity
 from flow_grpo.objectives.grpo import clipped_policy_loss, ratio_diagnostics
-from flow_grpo.policy import FlowPolicy
+from flow_grpo.flow_policy import FlowPolicy
 
 HUBER_EPS = 1e-10
 

@@ -27,8 +27,8 @@ from typing import Any, ClassVar, ContextManager
 import torch
 
 from flow_grpo.ema import Snapshot
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Rollout, TransitionBatch
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Rollout, TransitionBatch
 from flow_grpo.seeding import generator_for
 
 Stats = dict[str, torch.Tensor]  # name -> 0-d tensor; the loop averages each name over the epoch's update

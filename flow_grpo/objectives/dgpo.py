@@ -40,7 +40,7 @@ from flow_grpo.ema import Snapshot
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity, snapshot_weights
 from flow_grpo.objectives.dpo import flow_matching_error
 from flow_grpo.objectives.nft import old_policy_decay
-from flow_grpo.policy import FlowPolicy
+from flow_grpo.flow_policy import FlowPolicy
 from flow_grpo.seeding import generator_for
 
 

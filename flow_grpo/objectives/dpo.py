@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, register_objective, snapshot_velocity
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Rollout
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Rollout
 
 
 def logit_normal_times(uniform_a: torch.Tensor, uniform_b: torch.Tensor, shift: float) -> torch.Tensor:

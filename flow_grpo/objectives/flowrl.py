@@ -26,7 +26,7 @@ from torch import nn
 
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective
 from flow_grpo.objectives.grpo import ratio_diagnostics
-from flow_grpo.policy import FlowPolicy
+from flow_grpo.flow_policy import FlowPolicy
 
 
 class LogZHead(nn.Module):

@@ -52,7 +52,7 @@ from flow_grpo.errors import InputError
 from flow_grpo.objectives.base import Minibatch, own_settings, register_objective, snapshot_velocity, snapshot_weights
 from flow_grpo.objectives.grpo import GRPO
 from flow_grpo.objectives.nft import DiffusionNFT
-from flow_grpo.rollout import Rollout
+from flow_grpo.rollout_types import Rollout
 
 GARDO_SETTINGS = {
     "aux_rewards": (),  # reward columns that judge the main reward (config.reward_fn names, weight 0 there)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective
-from flow_grpo.policy import FlowPolicy, StepScore
-from flow_grpo.rollout import TransitionBatch
+from flow_grpo.flow_policy import FlowPolicy, StepScore
+from flow_grpo.rollout_types import TransitionBatch
 
 
 def clipped_policy_loss(

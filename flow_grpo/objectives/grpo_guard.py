@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from flow_grpo.objectives.grpo import GRPO
-from flow_grpo.policy import StepScore
-from flow_grpo.rollout import TransitionBatch
+from flow_grpo.flow_policy import StepScore
+from flow_grpo.rollout_types import TransitionBatch
 from flow_grpo.objectives.base import register_objective
 
 

@@ -3,7 +3,7 @@ window of SDE steps that slides from high to low noise over training, the ODE ev
 higher-order ODE solver after the window (MixGRPO-Flash). The paper's text was not at hand; the algorithm below
 is the authors' code's.
 
-The rollout (the sampler's config, ``flow_grpo.sampling``; the named configs set it):
+The rollout (the sampler's config, ``flow_grpo.sampling_loop``; the named configs set it):
 
     window at iteration n:  [s_n, s_n + w),  s_n = lo + stride * (floor(n / shift_every) mod P)
                             P = floor((hi - lo - w) / stride) + 1 positions that hold a whole window

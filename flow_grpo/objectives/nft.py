@@ -28,7 +28,7 @@ import torch
 
 from flow_grpo.ema import Snapshot
 from flow_grpo.objectives.base import Minibatch, Objective, Stats, register_objective, snapshot_velocity, snapshot_weights
-from flow_grpo.policy import FlowPolicy
+from flow_grpo.flow_policy import FlowPolicy
 
 ADAPTIVE_WEIGHT_FLOOR = 1e-5
 

@@ -21,8 +21,8 @@ import torch
 
 from flow_grpo.objectives.base import Minibatch, RefreshedSnapshotObjective, Stats, register_objective
 from flow_grpo.objectives.dpo import flow_matching_error, logit_normal_times
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Rollout
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Rollout
 
 
 def best_of_groups(rollout: Rollout) -> torch.Tensor:

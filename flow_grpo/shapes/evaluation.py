@@ -143,9 +143,9 @@ def prompt_grid(columns: list[tuple[str, list]], jobs, metadata, per_prompt: int
 
 @torch.no_grad()
 def sample_images(backbone, metadata, n: int, spec, seed: int, max_sequence_length: int = 16, progress: bool = True):
-    """``n`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_images`` (image k of prompt i
+    """``n`` ODE images per prompt from ``flow_grpo.backbones.generation.generate_images`` (image k of prompt i
     from its one seeding scheme: the same noise for any model). ``spec``: a ``SamplingSpec``."""
-    from flow_grpo.backbones.sampling import GenerationOptions, generate_images, image_jobs
+    from flow_grpo.backbones.generation import GenerationOptions, generate_images, image_jobs
 
     jobs = image_jobs([m["prompt"] for m in metadata], n)
     options = GenerationOptions(seed=seed, max_sequence_length=max_sequence_length, batch_size=128, progress=progress,
@@ -205,8 +205,8 @@ def velocity_norm(backbone, metadata, spec, seed: int, max_sequence_length: int 
     """The mean RMS of the velocity a model integrates (guidance included) along its ODE from fixed noise, one
     image per prompt: reported to grow under NFT, AWM and DPO training, a hacking check beside the others."""
     from flow_grpo.backbones.base import Guidance
-    from flow_grpo.backbones.sampling import image_generator, initial_latents
-    from flow_grpo.sampling import sample_with_logprob
+    from flow_grpo.backbones.generation import image_generator, initial_latents
+    from flow_grpo.sampling_loop import sample_with_logprob
     from flow_grpo.sde import SDEParams
 
     transformer, device = backbone.transformer, backbone.transformer.device
@@ -230,7 +230,7 @@ def held_out_report(backbone, metadata, images_per_prompt: int, config) -> tuple
     """Accuracy by tag and the hacking checks (:func:`evaluate_images`) of ``images_per_prompt`` ODE images per
     prompt, with the run config's eval steps, guidance, seed, resolution and GenEval thresholds, plus the
     velocity norm; returns (report, images, jobs)."""
-    from flow_grpo.backbones.sampling import SamplingSpec
+    from flow_grpo.backbones.generation import SamplingSpec
 
     spec = SamplingSpec(num_steps=config.sample.eval_num_steps, guidance_scale=config.sample.eval_guidance_scale,
                         height=config.resolution, width=config.resolution)

@@ -1,4 +1,4 @@
-"""The toy worlds behind the model boundary (``flow_grpo.policy.FlowPolicy``): an MLP velocity and a
+"""The toy worlds behind the model boundary (``flow_grpo.flow_policy.FlowPolicy``): an MLP velocity and a
 frozen copy of the base as the reference."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import dataclasses
 
 import torch
 
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Conditioning
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Conditioning
 from flow_grpo.sde import SDEParams
 
 

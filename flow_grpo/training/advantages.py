@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from flow_grpo.advantages import batch_advantages, clip_advantages, group_advantages
-from flow_grpo.rollout import Rollout
+from flow_grpo.rollout_types import Rollout
 
 
 def gather_rewards(accelerator, rewards: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

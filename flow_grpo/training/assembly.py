@@ -21,7 +21,7 @@ from flow_grpo.config_cli import ConfigError
 from flow_grpo.ema import EMA
 from flow_grpo.errors import InputError
 from flow_grpo.objectives import OBJECTIVES, Objective, build_objective
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 from flow_grpo.sde import SDEParams
 from flow_grpo.training.phases import Timer, no_timer
 from flow_grpo.training.sizes import frame_size

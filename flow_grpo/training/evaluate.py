@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
-from flow_grpo.training.rollout import call_with_deadline
+from flow_grpo.backbones.generation import GenerationOptions, ImageJob, SamplingSpec, generate_batches
+from flow_grpo.training.collector import call_with_deadline
 from flow_grpo.training.sizes import frame_size
 from flow_grpo.videos import save_samples
 
@@ -16,7 +16,7 @@ from flow_grpo.videos import save_samples
 def evaluate_rewards(*, backbone, transformer, dataset, reward_fn, config, accelerator, grid_path: str | None = None) -> dict:
     """Returns ``{"eval_reward_<column>": mean}`` on every process; writes the grid on the main process.
 
-    ``sample.eval_images_per_prompt`` ODE images per prompt from ``flow_grpo.backbones.sampling.generate_batches``
+    ``sample.eval_images_per_prompt`` ODE images per prompt from ``flow_grpo.backbones.generation.generate_batches``
     (its one seeding scheme: image k of prompt i, whatever the process count). The images are split over
     processes (padded to equal counts; padding is not scored), so results do not depend on the number of
     processes.

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from flow_grpo.ema import EMA
 from flow_grpo.errors import InputError
 from flow_grpo.objectives import Minibatch, Objective
-from flow_grpo.policy import FlowPolicy
-from flow_grpo.rollout import Rollout
+from flow_grpo.flow_policy import FlowPolicy
+from flow_grpo.rollout_types import Rollout
 from flow_grpo.seeding import derive_seed
 from flow_grpo.training.phases import Timer, no_timer
 

@@ -6,7 +6,7 @@
 
 Layout (GenEval's): ``<outdir>/<index:05d>/metadata.jsonl`` and ``<outdir>/<index:05d>/samples/<k:04d>.png``.
 A prompt whose folder already holds all its samples is skipped, so an interrupted run resumes where it
-stopped. Image k of prompt i is seeded by (seed, i, k) (flow_grpo.backbones.sampling.image_generator): the same
+stopped. Image k of prompt i is seeded by (seed, i, k) (flow_grpo.backbones.generation.image_generator): the same
 images whatever the number of processes. Any text-to-image family: SD3, FLUX.1, Qwen-Image (docs/backbones.md).
 ``--lora_path`` takes a trainer checkpoint (its ``lora/`` or a full fine-tuning's ``transformer/``) or a LoRA.
 The model's own settings (``flow_grpo.model_settings``: the checkpoint's run config, the model folder's
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from accelerate import PartialState
 
     from flow_grpo.backbones import load_backbone
-    from flow_grpo.backbones.sampling import GenerationOptions, ImageJob, SamplingSpec, generate_batches
+    from flow_grpo.backbones.generation import GenerationOptions, ImageJob, SamplingSpec, generate_batches
     from flow_grpo.errors import InputError
     from flow_grpo.backbones.trainable import load_trained_weights, trained_weights_kind
     from flow_grpo.images import to_pil

@@ -26,7 +26,7 @@ from flow_grpo.backbones.base import (
 )
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.backbones.flux.flops import flux_transformer_flops
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 
 # Flow-GRPO's FLUX targets (the original flow_grpo's train_flux.py): every attention projection of the double
 # blocks (image and text streams) and both streams' MLPs. The single blocks' attention shares to_q/to_k/to_v.

@@ -29,7 +29,7 @@ from flow_grpo.backbones.base import (
 from flow_grpo.backbones.flux.backbone import pack_latents, patch_sigmas, unpack_latents
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.backbones.qwenimage.flops import qwenimage_transformer_flops
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 
 # Flow-GRPO's Qwen-Image targets (the original flow_grpo's train_qwenimage.py): the joint attention's
 # projections of both streams and both streams' MLPs.

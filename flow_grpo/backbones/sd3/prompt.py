@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 
 
 @dataclasses.dataclass

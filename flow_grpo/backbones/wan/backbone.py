@@ -31,7 +31,7 @@ from flow_grpo.backbones.base import (
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.backbones.wan.flops import wan_transformer_flops
 from flow_grpo.errors import InputError
-from flow_grpo.rollout import Conditioning
+from flow_grpo.rollout_types import Conditioning
 
 # Flow-GRPO's Wan2.1 targets (the original flow_grpo's train_wan2_1.py, LoRA r32 / alpha 64): the attention
 # projections by their last names, which in the text-to-video transformer are the self-attention's (attn1) and

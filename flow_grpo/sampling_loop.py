@@ -2,7 +2,7 @@
 sigma interval, keeping the latents and log-probs of the stochastic steps.
 
 A model enters only through ``velocity(latents, sigma) -> v`` (conditioning, CFG and dtype are the caller's
-closure: ``flow_grpo.backbones.sampling`` for every diffusers family, ``flow_grpo.toy.rollout`` for the toy
+closure: ``flow_grpo.backbones.generation`` for every diffusers family, ``flow_grpo.toy.collector`` for the toy
 worlds), so all of them draw their trajectories with the same code, and the trainer re-scores them with the
 same step.
 

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from flow_grpo.rollout import Conditioning, TransitionBatch
+from flow_grpo.rollout_types import Conditioning, TransitionBatch
 from flow_grpo.sde import SDEParams, sde_step_with_logprob
 
 

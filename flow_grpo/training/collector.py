@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
-from flow_grpo.rollout import Rollout, concatenate
+from flow_grpo.rollout_types import Rollout, concatenate
 from flow_grpo.backbones.base import Backbone
-from flow_grpo.backbones.sampling import SampleNoise, SamplingSpec, initial_latents, sample
-from flow_grpo.rollout import Conditioning
-from flow_grpo.sampling import scheduled_window_start
+from flow_grpo.backbones.generation import SampleNoise, SamplingSpec, initial_latents, sample
+from flow_grpo.rollout_types import Conditioning
+from flow_grpo.sampling_loop import scheduled_window_start
 from flow_grpo.rewards import RewardError
 from flow_grpo.seeding import generator_for
 from flow_grpo.training.phases import Timer, no_timer

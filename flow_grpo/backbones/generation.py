@@ -1,7 +1,7 @@
 """Sampling any backbone with per-step log-probabilities, and the one image-generation function.
 
 :func:`sample` puts a backbone's velocity (guidance included) into the shared loop
-(``flow_grpo.sampling.sample_with_logprob``); the trainer re-scores stored steps with the same velocity
+(``flow_grpo.sampling_loop.sample_with_logprob``); the trainer re-scores stored steps with the same velocity
 through ``flow_grpo.backbones.policy.BackbonePolicy``, so sampling and training share one code path.
 :func:`generate_images` is how every consumer that wants "N ODE images per prompt" gets them (training's
 evaluation, ``inference_demo.py``, GenEval generation, the shapes world's evaluation, ``sde_diff/``), with one
@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from flow_grpo.backbones.base import Backbone, Guidance
-from flow_grpo.rollout import Conditioning
-from flow_grpo.sampling import Trajectory, choose_sde_window, sample_with_logprob
+from flow_grpo.rollout_types import Conditioning
+from flow_grpo.sampling_loop import Trajectory, choose_sde_window, sample_with_logprob
 from flow_grpo.sde import SDEParams, randn_like_sample
 from flow_grpo.seeding import generator_for
 
@@ -40,7 +40,7 @@ class SamplingSpec:
     sde_window_size: int = 0  # Flow-GRPO-Fast: > 0 makes only one window of steps stochastic (and stored)
     sde_window_range: tuple | None = None
     sde_window_start: int | None = None  # a window placed by the caller (MixGRPO's progressive schedule), not at random
-    ode_solver: str = "euler"  # the deterministic steps after the window: "euler" or "dpm2" (flow_grpo.sampling)
+    ode_solver: str = "euler"  # the deterministic steps after the window: "euler" or "dpm2" (flow_grpo.sampling_loop)
     store_means: bool = False  # keep each stored step's Gaussian mean (GRPO-Guard)
     store_latents: bool = True  # False keeps only the final latents (ODE rollouts)
     batched_cfg: bool = True  # CFG as one call on the doubled batch
@@ -59,7 +59,7 @@ class SampleNoise:
 
 @dataclasses.dataclass
 class BackboneTrajectory(Trajectory):
-    """:class:`flow_grpo.sampling.Trajectory` plus the decoded images."""
+    """:class:`flow_grpo.sampling_loop.Trajectory` plus the decoded images."""
 
     images: torch.Tensor | None = None  # [B, 3, H, W] in [0, 1], float32 (None when spec.decode is False)
 

@@ -1,15 +1,15 @@
 """One epoch of toy-world rollouts: prompts from the k-repeat sampler, SDE trajectories with their
-log-probs (the shared ``flow_grpo.sampling`` loop), and the world's reward."""
+log-probs (the shared ``flow_grpo.sampling_loop`` loop), and the world's reward."""
 
 from __future__ import annotations
 
 import torch
 
-from flow_grpo.rollout import Rollout, concatenate
-from flow_grpo.sampling import choose_sde_window, sample_with_logprob, scheduled_window_start
+from flow_grpo.rollout_types import Rollout, concatenate
+from flow_grpo.sampling_loop import choose_sde_window, sample_with_logprob, scheduled_window_start
 from flow_grpo.sde import SDEParams
 from flow_grpo.toy.policy import ToyConditioning
-from flow_grpo.toy.sampling import sigma_schedule, toy_velocity
+from flow_grpo.toy.schedule import sigma_schedule, toy_velocity
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def collect_toy_rollout(model, world, sampler, sample_config, generator: torch.G
     split into groups the size SD3's are, for objectives that take one pair or the best of a group).
 
     ``sample_config.sde_window_size > 0``: only a window of steps is stochastic and stored, drawn per batch or
-    placed by the schedule at training iteration ``iteration`` (``flow_grpo.sampling``); the other steps
+    placed by the schedule at training iteration ``iteration`` (``flow_grpo.sampling_loop``); the other steps
     take ``sample_config.ode_solver``'s steps after the window (every step of an ODE rollout).
     """
     sigmas = sigma_schedule(sample_config.num_steps)

@@ -1,10 +1,10 @@
-"""The toy worlds' sampling schedule and their model as a velocity for ``flow_grpo.sampling``."""
+"""The toy worlds' sampling schedule and their model as a velocity for ``flow_grpo.sampling_loop``."""
 
 from __future__ import annotations
 
 import torch
 
-from flow_grpo.sampling import Velocity
+from flow_grpo.sampling_loop import Velocity
 
 
 def sigma_schedule(num_steps: int, shift: float = 1.0) -> torch.Tensor:
