@@ -147,7 +147,7 @@ def train_config():
     train.ema_decay = 0.9
     train.ema_update_interval = 8  # optimizer steps
     train.ema_warmup = False  # the evaluation EMA's decay min(ema_decay, (1 + n) / (10 + n)) (DiffusionNFT)
-    # each objective's own settings, in its own section (config.train.nft.beta, ...): declared, with their
+    # each objective's own settings, in its own section (config.train.nft.mix_strength, ...): declared, with their
     # defaults and meaning, in its file (flow_grpo/objectives/<name>.py, SETTINGS)
     for objective in OBJECTIVES.values():
         for section, settings in objective.settings_sections().items():

@@ -154,8 +154,8 @@ def general_ocr_sd3_dgpo():
 def pickscore_sd3_dgpo():
     config = _dgpo("pickscore", num_image_per_prompt=24, max_batch=12)
     config.train.timestep_fraction = 0.6
-    config.train.dgpo.beta = 10.0
-    config.train.dgpo.clip_range = 5e-2
+    config.train.dgpo.temperature = 10.0
+    config.train.dgpo.trust_region = 5e-2
     config.train.dgpo.old_samples_after = 200
     config.train.beta = 0.001
     return config

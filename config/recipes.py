@@ -123,7 +123,7 @@ def nft_published(config, task: str):
     clipped at 5, the old policy's decay schedule "1" (flat 0, rate 0.001, cap 0.5; OCR: "2", flat for 75 steps,
     then 0.0075 per step up to 0.999), the evaluation EMA with warm-up."""
     nft(config, timestep_fraction=0.99)
-    config.train.nft.beta = 0.1 if task == "ocr" else 1.0
+    config.train.nft.mix_strength = 0.1 if task == "ocr" else 1.0
     config.train.beta = 1e-4
     config.train.adv_clip_max = 5.0
     config.train.nft.old_policy_decay = (75.0, 0.0075, 0.999) if task == "ocr" else (0.0, 0.001, 0.5)
@@ -166,7 +166,7 @@ def dpo(config, ref_update_step: int):
     policy every ``ref_update_step`` optimizer steps ("change ref_update_step to a small number, e.g. 40, to
     switch to online")."""
     config.train.objective = "dpo"
-    config.train.dpo.beta = 100.0
+    config.train.dpo.temperature = 100.0
     config.train.dpo.time_shift = 3.0
     config.train.dpo.ref_update_step = ref_update_step
     return config

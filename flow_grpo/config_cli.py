@@ -36,6 +36,13 @@ RENAMED_KEYS = {
     "per_prompt_stat_tracking": "train.per_prompt_stat_tracking",
     "train.advantage_mode": "train.per_prompt_stat_tracking (true for grpo groups, false for ddpo)",
     "sample.batch_size": "sample.train_batch_size",
+    # an objective's section no longer reuses a name of config.train's shared keys (issue 36)
+    "train.nft.beta": "train.nft.mix_strength",
+    "train.dpo.beta": "train.dpo.temperature",
+    "train.dgpo.beta": "train.dgpo.temperature",
+    "train.dgpo.clip_range": "train.dgpo.trust_region",
+    "train.awm.ema_beta": "train.awm.kl_ema_beta",
+    "train.awm.ema_decay": "train.awm.kl_ema_decay",
 }
 
 

@@ -7,7 +7,9 @@
 The dump is ``{"FILE.py:NAME": config}`` for every experiment of every config file with a ``get_config``
 (``flow_grpo.config_cli.experiment_names``), each config as ``to_dict()`` with tuples written as lists and keys
 sorted. ``--compare`` prints every config added or removed and every key added, removed or changed (old and new
-value), and exits 1 if there is any; otherwise it prints one line and exits 0.
+value), and exits 1 if there is any; otherwise it prints one line and exits 0. ``--renamed`` reads the earlier
+dump's keys under their new names first (``flow_grpo.config_cli.RENAMED_KEYS``), so that a renamed key with its
+value kept is no difference.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from flow_grpo.config_cli import experiment_names, load_config, load_module  # noqa: E402
+from flow_grpo.config_cli import RENAMED_KEYS, experiment_names, load_config, load_module  # noqa: E402
 
 
 def json_safe(value):
@@ -55,12 +57,18 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return leaves
 
 
-def differences(old: dict, new: dict) -> list[str]:
+def renamed(leaves: dict) -> dict:
+    """Flat keys under their new names (RENAMED_KEYS)."""
+    return {RENAMED_KEYS.get(key, key): value for key, value in leaves.items()}
+
+
+def differences(old: dict, new: dict, rename: bool = False) -> list[str]:
     """One line per config added or removed and per key added, removed or changed."""
     lines = [f"removed config {name}" for name in sorted(old.keys() - new.keys())]
     lines += [f"added config {name}" for name in sorted(new.keys() - old.keys())]
     for name in sorted(old.keys() & new.keys()):
         before, after = flatten(old[name]), flatten(new[name])
+        before = renamed(before) if rename else before
         lines += [f"{name}: removed key {key} (was {before[key]!r})" for key in sorted(before.keys() - after.keys())]
         lines += [f"{name}: added key {key} = {after[key]!r}" for key in sorted(after.keys() - before.keys())]
         lines += [f"{name}: {key} changed {before[key]!r} -> {after[key]!r}"
@@ -73,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write the dump (JSON)")
     parser.add_argument("--compare", default="", help="an earlier dump to compare this one with, key by key")
     parser.add_argument("--config-dir", default=os.path.join(REPO, "config"))
+    parser.add_argument("--renamed", action="store_true", help="compare the earlier dump's keys under their new names")
     args = parser.parse_args(argv)
     configs = dump_all(args.config_dir)
     with open(args.out, "w") as handle:
@@ -82,13 +91,13 @@ def main(argv=None) -> int:
         return 0
     with open(args.compare) as handle:
         old = json.load(handle)
-    lines = differences(old, json.loads(json.dumps(configs, sort_keys=True)))
+    lines = differences(old, json.loads(json.dumps(configs, sort_keys=True)), rename=args.renamed)
     for line in lines:
         print(line)
     if lines:
         print(f"{len(lines)} differences against {args.compare}")
         return 1
-    print(f"{len(configs)} configs identical key by key")
+    print(f"{len(configs)} configs identical key by key" + (" (renamed keys under their new names)" if args.renamed else ""))
     return 0
 
 

@@ -127,3 +127,27 @@ def test_only_the_recipes_name_an_objective():
     recipes = assigned.pop("recipes.py")
     assert assigned == {}
     assert {'"nft"', '"awm"', '"dpo"', '"sft"', '"dgpo"', '"mixgrpo"', '"grpo_guard"', '"flowrl"'} <= set(recipes)
+
+
+def test_an_objective_key_renamed_off_a_shared_name_says_its_new_name():
+    """config.train's shared keys and an objective's own section share no name; the old names say where they went."""
+    from flow_grpo.config_cli import ConfigError, parse_args
+
+    tiny = os.path.join(REPO, "config", "tiny.py") + ":tiny_nft"
+    with pytest.raises(ConfigError, match=r"'train.nft.beta' was renamed: use --config.train.nft.mix_strength"):
+        parse_args(["--config", tiny, "--config.train.nft.beta=0.1"])
+    train = parse_args(["--config", tiny]).train
+    shared = {key for key, value in train.items() if not hasattr(value, "items")}
+    clashes = {f"{section}.{key}" for section, value in train.items() if hasattr(value, "items") for key in value if key in shared}
+    assert not clashes, clashes
+
+
+def test_the_config_dump_reads_renamed_keys_under_their_new_names():
+    from conftest import load_script
+
+    dump = load_script("scripts/dump_configs.py")
+    old = {"tiny.py:tiny_nft": {"train": {"nft": {"beta": 0.1}}}}
+    assert dump.differences(old, {"tiny.py:tiny_nft": {"train": {"nft": {"mix_strength": 0.1}}}}, rename=True) == []
+    assert dump.differences(old, {"tiny.py:tiny_nft": {"train": {"nft": {"mix_strength": 0.2}}}}, rename=True) == [
+        "tiny.py:tiny_nft: train.nft.mix_strength changed 0.1 -> 0.2"]
+    assert len(dump.differences(old, {"tiny.py:tiny_nft": {"train": {"nft": {"mix_strength": 0.1}}}})) == 2

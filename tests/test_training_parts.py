@@ -439,7 +439,7 @@ def np_inputs(minibatch, j, times=None):
 def test_nft_loss_and_gradient_by_hand():
     theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.1, 0.0, 0.4]), np.array([0.0, 0.1, 0.2])
     beta, kl_beta, m = 0.7, 0.05, 5.0
-    policy, objective, minibatch, _ = forward_setup("nft", theta, old, reference, own={"beta": beta}, beta=kl_beta)
+    policy, objective, minibatch, _ = forward_setup("nft", theta, old, reference, own={"mix_strength": beta}, beta=kl_beta)
     loss, grad, stats = grad_of(objective, policy, minibatch)
     x0, eps, t, x_t = np_inputs(minibatch, 1)
     A = np.clip(minibatch.advantages.double().numpy(), -m, m)
@@ -476,7 +476,7 @@ def test_nft_old_policy_schedule_and_sampling_weights():
 def test_awm_loss_and_gradient_by_hand():
     theta, old, reference = np.array([0.3, -0.2, 0.5]), np.array([0.25, -0.1, 0.45]), np.array([0.0, 0.1, 0.2])
     p, kl_beta, ema_beta, m = 0.25, 0.01, 1.0, 5.0
-    policy, objective, minibatch, _ = forward_setup("awm", theta, old, reference, own={"power": p, "ema_beta": ema_beta},
+    policy, objective, minibatch, _ = forward_setup("awm", theta, old, reference, own={"power": p, "kl_ema_beta": ema_beta},
                                                     beta=kl_beta, clip_range=1.0)
     loss, grad, stats = grad_of(objective, policy, minibatch)
     x0, eps, t, _ = np_inputs(minibatch, 1)
@@ -506,7 +506,7 @@ def test_dpo_pairs_and_loss_and_gradient_by_hand():
 
     theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
     dpo_beta = 3.0
-    policy, objective, minibatch, _ = forward_setup("dpo", theta, old=reference, own={"beta": dpo_beta, "time_shift": 3.0})
+    policy, objective, minibatch, _ = forward_setup("dpo", theta, old=reference, own={"temperature": dpo_beta, "time_shift": 3.0})
     values = objective.training_advantages(minibatch.rollout, torch.zeros(6))
     # groups {0, 1, 2} (rewards 0.1, 0.9, 0.5) and {3, 4, 5} (0.3, 0.3, 0.8): winners 1 and 5, losers 0 and 3
     assert values.tolist() == [0, 1, 0, 0, 0, 1] and objective.partner[[1, 5]].tolist() == [0, 3]
@@ -577,7 +577,7 @@ def test_dgpo_group_sigmoid_loss_and_gradient_by_hand():
     code's, mean_i sigmoid(S_g(i)) A_i de_i / dtheta, with one noise per group."""
     theta, reference = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2])
     dgpo_beta, kl_beta = 4.0, 0.05
-    policy, objective, minibatch, _ = forward_setup("dgpo", theta, reference=reference, own={"beta": dgpo_beta, "clip_range": 0.0},
+    policy, objective, minibatch, _ = forward_setup("dgpo", theta, reference=reference, own={"temperature": dgpo_beta, "trust_region": 0.0},
                                                     beta=kl_beta)
     loss, grad, stats = grad_of(objective, policy, minibatch)
     S, error_grad, _ = _dgpo_hand(theta, reference, minibatch, dgpo_beta)
@@ -596,7 +596,7 @@ def test_dgpo_trust_region_stops_the_gradient_of_rows_past_the_clip():
     theta, reference, old = np.array([0.3, -0.2, 0.5]), np.array([0.0, 0.1, 0.2]), np.array([0.5, -0.4, 0.3])
     dgpo_beta, clip = 4.0, 0.05
     policy, objective, minibatch, _ = forward_setup("dgpo", theta, old=old, reference=reference,
-                                                    own={"beta": dgpo_beta, "clip_range": clip})
+                                                    own={"temperature": dgpo_beta, "trust_region": clip})
     loss, grad, stats = grad_of(objective, policy, minibatch)
     S, error_grad, error = _dgpo_hand(theta, reference, minibatch, dgpo_beta)
     A = minibatch.advantages.double().numpy()

@@ -10,12 +10,12 @@ sampling schedule (AWM's discrete times: ``timestep_strategy = "stratified"``, `
     ratio = exp(logp_theta - logp_old)                        logp_old: the weights that sampled the rollout
     A'    = clamp(A, -adv_clip_max, adv_clip_max) / adv_clip_max
     loss  = mean(max(-A' ratio, -A' clip(ratio, 1 - eps, 1 + eps)))
-            + beta mean((v_theta - v_ref)^2) + awm_ema_beta mean((v_theta - v_ema)^2)
+            + beta mean((v_theta - v_ref)^2) + kl_ema_beta mean((v_theta - v_ema)^2)
 
 ``eps`` is ``clip_range`` (1.0 in the paper: practically unclipped; with one optimizer step per epoch the
 ratio is exactly 1 and the PPO term is the advantage-weighted flow-matching gradient). ``beta`` is 0.001 for
 GenEval, 0.003 for OCR. ``v_ema`` comes from a "KL-EMA" snapshot of the trained weights that moves toward
-them after every epoch: ``ema <- d ema + (1 - d) theta``, ``d = min(cap, rate * step)`` (``awm_ema_decay =
+them after every epoch: ``ema <- d ema + (1 - d) theta``, ``d = min(cap, rate * step)`` (``kl_ema_decay =
 (rate, cap)`` = ``(0.001, 0.3)``).
 """
 
@@ -41,15 +41,15 @@ def surrogate_log_prob(velocity: torch.Tensor, target: torch.Tensor, t: torch.Te
 
 @register_objective
 class AWM(Objective):
-    """``config.train.awm``: ``power``, ``ema_beta`` and ``ema_decay`` (the KL-EMA snapshot); shared:
+    """``config.train.awm``: ``power``, ``kl_ema_beta`` and ``kl_ema_decay`` (the KL-EMA snapshot); shared:
     ``clip_range``, ``adv_clip_max``, ``beta`` (to the reference)."""
 
     name = "awm"
     summary = "Advantage Weighted Matching: a PPO ratio on a flow-matching surrogate log-likelihood"
     SETTINGS = {
         "power": 0.25,  # the generalised Huber power of the surrogate log-likelihood
-        "ema_beta": 1.0,  # weight of the velocity penalty to the KL-EMA snapshot
-        "ema_decay": (0.001, 0.3),  # (rate, cap) of the KL-EMA snapshot's decay
+        "kl_ema_beta": 1.0,  # weight of the velocity penalty to the KL-EMA snapshot
+        "kl_ema_decay": (0.001, 0.3),  # (rate, cap) of the KL-EMA snapshot's decay
     }
     sde_rollouts = False
     skips_zero_advantages = False  # the velocity penalties act on every sample
@@ -72,7 +72,7 @@ class AWM(Objective):
         # snapshots first: they are swapped into the trained weights in place
         old_log_prob = surrogate_log_prob(snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning), target, t, power)
         v_ema = None
-        if self.settings.ema_beta > 0:
+        if self.settings.kl_ema_beta > 0:
             v_ema = snapshot_velocity(policy, self.snapshots["kl_ema"], x_t, t, conditioning)
         v = policy.velocity(x_t, t, conditioning).float()
         log_prob = surrogate_log_prob(v, target, t, power)
@@ -86,12 +86,12 @@ class AWM(Objective):
             stats["kl_loss"] = kl.detach()
         if v_ema is not None:
             ema_kl = ((v - v_ema) ** 2).mean()
-            loss = loss + self.settings.ema_beta * ema_kl
+            loss = loss + self.settings.kl_ema_beta * ema_kl
             stats["ema_kl_loss"] = ema_kl.detach()
         return loss, stats
 
     def end_update(self, global_step: int) -> dict[str, float]:
-        rate, cap = self.settings.ema_decay
+        rate, cap = self.settings.kl_ema_decay
         decay = min(cap, rate * global_step)
         self.snapshots["kl_ema"].blend(decay)
         return {"kl_ema_decay": decay}

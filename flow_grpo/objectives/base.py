@@ -97,7 +97,7 @@ class Objective:
     An objective's own settings are declared in its class as ``SETTINGS`` (key -> default): config/base.py
     gives every objective its section ``config.train.<name>`` from them, so an objective's settings live in its
     file (its one registration, ``@register_objective``, puts it in ``flow_grpo.objectives.OBJECTIVES``) and a named
-    config states only what differs (``config.train.nft.beta = 0.1``). ``self.settings`` is that
+    config states only what differs (``config.train.nft.mix_strength = 0.1``). ``self.settings`` is that
     section; the shared keys (``beta``, ``clip_range``, ``adv_clip_max``, the timesteps) stay in ``config.train``.
 
     Args:

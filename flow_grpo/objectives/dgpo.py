@@ -20,7 +20,7 @@ carry over. The reference is the base (adapters off, or a frozen copy), as the a
 Their trust region (``clip_dsm``, on in every published config): an old policy, a snapshot blended toward the
 trained weights after each update with decay ``min(rate step, cap)`` (``old_policy_decay = (0, 0.001, 0.3)``:
 at least 70% current weights), gives ``ratio_i = exp(e_old_i - e_i)``; a row whose ratio already left
-``1 +- clip_range`` in its advantage's direction (``A > 0`` and ``ratio > 1 + c``, or ``A < 0`` and
+``1 +- trust_region`` in its advantage's direction (``A > 0`` and ``ratio > 1 + c``, or ``A < 0`` and
 ``ratio < 1 - c``) keeps its value in ``S_g`` but passes no gradient. After ``old_samples_after`` optimizer
 steps the old policy also samples the rollouts (their ``switch_ema_ref``; -1: never).
 
@@ -79,16 +79,16 @@ def dgpo_loss(error: torch.Tensor, ref_error: torch.Tensor, advantages: torch.Te
 
 @register_objective
 class DGPO(Objective):
-    """``config.train.dgpo``: ``beta`` (the preference temperature ``dgpo_beta``), the trust region's
-    ``clip_range`` and ``old_policy_decay``, ``old_samples_after``; shared: ``beta`` (velocity penalty to the
+    """``config.train.dgpo``: ``temperature`` (the preference temperature ``dgpo_beta``), the trust region's
+    ``trust_region`` (its ``clip_dsm`` range) and ``old_policy_decay``, ``old_samples_after``; shared: ``beta`` (velocity penalty to the
     reference), ``adv_clip_max``, the trained flow times (``timestep_fraction`` / ``timestep_strategy`` over the
     sampling schedule; each group trains at its first row's)."""
 
     name = "dgpo"
     summary = "DGPO: group-level DPO, every sample weighted by its advantage inside one sigmoid per group"
     SETTINGS = {
-        "beta": 100.0,  # dgpo_beta: 100 for GenEval and OCR, 10 for PickScore (the authors' config/dgpo.py)
-        "clip_range": 0.01,  # the trust region on exp(e_old - e) (0: none, and no old policy forward)
+        "temperature": 100.0,  # dgpo_beta: 100 for GenEval and OCR, 10 for PickScore (the authors' config/dgpo.py)
+        "trust_region": 0.01,  # the trust region on exp(e_old - e) (0: none, and no old policy forward)
         "old_policy_decay": (0.0, 0.001, 0.3),  # (flat, rate, cap) of the old policy's decay per update
         "old_samples_after": 500,  # optimizer steps after which the old policy samples (-1: never); 200 for OCR
     }
@@ -130,7 +130,7 @@ class DGPO(Objective):
         conditioning = minibatch.conditioning()
         with torch.no_grad():
             v_ref = policy.reference_velocity(x_t, t, conditioning).float()
-        clip_range = self.settings.clip_range
+        clip_range = self.settings.trust_region
         if clip_range > 0:  # before the forward with gradients: the snapshot is swapped in place
             old_error = flow_matching_error(snapshot_velocity(policy, self.snapshots["old"], x_t, t, conditioning), x0, eps)
         v = policy.velocity(x_t, t, conditioning).float()
@@ -140,7 +140,7 @@ class DGPO(Objective):
             clipped = trust_region_mask(error, old_error, minibatch.advantages, clip_range)
             error = torch.where(clipped, error.detach(), error)
             stats["clipfrac"] = clipped.float().mean()
-        policy_loss, group_stats = dgpo_loss(error, ref_error, minibatch.advantages, groups.to(minibatch.device), self.settings.beta)
+        policy_loss, group_stats = dgpo_loss(error, ref_error, minibatch.advantages, groups.to(minibatch.device), self.settings.temperature)
         loss = policy_loss
         stats = {"policy_loss": policy_loss.detach(), **stats, **group_stats, "error_gain": (ref_error - error).mean().detach()}
         if self.config.beta > 0:

@@ -62,12 +62,12 @@ def dpo_loss(error_w, error_l, ref_error_w, ref_error_l, beta: float) -> torch.T
 
 @register_objective
 class OnlineDPO(RefreshedSnapshotObjective):
-    """``config.train.dpo``: ``beta``, ``ref_update_step``, ``time_shift``."""
+    """``config.train.dpo``: ``temperature`` (the paper's beta), ``ref_update_step``, ``time_shift``."""
 
     name = "dpo"
     summary = "online Diffusion-DPO between each group's best and worst image"
     SETTINGS = {
-        "beta": 100.0,  # the DPO temperature on the flow-matching errors
+        "temperature": 100.0,  # beta in the paper: the DPO temperature on the flow-matching errors
         "ref_update_step": 0,  # refresh the sampling reference every this many optimizer steps (0: never)
         "time_shift": 3.0,  # logit-normal flow times shifted as SD3's schedule (shift 3)
     }
@@ -100,7 +100,7 @@ class OnlineDPO(RefreshedSnapshotObjective):
         conditioning = pair.conditioning()
         ref_error = flow_matching_error(snapshot_velocity(policy, self.snapshots["ref"], x_t, t, conditioning), x0, eps)
         error = flow_matching_error(policy.velocity(x_t, t, conditioning), x0, eps)
-        per_pair = dpo_loss(error[:n], error[n:], ref_error[:n], ref_error[n:], self.settings.beta)
+        per_pair = dpo_loss(error[:n], error[n:], ref_error[:n], ref_error[n:], self.settings.temperature)
         weight = minibatch.advantages
         loss = (weight * per_pair).sum() / torch.clamp(weight.sum(), min=1.0)
         margin = ((ref_error[:n] - error[:n]) - (ref_error[n:] - error[n:])).detach()

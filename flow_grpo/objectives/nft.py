@@ -12,7 +12,7 @@ Per micro-step, for n clean samples ``x0`` [n, *latent] drawn by the old policy,
     L+-  = mean((x0+- - x0)^2) / sg(max(mean|x0+- - x0|, 1e-5))   adaptive weight, per sample
     loss = adv_clip_max * mean(r L+ / beta + (1 - r) L- / beta) + kl_beta * mean((v_theta - v_ref)^2)
 
-``beta`` is ``config.train.nft.beta`` (1.0; 0.1 for OCR and several rewards), ``kl_beta`` is
+``beta`` is ``config.train.nft.mix_strength`` (1.0; 0.1 for OCR and several rewards), ``kl_beta`` is
 ``config.train.beta`` (1e-4 in the paper's configs), ``v_ref`` the base (adapters off, or a frozen copy).
 
 The old policy is a snapshot of the trained weights: it samples the rollouts, gives ``v_old``, and after
@@ -69,14 +69,14 @@ def nft_policy_loss(v: torch.Tensor, v_old: torch.Tensor, x_t: torch.Tensor, x0:
 
 @register_objective
 class DiffusionNFT(Objective):
-    """``config.train.nft``: ``beta`` (the v+- mix strength) and ``old_policy_decay``; shared: ``beta``
+    """``config.train.nft``: ``mix_strength`` (the paper's beta: how far v+- move from v_old) and ``old_policy_decay``; shared: ``beta``
     (velocity penalty to the reference), ``adv_clip_max``; the trained flow times come from
     ``timestep_fraction`` / ``timestep_strategy`` over the sampling schedule (the paper: 9 of 10 steps, at random)."""
 
     name = "nft"
     summary = "DiffusionNFT: implicit positive and negative policies around an old-policy snapshot"
     SETTINGS = {
-        "beta": 1.0,  # the v+- mix strength (0.1 for OCR and several rewards in the paper)
+        "mix_strength": 1.0,  # beta in the paper: the v+- mix strength (0.1 for OCR and several rewards in the paper)
         "old_policy_decay": (0.0, 0.001, 0.5),  # (flat, rate, cap) of the old policy's EMA decay
     }
     sde_rollouts = False
@@ -97,7 +97,7 @@ class DiffusionNFT(Objective):
         v_ref = self.reference_velocity(policy, x_t, t, conditioning) if self.config.beta > 0 else None
         v = policy.velocity(x_t, t, conditioning).float()
         r = optimality(minibatch.advantages, self.config.adv_clip_max)
-        policy_loss, stats = nft_policy_loss(v, v_old, x_t, x0, t, r, self.settings.beta)
+        policy_loss, stats = nft_policy_loss(v, v_old, x_t, x0, t, r, self.settings.mix_strength)
         loss = self.config.adv_clip_max * policy_loss
         stats = {"policy_loss": loss.detach(), **stats, "old_deviation": ((v - v_old) ** 2).mean().detach()}
         if v_ref is not None:
