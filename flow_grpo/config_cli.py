@@ -187,8 +187,9 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
             node = node[part]
 
 
-def parse_args(argv: Sequence[str] | None = None, default_config: str | None = None) -> ml_collections.ConfigDict:
+def parse_args(argv: Sequence[str] | None = None, default_config: str | None = None, help_epilog: str = "") -> ml_collections.ConfigDict:
     """Parse ``--config FILE.py:NAME`` (or ``--config=...``) and any ``--config.key=value`` / ``--config.key value``.
+    ``-h`` / ``--help`` raises the usage (and ``help_epilog``, e.g. what the script can train) as a ConfigError.
 
     Raises :class:`ConfigError` for anything it cannot use; ``main`` functions print it and exit 2.
     """
@@ -202,6 +203,7 @@ def parse_args(argv: Sequence[str] | None = None, default_config: str | None = N
             raise ConfigError(
                 "usage: --config path/to/file.py:NAME [--config.key=value ...]"
                 + (f" (default {default_config})" if default_config else "")
+                + (f"\n{help_epilog}" if help_epilog else "")
             )
         if arg == "--config" or arg.startswith("--config="):
             if "=" in arg:

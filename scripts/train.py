@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     supervisor = Supervisor()  # the phase, the stop signals, the exit status of whatever ends the run (training/stopping.py)
     executor = RewardThread()  # rewards score one batch while the next one samples
     try:
-        config = parse_args(argv)
+        config = parse_args(argv, help_epilog=what_it_trains())
         check_config(config)
         # cheap checks first: the prompts, then the rewards (which may load a model), before the processes and the model
         train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
@@ -152,6 +152,17 @@ def main(argv=None) -> int:
 
 
 # ---- the setup main() delegates to ----
+
+
+def what_it_trains() -> str:
+    """--help's list of the registered families and objectives."""
+    from flow_grpo.backbones import BACKBONES
+    from flow_grpo.objectives import OBJECTIVES
+
+    families = ", ".join(f"{name} ({cls.tiny_model})" for name, cls in BACKBONES.items())
+    objectives = "\n".join(f"  {name:12s} {cls.summary}" for name, cls in OBJECTIVES.items())
+    return (f"families (config.pretrained.family, or read from model_index.json; the tiny built-in model): {families}\n"
+            f"objectives (config.train.objective):\n{objectives}")
 
 
 def check_config(config) -> None:

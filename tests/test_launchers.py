@@ -104,7 +104,8 @@ def test_slurm_script_resumes_when_there_is_a_checkpoint_and_requeues_when_preem
 
 
 def test_train_sd3_is_an_alias_of_train(capsys):
-    """The original's name runs scripts/train.py's main, nothing of its own."""
+    """The original's name runs scripts/train.py's main, nothing of its own; its --help lists the families and
+    objectives the registries hold."""
     import sys
 
     from conftest import load_script
@@ -112,4 +113,10 @@ def test_train_sd3_is_an_alias_of_train(capsys):
     alias = load_script("scripts/train_sd3.py")
     assert alias.main is sys.modules["train"].main
     assert os.path.samefile(sys.modules["train"].__file__, os.path.join(REPO, "scripts", "train.py"))
-    assert alias.main(["--help"]) == 2 and "usage: --config" in capsys.readouterr().err
+    assert alias.main(["--help"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: --config" in err  # and what it trains, read from the registries
+    from flow_grpo.backbones import BACKBONES
+    from flow_grpo.objectives import OBJECTIVES
+
+    assert all(f"  {name} " in err for name in OBJECTIVES) and all(f"{name} ({cls.tiny_model})" in err for name, cls in BACKBONES.items())
