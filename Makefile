@@ -1,5 +1,5 @@
 # Each target does all the set-up on a fresh machine; the README's two commands are the first and the last:
-#   make demo      - the main job (CPU, ~15 min): DiffusionNFT on the shapes world, before/after under logs/
+#   make demo      - the main job (CPU, ~8-14 min): DiffusionNFT on the shapes world, 112 epochs, before/after under logs/
 #   make toy-demo  - Flow-GRPO on the toy worlds (~2 min)
 #   make test      - the test suite (CPU; its budget: 12 minutes of pytest on a 2-core machine, docs/testing.md)
 #   make test-fast - the unit tests without training runs or subprocesses (about 2 minutes), for the edit-test loop
