@@ -9,12 +9,12 @@ A named config is task x family x objective x scale (docs/running.md, "How a nam
 
 This file holds no experiment of its own (no ``get_config``)."""
 
-import math
 import os
 
 import ml_collections
 
 from flow_grpo.objectives import OBJECTIVES
+from flow_grpo.training.sizes import accumulate_into_steps, size_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,6 +94,14 @@ def default():
     config.reward_options = {}  # {"name": {option: value}} passed to each reward's factory
     config.reward_frame_interval = 4  # videos: image rewards score frames 0, 4, 8, ... and average them
     config.reward_nan_policy = "error"  # "error": stop; "drop": leave NaN-reward images out of the update
+    # ---- scale: the epoch a run's batches are sized for (flow_grpo.training.sizes.size_epoch); launched on
+    # another number of processes, the same epoch is resized for it (0 groups: the batches as written) ----
+    config.scale = ml_collections.ConfigDict()
+    config.scale.processes = 0  # the process count the batch keys are sized for (0: not recorded)
+    config.scale.groups_per_epoch = 0
+    config.scale.group_size = 0
+    config.scale.max_batch = 0  # the most images per process and sampling batch
+    config.scale.optimizer_steps_per_epoch = 0
     return config
 
 
@@ -156,35 +164,19 @@ def train_config():
 
 
 def epoch_sizes(config, gpu_number: int, groups_per_epoch: int, num_image_per_prompt: int, max_batch: int):
-    """``groups_per_epoch`` groups of ``num_image_per_prompt`` images per epoch on ``gpu_number`` processes
-    whatever the machine, two optimizer steps per epoch (the original's epochs, every family).
-
-    Each process samples batches of ``b`` images, the largest multiple of ``k / gcd(k, gpu_number)`` up to
-    ``max_batch`` (the original's per-GPU batch: 9 for SD3.5-M on 80 GB, 3 for FLUX.1-dev, 4 for Qwen-Image), so
-    that the processes' batch holds whole groups for the k-repeat sampler: for SD3.5-M b = 9 on 32 GPUs, 6 on 4,
-    24 on 1 (sampling needs no activations kept); training micro-batches are ``b`` or, when ``b`` exceeds
-    ``max_batch``, its largest divisor up to it (8 on 1 GPU).
-    """
-    k = num_image_per_prompt
-    unit = k // math.gcd(k, gpu_number)
-    sample_batch = max(unit, unit * (max_batch // unit))
-    train_batch = max(d for d in range(1, min(sample_batch, max_batch) + 1) if sample_batch % d == 0)
-    images_per_epoch = groups_per_epoch * k
-    if images_per_epoch % (gpu_number * sample_batch):
-        raise ValueError(f"{groups_per_epoch} groups of {k} do not split into batches of {gpu_number} x {sample_batch}")
-    config.sample.train_batch_size = sample_batch
-    config.sample.num_image_per_prompt = k
-    config.sample.num_batches_per_epoch = images_per_epoch // (gpu_number * sample_batch)
-    config.train.batch_size = train_batch
-    optimizer_steps(config, 2)  # two optimizer steps per epoch
-    config.train.num_inner_epochs = 1
+    """``groups_per_epoch`` groups of ``num_image_per_prompt`` images per epoch on ``gpu_number`` processes, at most
+    ``max_batch`` images per process and batch, two optimizer steps per epoch (the original's epochs, every family),
+    recorded in ``config.scale`` so that a launch on another number of processes keeps the same epoch
+    (``flow_grpo.training.sizes.size_epoch``: the batch arithmetic)."""
+    config.scale.update(groups_per_epoch=groups_per_epoch, group_size=num_image_per_prompt, max_batch=max_batch,
+                        optimizer_steps_per_epoch=2)
+    size_epoch(config, gpu_number)
     return config
 
 
 def optimizer_steps(config, per_epoch: int):
     """Accumulate an epoch's minibatches into ``per_epoch`` optimizer steps (at least one minibatch each)."""
-    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
-    config.train.gradient_accumulation_steps = max(1, minibatches // per_epoch)
+    accumulate_into_steps(config, per_epoch)
     return config
 
 

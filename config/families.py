@@ -145,12 +145,9 @@ def flux_kontext():
     config.sample.num_steps = 6
     config.sample.eval_num_steps = 28
     kontext_sampler(config)
-    config.sample.train_batch_size = 3
-    config.sample.num_image_per_prompt = 21
-    config.sample.num_batches_per_epoch = 12  # int(48 / (28 x 3 / 21))
+    # 48 groups of 21 in batches of 3 per GPU: 12 batches per epoch on 28 GPUs, two optimizer steps
+    base.epoch_sizes(config, 28, groups_per_epoch=48, num_image_per_prompt=21, max_batch=3)
     config.sample.test_batch_size = 2
-    config.train.batch_size = 3
-    config.train.gradient_accumulation_steps = 6  # two optimizer steps per epoch
     config.train.timestep_fraction = 0.99
     config.train.ema = True
     return config

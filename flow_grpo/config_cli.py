@@ -18,7 +18,7 @@ import inspect
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import ml_collections
 
@@ -187,9 +187,11 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
             node = node[part]
 
 
-def parse_args(argv: Sequence[str] | None = None, default_config: str | None = None, help_epilog: str = "") -> ml_collections.ConfigDict:
+def parse_args(argv: Sequence[str] | None = None, default_config: str | None = None, help_epilog: str = "",
+               after_overrides: Callable[[ml_collections.ConfigDict, set[str]], None] | None = None) -> ml_collections.ConfigDict:
     """Parse ``--config FILE.py:NAME`` (or ``--config=...``) and any ``--config.key=value`` / ``--config.key value``.
-    ``-h`` / ``--help`` raises the usage (and ``help_epilog``, e.g. what the script can train) as a ConfigError.
+    ``-h`` / ``--help`` raises the usage (and ``help_epilog``, e.g. what the script can train) as a ConfigError;
+    ``after_overrides(config, overridden keys)`` runs last (scripts/train.py fits the epoch to its processes there).
 
     Raises :class:`ConfigError` for anything it cannot use; ``main`` functions print it and exit 2.
     """
@@ -233,4 +235,6 @@ def parse_args(argv: Sequence[str] | None = None, default_config: str | None = N
         config.run_name = spec.partition(":")[2]  # default run folder: the experiment's name
     for key, text in overrides:
         apply_override(config, key, text)
+    if after_overrides is not None:
+        after_overrides(config, {key for key, _ in overrides})
     return config

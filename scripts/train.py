@@ -62,7 +62,7 @@ from flow_grpo.training.advantages import compute_advantages, gather_rewards, se
 from flow_grpo.training.assembly import assemble_run, check_samples, prepare_model, settle_distributed_config
 from flow_grpo.training.evaluate import evaluate_rewards
 from flow_grpo.training.collector import RewardThread, RolloutCollector
-from flow_grpo.training.sizes import RunSizes, run_sizes
+from flow_grpo.training.sizes import BATCH_KEYS, RunSizes, fit_to_processes, run_sizes
 from flow_grpo.training.stopping import Supervisor, parse_signals
 from flow_grpo.training.update import update
 from flow_grpo.videos import save_samples
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     supervisor = Supervisor()  # the phase, the stop signals, the exit status of whatever ends the run (training/stopping.py)
     executor = RewardThread()  # rewards score one batch while the next one samples
     try:
-        config = parse_args(argv, help_epilog=what_it_trains())
+        config = parse_args(argv, help_epilog=what_it_trains(), after_overrides=fit_epoch_to_launch)
         check_config(config)
         # cheap checks first: the prompts, then the rewards (which may load a model), before the processes and the model
         train_set, test_set = PromptDataset(config.dataset, "train"), PromptDataset(config.dataset, "test")
@@ -152,6 +152,20 @@ def main(argv=None) -> int:
 
 
 # ---- the setup main() delegates to ----
+
+
+def fit_epoch_to_launch(config, overridden: set[str]) -> None:
+    """The named config's epoch (``config.scale``) on the number of processes this run is launched with (the
+    launcher's WORLD_SIZE), unless the command line sizes the batches itself."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    by_hand = sorted(overridden & set(BATCH_KEYS))
+    lines = fit_to_processes(config, launched) if not by_hand else []
+    if by_hand and config.get("scale", {}).get("processes", 0) not in (0, launched):
+        lines = [f"config sized for {config.scale.processes} process(es), launched on {launched}: not resized, as "
+                 f"the command line sets {', '.join(by_hand)}"]
+    if os.environ.get("RANK", "0") == "0":
+        for line in lines:
+            print(line)
 
 
 def what_it_trains() -> str:

@@ -70,7 +70,7 @@ def test_missing_file_and_stray_argument():
 # ---- the composition of the named configs (docs/running.md, "How a named config is composed") ----
 
 SIZE_KEYS = {"sample.train_batch_size", "sample.num_batches_per_epoch", "train.batch_size",
-             "train.gradient_accumulation_steps"}
+             "train.gradient_accumulation_steps", "scale.processes"}
 
 
 def leaves(config, prefix=""):
@@ -85,7 +85,7 @@ def leaves(config, prefix=""):
 
 def test_a_gpu_count_variant_is_its_run_resized():
     """Every ``NAME_<n>gpu`` is ``families.on_gpus(NAME(), n)`` key by key: it differs from NAME in the batch
-    sizes alone, and samples the same groups per epoch on n processes as NAME on its family's published count."""
+    sizes (and the process count it records) alone, and samples the same groups per epoch on n processes as NAME on its family's published count."""
     import re
 
     from flow_grpo.config_cli import experiment_names, load_module
@@ -151,3 +151,37 @@ def test_the_config_dump_reads_renamed_keys_under_their_new_names():
     assert dump.differences(old, {"tiny.py:tiny_nft": {"train": {"nft": {"mix_strength": 0.2}}}}, rename=True) == [
         "tiny.py:tiny_nft: train.nft.mix_strength changed 0.1 -> 0.2"]
     assert len(dump.differences(old, {"tiny.py:tiny_nft": {"train": {"nft": {"mix_strength": 0.1}}}})) == 2
+
+
+def test_a_run_launched_on_other_processes_keeps_its_epoch():
+    """config.scale: config/grpo.py's 32-GPU run launched on 4 processes is its _4gpu variant key by key (the same
+    48 groups of 24 in two optimizer steps), on 32 it is unchanged, and an epoch that cannot split says so."""
+    from flow_grpo.config_cli import load_config
+    from flow_grpo.training.sizes import fit_to_processes
+
+    grpo = os.path.join(REPO, "config", "grpo.py")
+    run, on_four = load_config(f"{grpo}:geneval_sd3"), load_config(f"{grpo}:geneval_sd3_4gpu")
+    assert fit_to_processes(run, 32) == [] and run.scale.processes == 32
+    (line,) = fit_to_processes(run, 4)
+    assert "sized for 32 process(es), launched on 4: the same 48 groups of 24 per epoch, 2 optimizer step(s)" in line
+    assert "sample.train_batch_size 9 -> 6" in line
+    run.run_name = on_four.run_name
+    assert run.to_dict() == on_four.to_dict()
+    with pytest.raises(ConfigError, match="48 groups of 24 do not split into batches of 5 process"):
+        fit_to_processes(load_config(f"{grpo}:geneval_sd3"), 5)
+    tiny = load_config(os.path.join(REPO, "config", "tiny.py") + ":tiny")  # sized by hand: left as written
+    assert fit_to_processes(tiny, 2) == [] and tiny.scale.processes == 0
+
+
+def test_the_trainer_fits_the_epoch_to_its_launch_unless_the_batches_are_given(monkeypatch, capsys):
+    from conftest import load_script
+
+    train = load_script("scripts/train.py")
+    spec = os.path.join(REPO, "config", "grpo.py") + ":geneval_sd3"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    assert train.parse_args(["--config", spec], after_overrides=train.fit_epoch_to_launch).sample.train_batch_size == 6
+    assert "launched on 4" in capsys.readouterr().out
+    by_hand = train.parse_args(["--config", spec, "--config.sample.train_batch_size=12"], after_overrides=train.fit_epoch_to_launch)
+    assert by_hand.sample.train_batch_size == 12 and by_hand.sample.num_batches_per_epoch == 4  # as written
+    assert "not resized, as the command line sets sample.train_batch_size" in capsys.readouterr().out

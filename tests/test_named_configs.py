@@ -52,19 +52,10 @@ def load(file: str, name: str):
     return config
 
 
-def sized_for(file: str, name: str) -> int:
-    """The number of processes a config is sized for: config/grpo.py and count.py keep the 32-GPU original's
-    groups per epoch, with _4gpu / _1gpu variants; config/forward.py runs NFT, AWM and GARDO's NFT on one node of 8
-    GPUs, DGPO on 4, DPO and SFT on 1 (as their sources); the CPU configs run in one process."""
-    if file in ("grpo.py", "count.py"):
-        return 1 if name.endswith("_1gpu") else 4 if name.endswith("_4gpu") else 32
-    if file == "forward.py":  # DGPO on 4, as its authors
-        return 8 if name.endswith(("_nft", "_awm", "_nft_gardo")) else 4 if name.endswith("_dgpo") else 1
-    if file in ("flux.py", "qwenimage.py"):  # the original's 32 GPUs, _8gpu variants; the forward objectives on 8
-        return 8 if name.endswith(("_8gpu", "_nft", "_awm")) else 32
-    if file == "kontext.py":  # the original's 28 GPUs
-        return 28
-    return 1  # wan.py: the original's one GPU; the CPU configs
+def sized_for(config) -> int:
+    """The number of processes a config's batches are sized for, as it records it (``config.scale.processes``;
+    the toy worlds and the hand-sized CPU configs: one)."""
+    return config.get("scale", {}).get("processes", 0) or 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,7 +151,7 @@ def test_config_builds_and_validates(file, name):
     config = load(file, name)
     train_module.check_config(config)
     PromptDataset(config.dataset, "test")
-    check_batch_arithmetic(config, sized_for(file, name))
+    check_batch_arithmetic(config, sized_for(config))
     rewards, _ = cheap_rewards(config.reward_fn.to_dict(), config.reward_options.to_dict(), family_of(config))
     assert rewards and sum(rewards.values()) > 0
     assert config.train.objective == run_path(config)[1] and config.sample.eval_num_steps > 0
@@ -194,8 +185,8 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         overrides += [f"--config.pretrained.model={tiny_model(config)}", "--config.max_sequence_length=32", *size]
     assert train_module.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out
-    stored = run_sizes(config, sized_for(file, name)).stored_steps  # the Fast window, or the schedule for ODE rollouts
-    trained = run_sizes(config, sized_for(file, name)).trained_steps  # int(stored * fraction), or the stratified count
+    stored = run_sizes(config, sized_for(config)).stored_steps  # the Fast window, or the schedule for ODE rollouts
+    trained = run_sizes(config, sized_for(config)).trained_steps  # int(stored * fraction), or the stratified count
     assert re.search(rf"denoising steps stored / trained\s+{stored} / {trained} per image", out), out
     assert f"objective {config.train.objective}" in out
     rows = [json.loads(line) for line in open(tmp_path / config.run_name / "metrics.jsonl")]

@@ -188,10 +188,15 @@ def test_the_papers_tasks_get_past_their_prompts(tmp_path, monkeypatch, capsys):
         assert train.main(["--config", f"{GRPO}:{name}", f"--config.logdir={tmp_path}", cpu]) == 2
         err = capsys.readouterr().err
         assert f"cannot build reward {reward!r}" in err and "config.reward_options" in err, err
-    # the plain names are sized for 32 processes: on one, the group arithmetic says so before any model loads
+    # the plain names are sized for 32 processes: on one they are resized (config.scale) and get as far as the _1gpu
+    # name; batches given by hand that do not hold whole groups stop before any model loads
     assert train.main(["--config", f"{GRPO}:general_ocr_sd3", f"--config.logdir={tmp_path}", cpu]) == 2
+    captured = capsys.readouterr()
+    assert "config sized for 32 process(es), launched on 1: the same 48 groups of 24 per epoch" in captured.out
+    assert "cannot load config.pretrained.model 'stabilityai/stable-diffusion-3.5-medium'" in captured.err, captured.err
+    assert train.main(["--config", f"{GRPO}:general_ocr_sd3", f"--config.logdir={tmp_path}", cpu, "--config.sample.train_batch_size=9"]) == 2
     err = capsys.readouterr().err
-    assert "do not hold whole groups of sample.num_image_per_prompt = 24" in err and "_1gpu" in err, err
+    assert "do not hold whole groups of sample.num_image_per_prompt = 24" in err and "config.scale" in err, err
     assert not os.listdir(tmp_path)  # nothing written for runs that never started
 
 

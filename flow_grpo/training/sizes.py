@@ -1,8 +1,10 @@
-"""The sizes a run derives from its config, computed in one place and printed before it starts."""
+"""The sizes a run derives from its config, computed in one place and printed before it starts, and the epoch
+fitted to the number of processes a run is launched with (``config.scale``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from flow_grpo.config_cli import ConfigError
 from flow_grpo.errors import InputError
@@ -81,8 +83,8 @@ def run_sizes(config, processes: int, group_size: int | None = None) -> RunSizes
     if (processes * sizes.images_per_batch) % sizes.group_size:
         raise ConfigError(
             f"{processes} process(es) x sample.train_batch_size {sizes.images_per_batch} images per sampling batch do not "
-            f"hold whole groups of sample.num_image_per_prompt = {sizes.group_size}: launch the number of processes "
-            f"the config is sized for (e.g. 32 for config/grpo.py's plain names) or use its _1gpu / _4gpu variant"
+            f"hold whole groups of sample.num_image_per_prompt = {sizes.group_size}: give batches that do, or leave them "
+            f"to config.scale (a config sized by epoch_sizes is resized for the processes it is launched on)"
         )
     window = sizes.minibatch * sizes.accumulation
     if sizes.images_per_process % window:
@@ -103,3 +105,66 @@ def frame_size(config) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise InputError(f"the sample size must be positive, got {height} x {width}")
     return height, width
+
+
+# ---- an epoch on any number of processes (config.scale) ----
+
+BATCH_KEYS = ("sample.train_batch_size", "sample.num_image_per_prompt", "sample.num_batches_per_epoch", "train.batch_size",
+              "train.gradient_accumulation_steps", "train.num_inner_epochs")
+
+
+def size_epoch(config, processes: int) -> None:
+    """Set the batch keys so that ``config.scale``'s epoch runs on ``processes`` processes: ``groups_per_epoch``
+    groups of ``group_size`` images in ``optimizer_steps_per_epoch`` optimizer steps, whatever the machine.
+
+    Each process samples batches of ``b`` images, the largest multiple of ``k / gcd(k, processes)`` up to
+    ``max_batch`` (the original's per-GPU batch: 9 for SD3.5-M on 80 GB, 3 for FLUX.1-dev, 4 for Qwen-Image), so
+    that the processes' batch holds whole groups for the k-repeat sampler: for SD3.5-M b = 9 on 32 GPUs, 6 on 4,
+    24 on 1 (sampling needs no activations kept); training micro-batches are ``b`` or, when ``b`` exceeds
+    ``max_batch``, its largest divisor up to it (8 on 1 GPU). ``config.scale.processes`` records ``processes``.
+    """
+    scale, k = config.scale, config.scale.group_size
+    unit = k // math.gcd(k, processes)
+    sample_batch = max(unit, unit * (scale.max_batch // unit))
+    train_batch = max(d for d in range(1, min(sample_batch, scale.max_batch) + 1) if sample_batch % d == 0)
+    images_per_epoch = scale.groups_per_epoch * k
+    if images_per_epoch % (processes * sample_batch):
+        raise ConfigError(f"config.scale: {scale.groups_per_epoch} groups of {k} do not split into batches of {processes} "
+                          f"process(es) x {sample_batch} images; launch another number of processes")
+    config.sample.train_batch_size = sample_batch
+    config.sample.num_image_per_prompt = k
+    config.sample.num_batches_per_epoch = images_per_epoch // (processes * sample_batch)
+    config.train.batch_size = train_batch
+    config.train.num_inner_epochs = 1
+    scale.processes = processes
+    accumulate_into_steps(config, scale.optimizer_steps_per_epoch)
+
+
+def accumulate_into_steps(config, per_epoch: int) -> None:
+    """Accumulate an epoch's minibatches into ``per_epoch`` optimizer steps (at least one minibatch each)."""
+    minibatches = config.sample.num_batches_per_epoch * config.sample.train_batch_size // config.train.batch_size
+    config.train.gradient_accumulation_steps = max(1, minibatches // per_epoch)
+    config.scale.optimizer_steps_per_epoch = per_epoch
+
+
+def fit_to_processes(config, processes: int) -> list[str]:
+    """A config sized for another number of processes (``config.scale.processes``, with the epoch it describes)
+    resized for ``processes``: the same groups per epoch and optimizer steps per epoch in other batches. Returns
+    what changed ("key a -> b"), nothing when the count is the one it was sized for or it records no epoch."""
+    scale = config.get("scale")
+    if not scale or not scale.groups_per_epoch or scale.processes in (0, processes):
+        return []
+    before = {key: _get(config, key) for key in BATCH_KEYS}
+    sized_for = scale.processes
+    size_epoch(config, processes)
+    changes = [f"{key} {before[key]} -> {_get(config, key)}" for key in BATCH_KEYS if before[key] != _get(config, key)]
+    sample, train = config.sample, config.train
+    steps = sample.train_batch_size * sample.num_batches_per_epoch // (train.batch_size * train.gradient_accumulation_steps)
+    return [f"config sized for {sized_for} process(es), launched on {processes}: the same {scale.groups_per_epoch} groups of "
+            f"{scale.group_size} per epoch, {steps} optimizer step(s) ({scale.optimizer_steps_per_epoch} asked; "
+            f"{'; '.join(changes) or 'no batch changes'}; --config.scale.groups_per_epoch=0 keeps the sizes as written)"]
+
+
+def _get(config, key: str):
+    section, name = key.split(".")
+    return config[section][name]
