@@ -794,3 +794,26 @@ def test_the_curves_put_a_strict_accuracy_beside_a_partial_credit_reward(tmp_pat
     assert "accuracy (strict)" not in dict(training_panels([{"epoch": 0, "reward_mean": 1.0}], "eval_reward_avg"))
     plot_training_curves(rows, "eval_reward_avg", str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_the_exit_table_maps_what_ended_a_run_to_its_status(capsys):
+    """stopping.EXIT_RULES through Supervisor.exit_status: a reward that cannot be built is bad input (2) during
+    setup and a failure (1) once training; the non-finite stop names its epoch; a missing file while training and
+    any exception in no rule are bugs (None: re-raised with their traceback)."""
+    from flow_grpo.checkpoint.folders import CheckpointWriteError
+    from flow_grpo.rewards import RewardError
+    from flow_grpo.training.stopping import EXIT_PREEMPTED, RunStopped, Supervisor
+    from flow_grpo.training.update import NonFiniteUpdates
+
+    supervisor = Supervisor()
+    assert supervisor.exit_status(RewardError("no such reward")) == 2
+    assert supervisor.exit_status(FileNotFoundError("prompts.txt")) == 2
+    assert supervisor.exit_status(ValueError("a bug")) is None
+    assert "error: no such reward" in capsys.readouterr().err
+    supervisor.training, supervisor.epoch_in_flight = True, 3
+    assert supervisor.exit_status(RewardError("the server is down")) == 1
+    assert supervisor.exit_status(NonFiniteUpdates("3 steps in a row")) == 1
+    assert "error: epoch 3: 3 steps in a row" in capsys.readouterr().err
+    assert supervisor.exit_status(CheckpointWriteError("disk full")) == 2
+    assert supervisor.exit_status(FileNotFoundError("gone")) is None
+    assert supervisor.exit_status(RunStopped(EXIT_PREEMPTED, "")) == EXIT_PREEMPTED and capsys.readouterr().err.count("error") == 1

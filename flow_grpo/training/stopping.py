@@ -167,7 +167,7 @@ class ExitRule(NamedTuple):
     names_epoch: bool = False  # the message says which epoch
 
 
-# What ends a run, and its exit status (docs/operations.md, "Exit status"): the first rule that matches wins; an
+# What ends a run, and its exit status (docs/operations.md, "Exit statuses"): the first rule that matches wins; an
 # exception in none is a bug and keeps its traceback. A collective with no answer ends a training run with 1, and
 # an epoch given up (RunStopped) has its own status: 75 after a stop signal, 1 after a reward failed.
 EXIT_RULES = (
