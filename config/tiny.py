@@ -165,6 +165,16 @@ def tiny_qwenimage():
     return families.qwenimage_sampler(config)
 
 
+def tiny_zimage():
+    """The tiny run on a tiny Z-Image (``builtin:tiny_zimage``): standard CFG 4.5 on the empty prompt (ZImagePipeline's
+    guidance_scale 3.5), the Qwen3 chat-template captions, Z-Image's static shift 3, the tiny run's SDE. Derived: no
+    Flow-GRPO run on Z-Image is published upstream."""
+    config = tiny()
+    config.run_name = "tiny_zimage"
+    config.pretrained.model = "builtin:tiny_zimage"
+    return config
+
+
 def tiny_wan():
     """The tiny run on a tiny Wan2.1 text-to-video model (``builtin:tiny_wan``): 9 frames of 32 x 48 (latents
     ``[16, 3, 4, 6]``), CFG 4.5 with the empty negative prompt, Wan's flow shift; the reward is brightness on

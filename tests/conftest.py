@@ -9,6 +9,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (set before anything imports huggingface_hub, which reads it once)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from flow_grpo.backbones import BUILTIN  # noqa: E402 (after HF_HUB_OFFLINE: it imports huggingface_hub)
+
 
 def load_script(relative_path: str):
     """Import a script under scripts/ (or elsewhere) as a module, without running its main."""
@@ -61,11 +63,12 @@ def trained_runs(tmp_path_factory):
 
 
 TINY_CONFIGS = os.path.join(REPO, "config", "tiny.py")
-# the two-process runs (accelerate launch, 2 CPU processes on gloo), one launch for all: name -> its overrides
+# the two-process runs (accelerate launch, 2 CPU processes on gloo), one launch for all: name -> its overrides; every
+# family but SD3 by its tiny model's name, which is its config/tiny.py run
 TWO_PROCESS_RUNS = {
     "tiny": ["--config.num_epochs=24"],  # tests/test_train_sd3.py: groups, advantages and learning
     **{name: ["--config.num_epochs=3", "--config.eval_freq=100"]  # tests/test_train_families.py
-       for name in ("tiny_flux", "tiny_qwenimage", "tiny_wan", "tiny_kontext")},
+       for name in (model.removeprefix("builtin:") for model, cls in BUILTIN.items() if cls.family != "sd3")},
 }
 
 

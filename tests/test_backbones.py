@@ -134,6 +134,12 @@ def test_encoding_matches_the_pipelines(family):
             for i, n in enumerate(lengths.tolist()):
                 torch.testing.assert_close(ours.prompt_embeds[i, :n], theirs[i, :n], rtol=0, atol=1e-6)
                 assert torch.all(ours.prompt_embeds[i, n:] == 0)
+        elif backbone.family == "zimage":  # one [L_i, D] tensor per prompt (its template's tokens); ours padded to LENGTH
+            theirs, _ = pipeline.encode_prompt(list(PROMPTS), do_classifier_free_guidance=False, max_sequence_length=LENGTH)
+            assert ours.prompt_embeds.shape == (4, LENGTH, 32) and ours.prompt_embeds_mask.sum(1).tolist() == [len(t) for t in theirs]
+            for mine, reference in zip(ours.caption_features(torch.float32), theirs):
+                torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)
+            assert all(torch.all(ours.prompt_embeds[i, len(t):] == 0) for i, t in enumerate(theirs))
         else:
             pytest.fail(f"no check of {backbone.family}'s encoding against its pipeline's encode_prompt: write one here")
 

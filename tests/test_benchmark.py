@@ -135,13 +135,34 @@ def test_family_presets_run_reduced(tmp_path, preset):
 
 
 def test_every_family_counts_its_image_tokens_its_own_way():
-    """512 px at VAE factor 8: SD3 and Qwen-Image patchify by 2, FLUX packs 2x2 with patch 1, and Kontext is FLUX's
-    (the noisy tokens; its FLOPs add as many for the input image)."""
+    """512 px at VAE factor 8 is 32 x 32 tokens for every image family: SD3, Qwen-Image and Z-Image patchify by 2, FLUX
+    packs 2x2 with patch 1, and Kontext is FLUX's (the noisy tokens; its FLOPs add as many for the input image)."""
     import types
 
     from flow_grpo.backbones import BACKBONES
 
-    tokens = {family: cls.image_tokens(types.SimpleNamespace(patch_size=1 if family.startswith("flux") else 2), 512, 8)
+    tokens = {family: cls.image_tokens(types.SimpleNamespace(patch_size=1 if family.startswith("flux") else 2, all_patch_size=(2,)), 512, 8)
               for family, cls in BACKBONES.items() if family != "wan"}
-    assert tokens == {"flux": 1024, "flux_kontext": 1024, "qwenimage": 1024, "sd3": 1024}
+    assert BACKBONES["zimage"].image_tokens(types.SimpleNamespace(all_patch_size=(2,)), 48, 8) == 32  # 9 patches, padded
+    assert tokens == {family: 1024 for family in BACKBONES if family != "wan"}
     assert BACKBONES["wan"].image_tokens(types.SimpleNamespace(patch_size=(1, 2, 2)), 480, 8) == 30 * 30
+
+
+def test_analytic_flops_of_zimage_equal_pytorchs_count():
+    """Z-Image's single-stream transformer on 3 images of 8 x 8 patches and 32 caption tokens (both multiples of 32,
+    so nothing is padded): the refiners, the joint layers and the final projection over both."""
+    from diffusers import ZImageTransformer2DModel
+
+    from flow_grpo.backbones import BACKBONES
+
+    model = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=2, n_refiner_layers=1,
+                                     n_heads=2, n_kv_heads=2, cap_feat_dim=24, axes_dims=[4, 6, 6], axes_lens=[256, 64, 64])
+    batch, text_tokens = 3, 32
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model([torch.randn(4, 1, 16, 16) for _ in range(batch)], torch.rand(batch), [torch.randn(text_tokens, 24) for _ in range(batch)],
+              return_dict=False)
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    analytic = BACKBONES["zimage"].transformer_flops(model.config, batch=batch, image_tokens=64, text_tokens=text_tokens)
+    assert analytic["attention"] == counts["aten.bmm"]
+    assert analytic["linear"] == counts["aten.addmm"] + counts["aten.mm"]
+    assert analytic["total"] == sum(counts.values())
