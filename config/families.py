@@ -193,3 +193,40 @@ def wan():
     config.save_freq = 60
     config.eval_freq = 30
     return config
+
+
+def zimage_turbo():
+    """Flow-Factory's GRPO run on Z-Image-Turbo (X-GenGroup/Flow-Factory, ``examples/grpo/full/z_image_turbo/
+    default.yaml``; no Flow-GRPO run on Z-Image is published): 512 px, 6 sampling / 10 evaluation steps, CFG-free
+    (their guidance 0: standard scale 1), one SDE step at noise 0.7 drawn among steps 1-3, every stored step trained,
+    48 groups of 16 per epoch on 8 GPUs in two optimizer steps, full fine-tuning at lr 1e-5 (weight decay 1e-4),
+    clip 1e-4, advantages clipped at 5 with per-group std, no KL, EMA 0.9 (their every 4 epochs: 8 optimizer steps
+    here), bf16. Where this differs, by need: 2 images per GPU and batch (theirs 1; the k-repeat sampler needs whole
+    groups per sampling step: 16 / 8 GPUs), one evaluation size (theirs evaluates at 1024 px)."""
+    config = base.default()
+    config.pretrained.model = "Tongyi-MAI/Z-Image-Turbo"
+    config.pretrained.family = "zimage"
+    config.resolution = 512
+    config.mixed_precision = "bf16"
+    config.sample.num_steps = 6
+    config.sample.eval_num_steps = 10
+    config.sample.guidance_scale = 1.0  # ZImagePipeline's guidance_scale 0: no negative pass
+    config.sample.eval_guidance_scale = 1.0
+    config.train.cfg = False
+    config.sample.noise_level = 0.7
+    recipes.sde_window(config, 1, (1, 4))  # one stochastic step, its start among steps 1, 2, 3
+    base.epoch_sizes(config, 8, groups_per_epoch=48, num_image_per_prompt=16, max_batch=2)
+    config.sample.test_batch_size = 8
+    config.use_lora = False
+    config.train.learning_rate = 1e-5
+    config.train.adam_weight_decay = 1e-4
+    config.train.clip_range = 1e-4
+    config.train.adv_clip_max = 5.0
+    config.train.global_std = False
+    config.train.beta = 0.0
+    config.train.ema = True
+    config.train.ema_decay = 0.9
+    config.train.ema_update_interval = 8
+    config.save_freq = 40
+    config.eval_freq = 40
+    return config
