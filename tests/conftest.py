@@ -12,6 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from flow_grpo.backbones import BUILTIN  # noqa: E402 (after HF_HUB_OFFLINE: it imports huggingface_hub)
 
 
+def tiny_frame_size(family) -> tuple[int, int, int]:
+    """(height, width, frames) the tests and config/tiny.py run a family's tiny model at (``family``: its Backbone
+    class or an instance): videos of 9 frames of a non-square 32 x 48, editing at the edits' 32 px, else 64 px."""
+    if family.modality == "video":
+        return 32, 48, 9
+    return (32, 32, 1) if family.takes_input_image else (64, 64, 1)
+
+
 def load_script(relative_path: str):
     """Import a script under scripts/ (or elsewhere) as a module, without running its main."""
     path = os.path.join(REPO, relative_path)

@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 
+from conftest import tiny_frame_size
 from flow_grpo.backbones import BACKBONES, BUILTIN, ModelLoadError, backbone_for_pipeline, detect_family, load_backbone
 from flow_grpo.backbones.base import Guidance
 from flow_grpo.backbones.flux.backbone import pack_latents, unpack_latents
@@ -26,10 +27,8 @@ LENGTH = 32
 
 
 def size(backbone):
-    """(height, width, frames) a family is tested at: videos of 9 frames of a non-square 32 x 48, editing at 32 px."""
-    if backbone.modality == "video":
-        return 32, 48, 9
-    return (32, 32, 1) if backbone.takes_input_image else (64, 64, 1)
+    """(height, width, frames) a family is tested at (conftest.tiny_frame_size)."""
+    return tiny_frame_size(backbone)
 
 
 def sample_shape(backbone, batch):

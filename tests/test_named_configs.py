@@ -27,8 +27,8 @@ import re
 
 import pytest
 
-from conftest import REPO, load_script
-from flow_grpo.backbones import BUILTIN
+from conftest import REPO, load_script, tiny_frame_size
+from flow_grpo.backbones import BACKBONES, BUILTIN
 from flow_grpo.config_cli import experiment_names, load_module, parse_args
 from flow_grpo.data import DistributedKRepeatSampler, PromptDataset
 from flow_grpo.rewards import RewardError, build_reward
@@ -139,7 +139,6 @@ def test_every_config_file_has_named_configs_and_base_has_none():
 
 
 def test_the_named_configs_use_every_objective_and_family():
-    from flow_grpo.backbones import BACKBONES
     from flow_grpo.objectives import OBJECTIVES
 
     assert {path[1] for path in PATHS} == set(OBJECTIVES)
@@ -178,10 +177,10 @@ def test_config_runs_one_epoch(file, name, tmp_path, monkeypatch, capsys):
         f"--config.train.gardo.aux_rewards={judges}",
     ]
     if is_hub_model(config):
-        family = family_of(config)
-        # its family's tiny model at a tiny size: 64 px, Kontext at the edits' 32 px, Wan 9 frames of 32 x 48
-        size = {"wan": ["--config.height=32", "--config.width=48", "--config.num_frames=9"],
-                "flux_kontext": ["--config.resolution=32"]}.get(family, ["--config.resolution=64"])
+        # its family's tiny model at its tiny size (conftest.tiny_frame_size): a square image by resolution, else each side
+        height, width, frames = tiny_frame_size(BACKBONES[family_of(config)])
+        size = ([f"--config.resolution={height}"] if (height, frames) == (width, 1)
+                else [f"--config.height={height}", f"--config.width={width}", f"--config.num_frames={frames}"])
         overrides += [f"--config.pretrained.model={tiny_model(config)}", "--config.max_sequence_length=32", *size]
     assert train_module.main(["--config", spec, *overrides]) == 0
     out = capsys.readouterr().out

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO, load_script, read_video_frames
+from conftest import REPO, load_script, read_video_frames, tiny_frame_size
 from flow_grpo.backbones import BUILTIN
 from flow_grpo.checkpoint import list_checkpoints, resolve_resume
 from flow_grpo.config_cli import load_module
@@ -28,13 +28,6 @@ TINY = os.path.join(REPO, "config", "tiny.py")
 # every registered family but SD3 (trained in tests/test_train_sd3.py), by its built-in tiny model, which is also
 # its config in config/tiny.py: "tiny_flux" -> FluxBackbone
 FAMILIES = {name.removeprefix("builtin:"): cls for name, cls in BUILTIN.items() if cls.family != "sd3"}
-
-
-def frame_size(name) -> tuple[int, int, int]:
-    """(height, width, frames) of the family's config/tiny.py run: videos 32 x 48 x 9, editing 32 px, else 64 px."""
-    if FAMILIES[name].modality == "video":
-        return 32, 48, 9
-    return (32, 32, 1) if FAMILIES[name].takes_input_image else (64, 64, 1)
 
 
 recipes = load_module(os.path.join(REPO, "config", "recipes.py"))
@@ -155,7 +148,7 @@ def test_checkpoint_lora_loads_with_the_familys_pipeline(tmp_path, trained_runs,
     final = resolve_resume("latest", os.path.join(run_dir, "checkpoints"))
     backbone = load_backbone(f"builtin:{name}")
     assert type(backbone.pipeline).__name__ == FAMILIES[name].pipeline_classes[0] and FAMILIES[name].family == backbone.family
-    height, width, frames = frame_size(name)
+    height, width, frames = tiny_frame_size(FAMILIES[name])
     latents = torch.randn(1, *backbone.latent_shape(height, width, frames), generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor(0.7)
     inputs = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1)) if backbone.takes_input_image else None

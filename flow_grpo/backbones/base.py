@@ -50,6 +50,24 @@ class Guidance:
     batched: bool = True  # one transformer call on the doubled batch; False: two calls (less memory, slower)
 
 
+@dataclasses.dataclass
+class MaskedPromptConditioning(Conditioning):
+    """A prompt's token states padded to a common length with their mask, for a family without a pooled
+    embedding (Qwen-Image, Z-Image): one row per image."""
+
+    prompt_embeds: torch.Tensor  # [N, L, D] the text encoder's states, zero after each prompt's end
+    prompt_embeds_mask: torch.Tensor  # [N, L] int64: 1 on the prompt's tokens, 0 on padding
+
+    @property
+    def pooled(self) -> torch.Tensor:
+        """The mean of the prompt's token states: ``[N, D]``."""
+        mask = self.prompt_embeds_mask.unsqueeze(-1).to(self.prompt_embeds.dtype)
+        return (self.prompt_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def __len__(self) -> int:
+        return self.prompt_embeds.shape[0]
+
+
 class Backbone:
     """One diffusers flow-matching family around its pipeline. Subclasses set the class attributes and
     implement the methods that raise ``NotImplementedError``."""

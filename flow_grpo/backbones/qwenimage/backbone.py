@@ -24,12 +24,12 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_normalised, flow_match_sigmas, register_backbone, timestep_batch,
+    Backbone, Guidance, MaskedPromptConditioning, cast_latents, classifier_free, decode_normalised, flow_match_sigmas,
+    register_backbone, timestep_batch,
 )
 from flow_grpo.backbones.flux.backbone import pack_latents, patch_sigmas, unpack_latents
 from flow_grpo.backbones.sd3.backbone import SD3_LORA_TARGET_MODULES
 from flow_grpo.backbones.qwenimage.flops import qwenimage_transformer_flops
-from flow_grpo.rollout_types import Conditioning
 
 # Flow-GRPO's Qwen-Image targets (the original flow_grpo's train_qwenimage.py): the joint attention's
 # projections of both streams and both streams' MLPs.
@@ -37,20 +37,8 @@ QWENIMAGE_LORA_TARGET_MODULES = SD3_LORA_TARGET_MODULES + ("img_mlp.net.0.proj",
 
 
 @dataclasses.dataclass
-class QwenImageConditioning(Conditioning):
-    """What the Qwen-Image transformer is conditioned on, one row per image."""
-
-    prompt_embeds: torch.Tensor  # [N, L, D] the text encoder's last hidden states, zero after each prompt's end
-    prompt_embeds_mask: torch.Tensor  # [N, L] int64: 1 on the prompt's tokens, 0 on padding
-
-    @property
-    def pooled(self) -> torch.Tensor:
-        """The mean of the prompt's token states (Qwen-Image has no pooled embedding): ``[N, D]``."""
-        mask = self.prompt_embeds_mask.unsqueeze(-1).to(self.prompt_embeds.dtype)
-        return (self.prompt_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-    def __len__(self) -> int:
-        return self.prompt_embeds.shape[0]
+class QwenImageConditioning(MaskedPromptConditioning):
+    """What the Qwen-Image transformer is conditioned on: the text encoder's last hidden states and their mask."""
 
 
 @register_backbone

@@ -25,10 +25,10 @@ from typing import Sequence
 import torch
 
 from flow_grpo.backbones.base import (
-    Backbone, Guidance, cast_latents, classifier_free, decode_scaled, flow_match_sigmas, register_backbone, timestep_batch,
+    Backbone, Guidance, MaskedPromptConditioning, cast_latents, classifier_free, decode_scaled, flow_match_sigmas,
+    register_backbone, timestep_batch,
 )
 from flow_grpo.backbones.zimage.flops import zimage_transformer_flops
-from flow_grpo.rollout_types import Conditioning
 
 # Derived (no Flow-GRPO run on Z-Image upstream): FLUX's rule, the attention projections and the MLPs, here of every
 # block (the noise and context refiners and the main layers; PEFT's suffix rule matches all three).
@@ -37,24 +37,12 @@ ZIMAGE_LORA_TARGET_MODULES = ("attention.to_q", "attention.to_k", "attention.to_
 
 
 @dataclasses.dataclass
-class ZImageConditioning(Conditioning):
-    """What the Z-Image transformer is conditioned on, one row per image."""
-
-    prompt_embeds: torch.Tensor  # [N, L, D] the text encoder's second-to-last hidden states, zero after each prompt's end
-    prompt_embeds_mask: torch.Tensor  # [N, L] int64: 1 on the prompt's tokens, 0 on padding
-
-    @property
-    def pooled(self) -> torch.Tensor:
-        """The mean of the prompt's token states (Z-Image has no pooled embedding): ``[N, D]``."""
-        mask = self.prompt_embeds_mask.unsqueeze(-1).to(self.prompt_embeds.dtype)
-        return (self.prompt_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)
+class ZImageConditioning(MaskedPromptConditioning):
+    """What the Z-Image transformer is conditioned on: the text encoder's second-to-last hidden states and their mask."""
 
     def caption_features(self, dtype) -> list[torch.Tensor]:
         """The pipeline's form: one ``[L_i, D]`` tensor per row, its padding dropped."""
         return [embeds[mask.bool()].to(dtype) for embeds, mask in zip(self.prompt_embeds, self.prompt_embeds_mask)]
-
-    def __len__(self) -> int:
-        return self.prompt_embeds.shape[0]
 
 
 @register_backbone
